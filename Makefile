@@ -1,0 +1,32 @@
+# The two commands at the top of the README are `make demo` and `make test`; both set up .venv
+# themselves (scripts/setup.sh), so they work on a fresh machine.
+PY := .venv/bin/python
+SCL := .venv/bin/starcoder-ls
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bundled-model bench clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(SCL) complete examples/demo.py:8:5
+
+test: setup
+	$(PY) -m ruff check starcoder_ls models tests bench
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check starcoder_ls models tests bench
+	$(PY) -m ruff format --check starcoder_ls models tests bench
+	$(PY) -m mypy starcoder_ls models
+
+# Retrain the bundled model from scratch (about 45 minutes on 2 CPU cores).
+bundled-model: setup
+	$(SCL) recipe bundle --work runs/bundle --output models/starcoder-ls-tiny
+
+bench: setup
+	$(PY) bench/recipe_bench.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

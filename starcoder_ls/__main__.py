@@ -1,0 +1,3 @@
+from starcoder_ls.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""``starcoder-ls recipe bundle``: reproduce the bundled offline model with one command.
+
+Runs every stage on the running interpreter's standard library (third-party packages are never
+part of it) and writes ``models/starcoder-ls-tiny``: the HF folder in fp16, GGUF files in Q8_0
+(the server's default) and Q4_K_M, the loss curve, the evaluation report and the model card.
+Intermediate outputs (corpus, shards, checkpoints, f32 GGUF) stay in ``--work``; re-running the
+command resumes training from the last checkpoint and redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from starcoder_ls.recipe.atomic import atomic_path
+from starcoder_ls.recipe.fim import FimConfig
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """The exact recipe of the bundled model (changing it changes the model card)."""
+
+    preset: str = "tiny"
+    vocab_size: int = 8192
+    seq_len: int = 1024
+    val_fraction: float = 0.05
+    fim_rate: float = 0.5
+    spm_rate: float = 0.5
+    line_rate: float = 0.3
+    repo_rate: float = 0.2
+    path_rate: float = 0.5
+    draws: int = 1
+    micro_batch: int = 8
+    grad_accum: int = 1
+    max_steps: int = 1500
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    eval_every: int = 250
+    eval_samples: int = 300
+    seed: int = 0
+
+
+def _stage(name: str) -> float:
+    print(f"\n== {name} ==", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def run_bundle(
+    output: Path, work: Path, cfg: BundleConfig, *, progress: bool = True
+) -> dict[str, Any]:
+    from starcoder_ls.models import BUNDLED_NAME
+    from starcoder_ls.recipe.corpus import CorpusConfig, build_corpus, stdlib_source
+    from starcoder_ls.recipe.data import ShardConfig, build_shards
+    from starcoder_ls.recipe.evaluate import evaluate
+    from starcoder_ls.recipe.export import export_gguf, export_hf
+    from starcoder_ls.recipe.quantize import quantize_gguf
+    from starcoder_ls.recipe.tokenizer import CodeTokenizer, train_tokenizer
+    from starcoder_ls.recipe.corpus import read_corpus
+    from starcoder_ls.recipe.train import TrainConfig, load_checkpoint_model, train
+
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    corpus_dir, tok_file, shard_dir, run_dir = (
+        work / "corpus",
+        work / "tokenizer.json",
+        work / "shards",
+        work / "run",
+    )
+
+    t = _stage("corpus: the standard library of this interpreter")
+    if not (corpus_dir / "summary.json").is_file():
+        build_corpus(
+            CorpusConfig(
+                sources=[stdlib_source()],
+                output=corpus_dir,
+                languages=frozenset({"python"}),
+                val_fraction=cfg.val_fraction,
+            ),
+            progress=progress,
+        )
+    corpus_summary = json.loads((corpus_dir / "summary.json").read_text())
+    timings["corpus_s"] = time.perf_counter() - t
+
+    t = _stage("tokenizer")
+    if not tok_file.is_file():
+        files = list(read_corpus(corpus_dir / "train.jsonl"))
+        train_tokenizer(
+            (f.text for f in files), cfg.vocab_size, length=len(files), progress=progress
+        ).save(tok_file)
+    timings["tokenizer_s"] = time.perf_counter() - t
+
+    t = _stage("FIM shards")
+    if not (shard_dir / "meta.json").is_file():
+        build_shards(
+            ShardConfig(
+                corpus=corpus_dir,
+                tokenizer=tok_file,
+                output=shard_dir,
+                seq_len=cfg.seq_len,
+                fim=FimConfig(cfg.fim_rate, cfg.spm_rate, cfg.line_rate),
+                repo_rate=cfg.repo_rate,
+                path_rate=cfg.path_rate,
+                draws=cfg.draws,
+                seed=cfg.seed,
+            ),
+            progress=progress,
+        )
+    shard_meta = json.loads((shard_dir / "meta.json").read_text())
+    timings["shards_s"] = time.perf_counter() - t
+
+    t = _stage(f"training the {cfg.preset} preset")
+    final = train(
+        TrainConfig(
+            data=shard_dir,
+            output=run_dir,
+            preset=cfg.preset,
+            micro_batch=cfg.micro_batch,
+            grad_accum=cfg.grad_accum,
+            max_steps=cfg.max_steps,
+            lr=cfg.lr,
+            warmup_steps=cfg.warmup_steps,
+            eval_every=cfg.eval_every,
+            save_every=cfg.eval_every,
+            seed=cfg.seed,
+            progress=progress,
+        )
+    )
+    timings["train_s"] = time.perf_counter() - t
+    metrics = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
+    ]
+
+    t = _stage("export and quantization")
+    model, tok = load_checkpoint_model(run_dir)
+    hf_f32 = export_hf(model, tok, work / "hf-f32", dtype="float32")
+    gguf_f32 = export_gguf(hf_f32, work / f"{BUNDLED_NAME}-f32.gguf", outtype="f32")
+    quant = {
+        q: quantize_gguf(gguf_f32, work / f"{BUNDLED_NAME}-{q}.gguf", q) for q in ("Q8_0", "Q4_K_M")
+    }
+    timings["export_s"] = time.perf_counter() - t
+
+    t = _stage("evaluation on held-out standard-library files")
+    reports = {
+        "transformers_fp32": evaluate(hf_f32, corpus_dir, samples=cfg.eval_samples, seed=cfg.seed),
+        "llama_cpp_Q8_0": evaluate(
+            quant["Q8_0"], corpus_dir, samples=cfg.eval_samples, seed=cfg.seed
+        ),
+        "llama_cpp_Q4_K_M": evaluate(
+            quant["Q4_K_M"], corpus_dir, samples=cfg.eval_samples, seed=cfg.seed
+        ),
+    }
+    timings["eval_s"] = time.perf_counter() - t
+
+    from starcoder_ls.recipe.model import count_parameters
+    from starcoder_ls.recipe.card import render_card
+
+    with atomic_path(output, directory=True) as tmp:
+        export_hf(model, tok, tmp / "hf", dtype="float16")
+        for q, path in quant.items():
+            shutil.copyfile(path, tmp / f"{BUNDLED_NAME}-{q}.gguf")
+        shutil.copyfile(run_dir / "loss.png", tmp / "loss.png")
+        shutil.copyfile(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
+        report = {
+            "recipe": asdict(cfg),
+            "command": "starcoder-ls recipe bundle",
+            "python": platform.python_version(),
+            "machine": _machine(),
+            "parameters": count_parameters(model),
+            "corpus": corpus_summary,
+            "shards": {
+                s: {k: v for k, v in i.items() if k != "shards"}
+                for s, i in shard_meta["splits"].items()
+            },
+            "final_train_metrics": final,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "evaluation": reports,
+            "files": {},
+        }
+        for f in sorted(tmp.rglob("*")):
+            if f.is_file():
+                report["files"][str(f.relative_to(tmp))] = f.stat().st_size
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / "MODEL_CARD.md").write_text(render_card(report, metrics))
+    return report
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "bundle",
+        help="reproduce the bundled model (stdlib corpus -> ... -> models/starcoder-ls-tiny)",
+        description="Train the bundled offline model from scratch on this interpreter's standard "
+        "library and write it, with its model card, to --output. About 45 minutes on 2 CPU cores.",
+    )
+    from starcoder_ls.models import BUNDLED_DIR
+
+    p.add_argument("--output", type=Path, default=BUNDLED_DIR, help=f"default: {BUNDLED_DIR}")
+    p.add_argument(
+        "--work", type=Path, default=Path("runs/bundle"), help="intermediate outputs (resumable)"
+    )
+    p.add_argument("--max-steps", type=int, default=BundleConfig.max_steps)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cli_run)
+
+
+def _cli_run(args: argparse.Namespace) -> int:
+    cfg = BundleConfig(max_steps=args.max_steps)
+    report = run_bundle(args.output, args.work, cfg, progress=not args.no_progress)
+    print(
+        json.dumps(
+            {
+                "output": str(args.output),
+                "timings_s": report["timings_s"],
+                "parameters": report["parameters"],
+            },
+            indent=2,
+        )
+    )
+    return 0
