@@ -68,8 +68,6 @@ def complete(
     text = read_source(pos.file)
     prefix, suffix = split_at(text, pos)
     model_path = model or BUNDLED_GGUF
-    if model_path.suffix != ".gguf":
-        raise RecipeError(f"{model_path}: this command runs GGUF models; export one with `starcoder-ls recipe export`")
     llm = GGUFModel(model_path)
     ids = infill_ids(llm, prefix, suffix, max_tokens)
     root = workspace or pos.file.resolve().parent

@@ -43,6 +43,7 @@ def atomic_path(target: str | os.PathLike[str], *, directory: bool = False) -> I
         tmp = Path(name)
     try:
         yield tmp
+        _publish_permissions(tmp)
         if directory:
             old = None
             if target.exists():
@@ -63,6 +64,22 @@ def atomic_path(target: str | os.PathLike[str], *, directory: bool = False) -> I
     except BaseException:
         _cleanup(tmp, directory)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_permissions(tmp: Path) -> None:
+    """mkstemp/mkdtemp create 0600/0700 paths; outputs (models on a shared box) get the modes
+    an ordinary ``open`` would have given them under the user's umask."""
+    mask = _umask()
+    paths = [tmp, *tmp.rglob("*")] if tmp.is_dir() else [tmp]
+    for p in paths:
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _cleanup(tmp: Path, directory: bool) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import sys
@@ -38,12 +37,14 @@ class BundleConfig:
     repo_rate: float = 0.2
     path_rate: float = 0.5
     draws: int = 1
-    micro_batch: int = 8
+    exclude: tuple[str, ...] = ("test/", "tests/", "idle_test/")
+    """The standard library's own test suites: repetitive, and unlike the code users write."""
+    micro_batch: int = 4
     grad_accum: int = 1
-    max_steps: int = 1500
+    max_steps: int = 800
     lr: float = 2e-3
-    warmup_steps: int = 100
-    eval_every: int = 250
+    warmup_steps: int = 50
+    eval_every: int = 200
     eval_samples: int = 300
     seed: int = 0
 
@@ -57,13 +58,9 @@ def run_bundle(
     output: Path, work: Path, cfg: BundleConfig, *, progress: bool = True
 ) -> dict[str, Any]:
     from starcoder_ls.models import BUNDLED_NAME
-    from starcoder_ls.recipe.corpus import CorpusConfig, build_corpus, stdlib_source
+    from starcoder_ls.recipe.corpus import CorpusConfig, build_corpus, read_corpus, stdlib_source
     from starcoder_ls.recipe.data import ShardConfig, build_shards
-    from starcoder_ls.recipe.evaluate import evaluate
-    from starcoder_ls.recipe.export import export_gguf, export_hf
-    from starcoder_ls.recipe.quantize import quantize_gguf
-    from starcoder_ls.recipe.tokenizer import CodeTokenizer, train_tokenizer
-    from starcoder_ls.recipe.corpus import read_corpus
+    from starcoder_ls.recipe.tokenizer import train_tokenizer
     from starcoder_ls.recipe.train import TrainConfig, load_checkpoint_model, train
 
     work.mkdir(parents=True, exist_ok=True)
@@ -82,6 +79,7 @@ def run_bundle(
                 sources=[stdlib_source()],
                 output=corpus_dir,
                 languages=frozenset({"python"}),
+                exclude=cfg.exclude,
                 val_fraction=cfg.val_fraction,
             ),
             progress=progress,
@@ -138,6 +136,10 @@ def run_bundle(
         json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
     ]
 
+    from starcoder_ls.recipe.evaluate import evaluate
+    from starcoder_ls.recipe.export import export_gguf, export_hf
+    from starcoder_ls.recipe.quantize import quantize_gguf
+
     t = _stage("export and quantization")
     model, tok = load_checkpoint_model(run_dir)
     hf_f32 = export_hf(model, tok, work / "hf-f32", dtype="float32")
@@ -159,8 +161,9 @@ def run_bundle(
     }
     timings["eval_s"] = time.perf_counter() - t
 
-    from starcoder_ls.recipe.model import count_parameters
     from starcoder_ls.recipe.card import render_card
+    from starcoder_ls.recipe.machine import machine_info
+    from starcoder_ls.recipe.model import count_parameters
 
     with atomic_path(output, directory=True) as tmp:
         export_hf(model, tok, tmp / "hf", dtype="float16")
@@ -172,7 +175,7 @@ def run_bundle(
             "recipe": asdict(cfg),
             "command": "starcoder-ls recipe bundle",
             "python": platform.python_version(),
-            "machine": _machine(),
+            "machine": machine_info(),
             "parameters": count_parameters(model),
             "corpus": corpus_summary,
             "shards": {
@@ -190,25 +193,6 @@ def run_bundle(
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "MODEL_CARD.md").write_text(render_card(report, metrics))
     return report
-
-
-def _machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
 
 
 def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

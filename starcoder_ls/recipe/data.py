@@ -24,7 +24,7 @@ import numpy as np
 
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.errors import RecipeError
-from starcoder_ls.recipe.fim import FimConfig, document_pieces, encode_pieces, repo_pieces
+from starcoder_ls.recipe.fim import FimConfig, document_pieces, repo_pieces
 from starcoder_ls.recipe.tokenizer import CodeTokenizer
 
 META_FILE = "meta.json"

@@ -14,13 +14,17 @@ still does the banding and candidate lookup, and a test pins the signatures to d
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+from starcoder_ls.recipe.errors import RecipeError
 
 NUM_PERM = 128
 SHINGLE_SIZE = 5
@@ -178,3 +182,51 @@ class Contamination:
                     if window in self._windows:
                         return f"lines: {self._windows[window]}"
         return None
+
+
+def eval_documents(
+    paths: Iterable[str], skip_dirs: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, str]]:
+    """(name, text) of every evaluation file under ``paths``.
+
+    A ``.jsonl`` benchmark (HumanEval style) also yields each record's string fields and its
+    prompt + canonical solution joined, since that is how its code would appear in a source file.
+    """
+    for spec in paths:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise RecipeError(f"evaluation path {spec} does not exist")
+        files = [path]
+        if path.is_dir():
+            files = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not skip_dirs.intersection(p.relative_to(path).parts[:-1])
+            )  # fmt: skip
+        for file in files:
+            try:
+                text = file.read_bytes().decode("utf-8")
+            except OSError as exc:
+                raise RecipeError(f"cannot read evaluation file {file}: {exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                if file == path:
+                    raise RecipeError(f"evaluation file {file} is not UTF-8 text") from exc
+                continue  # a binary inside an evaluation directory: nothing to match against
+            yield str(file), text
+            if file.suffix == ".jsonl":
+                yield from _jsonl_fields(str(file), text)
+
+
+def _jsonl_fields(name: str, text: str) -> Iterator[tuple[str, str]]:
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        for key, value in record.items():
+            if isinstance(value, str) and value.strip():
+                yield f"{name}:{number}:{key}", value
+        prompt, solution = record.get("prompt"), record.get("canonical_solution")
+        if isinstance(prompt, str) and isinstance(solution, str):
+            yield f"{name}:{number}", prompt + solution

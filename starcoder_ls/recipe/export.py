@@ -11,14 +11,14 @@ package directly (no llama.cpp checkout needed), following llama.cpp's own conve
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.recipe.quantize import load_gguf as load_gguf  # part of this API too
 from starcoder_ls.recipe.tokenizer import TOKENIZER_FILE, CodeTokenizer
 from starcoder_ls.recipe.tokens import (
     ENDOFTEXT,
@@ -33,7 +33,7 @@ from starcoder_ls.recipe.tokens import (
 
 if TYPE_CHECKING:
     import numpy as np
-    from llama_cpp import Llama
+    import torch
 
 HF_DTYPES = ("float32", "float16", "bfloat16")
 GGUF_TYPES = ("f32", "f16")
@@ -52,16 +52,6 @@ _GELU_ACTIVATIONS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu")
 
 
 # --------------------------------------------------------------------------- Hugging Face
-
-
-def share_permissions(path: Path) -> None:
-    """Temp files are created 0600/0700; a model is meant to be read by others (a shared box)."""
-    if path.is_dir():
-        path.chmod(0o755)
-        for child in path.iterdir():
-            share_permissions(child)
-    else:
-        path.chmod(0o644)
 
 
 def export_hf(
@@ -97,7 +87,10 @@ def export_hf(
         config = type(config).from_dict(config.to_dict())
         config.architectures = ["GPTBigCodeForCausalLM"]
         config.bos_token_id = config.eos_token_id = eos
-        config.dtype = dtype  # written as "dtype" (transformers 5) / "torch_dtype" (4.x)
+        if isinstance(getattr(type(config), "torch_dtype", None), property):
+            config.dtype = dtype  # newer transformers: "torch_dtype" is a deprecated alias
+        else:
+            config.torch_dtype = dtype
         config.save_pretrained(tmp)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos).save_pretrained(tmp)
@@ -124,7 +117,6 @@ def export_hf(
             ("special_tokens_map.json", token_map),
         ):
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        share_permissions(tmp)
     return Path(out_dir)
 
 
@@ -179,11 +171,11 @@ def load_hf(path: str | Path, *, dtype: str = "float32") -> tuple[Any, CodeToken
 # --------------------------------------------------------------------------- GGUF
 
 
-def _hf_state(hf_dir: Path) -> dict[str, np.ndarray]:
-    """All tensors as float32 numpy arrays, keys without the ``transformer.`` prefix."""
+def _hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
+    """All tensors in their stored dtype (converted one at a time later, to bound memory)."""
     import torch
 
-    state: dict[str, np.ndarray] = {}
+    state: dict[str, torch.Tensor] = {}
     for file in _weight_files(hf_dir):
         try:
             if file.suffix == ".safetensors":
@@ -195,7 +187,7 @@ def _hf_state(hf_dir: Path) -> dict[str, np.ndarray]:
         except Exception as exc:
             raise RecipeError(f"cannot read weights {file}: {exc}") from exc
         for key, tensor in part.items():
-            state[key.removeprefix("transformer.")] = tensor.to(torch.float32).numpy()
+            state[key.removeprefix("transformer.")] = tensor
     return state
 
 
@@ -269,9 +261,10 @@ def _vocab(hf_dir: Path, n_vocab: int) -> tuple[list[str], list[int], list[str],
         tokens[added["id"]] = added["content"]
         special = added.get("special", False)
         types[added["id"]] = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
-    if max(tokens) >= n_vocab:
+    if not tokens or max(tokens) >= n_vocab:
         raise RecipeError(
-            f"{path} has token id {max(tokens)} but the model only {n_vocab} embeddings"
+            f"{path} has {len(tokens)} tokens (max id {max(tokens, default=-1)}) but the model "
+            f"only {n_vocab} embeddings"
         )
     token_list = [tokens.get(i, f"[PAD{i}]") for i in range(n_vocab)]
     type_list = [int(types.get(i, gguf.TokenType.UNUSED)) for i in range(n_vocab)]
@@ -286,10 +279,50 @@ def _qkv_rows_to_llama(arr: np.ndarray, n_head: int) -> np.ndarray:
     return arr.reshape(n_head, 3, head_dim, *rest).swapaxes(0, 1).reshape(arr.shape).copy()
 
 
-def export_gguf(hf_dir: str | Path, out_file: str | Path, *, outtype: str = "f32") -> Path:
-    """Convert a GPTBigCode HF folder into a GGUF file for llama.cpp's ``starcoder`` graph."""
+def _checked_weights(
+    hf_dir: Path, cfg: dict[str, Any], n_kv: int
+) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
+    """The weights llama.cpp needs and their shapes, or one error that lists every mismatch
+    (llama.cpp itself would stop at the first, and only at load time)."""
+    state = _hf_state(hf_dir)
+    for key in [k for k in state if k.endswith((".attn.bias", ".attn.masked_bias"))]:
+        del state[key]  # causal-mask buffers of old checkpoints, not weights
+    expected = _expected_shapes(cfg, n_kv)
+    tied = cfg.get("tie_word_embeddings", True)
+    if "lm_head.weight" in state:
+        if tied:
+            del state["lm_head.weight"]  # HF ignores it too; llama.cpp reuses token_embd
+        else:
+            expected["lm_head.weight"] = (cfg["vocab_size"], cfg["n_embd"])
+    elif not tied:
+        raise RecipeError(f"{hf_dir}: tie_word_embeddings is false but there is no lm_head.weight")
+    problems = {
+        "missing": sorted(set(expected) - set(state)),
+        "unexpected": sorted(set(state) - set(expected)),
+        "wrong shape": [
+            f"{k} {tuple(state[k].shape)} != {shape}"
+            for k, shape in expected.items()
+            if k in state and tuple(state[k].shape) != shape
+        ],
+    }
+    detail = "; ".join(
+        f"{kind}: {', '.join(items[:5])}" for kind, items in problems.items() if items
+    )
+    if detail:
+        raise RecipeError(f"the weights in {hf_dir} do not fit its config.json ({detail})")
+    return state, expected
+
+
+def export_gguf(
+    hf_dir: str | Path, out_file: str | Path, *, outtype: str = "f32", name: str | None = None
+) -> Path:
+    """Convert a GPTBigCode HF folder into a GGUF file for llama.cpp's ``starcoder`` graph.
+
+    ``name`` (``general.name``) defaults to the folder's name.
+    """
     import gguf
     import numpy as np
+    import torch
 
     if outtype not in GGUF_TYPES:
         raise RecipeError(f"unknown GGUF type {outtype!r}; choose one of: {', '.join(GGUF_TYPES)}")
@@ -300,39 +333,14 @@ def export_gguf(hf_dir: str | Path, out_file: str | Path, *, outtype: str = "f32
     n_kv = 1 if multi_query else cfg["n_head"]
     n_vocab = cfg["vocab_size"]
     tokens, token_types, merges, pre_name = _vocab(hf_dir, n_vocab)
-    state = _hf_state(hf_dir)
-    for key in [k for k in state if k.endswith((".attn.bias", ".attn.masked_bias"))]:
-        del state[key]  # causal-mask buffers of old checkpoints, not weights
-    expected = _expected_shapes(cfg, n_kv)
-    tied = cfg.get("tie_word_embeddings", True)
-    if "lm_head.weight" in state:
-        if tied:
-            del state["lm_head.weight"]  # HF ignores it too; llama.cpp reuses token_embd
-        else:
-            expected["lm_head.weight"] = (n_vocab, cfg["n_embd"])
-    elif not tied:
-        raise RecipeError(f"{hf_dir}: tie_word_embeddings is false but there is no lm_head.weight")
-    missing = sorted(set(expected) - set(state))
-    unknown = sorted(set(state) - set(expected))
-    wrong = [f"{k} {state[k].shape} != {expected[k]}" for k in expected if k in state and state[k].shape != expected[k]]  # fmt: skip
-    if missing or unknown or wrong:
-        detail = "; ".join(
-            f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-            for label, items in (
-                ("missing", missing),
-                ("unexpected", unknown),
-                ("wrong shape", wrong),
-            )
-            if items
-        )
-        raise RecipeError(f"the weights in {hf_dir} do not fit its config.json ({detail})")
+    state, expected = _checked_weights(hf_dir, cfg, n_kv)
 
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.STARCODER]
     ftype = gguf.LlamaFileType.ALL_F32 if outtype == "f32" else gguf.LlamaFileType.MOSTLY_F16
     names = _gguf_tensor_names(cfg["n_layer"])
     with atomic_path(out_file) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
-        writer.add_name(hf_dir.resolve().name)
+        writer.add_name(name or hf_dir.resolve().name)
         writer.add_file_type(int(ftype))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         writer.add_context_length(cfg["n_positions"])
@@ -361,7 +369,7 @@ def export_gguf(hf_dir: str | Path, out_file: str | Path, *, outtype: str = "f32
                 writer.add_uint32(key, tokens.index(tok))
         for key in expected:
             module, _, kind = key.rpartition(".")
-            data = state.pop(key)
+            data = state.pop(key).to(torch.float32).numpy()
             if module.endswith("attn.c_attn") and not multi_query:
                 data = _qkv_rows_to_llama(data, cfg["n_head"])
             # As llama.cpp's converter: f16 only for matrices; norms, biases and the position
@@ -373,89 +381,13 @@ def export_gguf(hf_dir: str | Path, out_file: str | Path, *, outtype: str = "f32
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        share_permissions(tmp)
     return Path(out_file)
-
-
-GGUF_MAGIC = b"GGUF"
-
-
-def check_gguf_file(path: str | Path) -> Path:
-    """Reject a missing or non-GGUF file before llama.cpp does, with a message that says which."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"GGUF file not found: {path}")
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise RecipeError(
-            f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}); "
-            "convert a Hugging Face folder with `starcoder-ls recipe export --gguf-out`"
-        )
-    return path
-
-
-class LlamaLog:
-    """What llama.cpp logged: llama-cpp-python throws its reasons away when not verbose."""
-
-    ERROR = 4  # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
-    CONT = 5
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[int, str]] = []
-
-    def add(self, level: int, text: str) -> None:
-        if level == self.CONT and self.lines:
-            level = self.lines[-1][0]  # a continuation keeps the level of the line it extends
-        self.lines.append((level, text))
-
-    def reason(self) -> str:
-        """The error lines, which say why a load or a quantization failed."""
-        text = "".join(t for level, t in self.lines if level == self.ERROR)
-        return " ".join(text.split())
-
-
-@contextlib.contextmanager
-def llama_log_capture(*, forward: bool = False) -> Iterator[LlamaLog]:
-    """Route llama.cpp's log into a ``LlamaLog`` (and on to llama-cpp-python's when ``forward``)."""
-    import ctypes
-
-    import llama_cpp
-    from llama_cpp import _logger
-
-    log = LlamaLog()
-
-    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        log.add(level, text.decode("utf-8", "replace"))
-        if forward:
-            _logger.llama_log_callback(level, text, user_data)
-
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-    try:
-        yield log
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-
-
-def load_gguf(path: str | Path, **kwargs: Any) -> Llama:
-    """Open a GGUF in llama.cpp, turning its bare ``ValueError`` into a message that says why."""
-    path = check_gguf_file(path)
-    import llama_cpp
-
-    kwargs.setdefault("verbose", False)
-    with llama_log_capture(forward=bool(kwargs["verbose"])) as log:
-        try:
-            return llama_cpp.Llama(model_path=str(path), **kwargs)
-        except ValueError as exc:
-            reason = log.reason() or str(exc)
-            raise RecipeError(f"llama.cpp cannot load {path}: {reason}") from exc
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "export",
         help="export a trained model as a Hugging Face folder (and a GGUF file)",
@@ -481,12 +413,16 @@ def _cli_export(args: argparse.Namespace) -> int:
         from starcoder_ls.recipe.train import load_checkpoint_model
 
         model, tokenizer = load_checkpoint_model(source)
-    result: dict[str, object] = {
-        "hf": str(export_hf(model, tokenizer, args.hf_out, dtype=args.dtype))
-    }
+    hf_out = export_hf(model, tokenizer, args.hf_out, dtype=args.dtype)
+    result: dict[str, object] = {"hf": str(hf_out)}
     if args.gguf_out is not None:
-        gguf_file = export_gguf(args.hf_out, args.gguf_out, outtype=args.gguf_type)
-        result["gguf"] = str(gguf_file)
-        result["gguf_bytes"] = gguf_file.stat().st_size
+        gguf_out = Path(args.gguf_out)
+        gguf_out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=gguf_out.parent) as tmp:
+            # The GGUF gets the full-precision weights, not the HF folder's rounded copy.
+            src = hf_out if args.dtype == "float32" else export_hf(model, tokenizer, Path(tmp) / "hf", dtype="float32")  # fmt: skip
+            export_gguf(src, gguf_out, outtype=args.gguf_type, name=hf_out.resolve().name)
+        result["gguf"] = str(gguf_out)
+        result["gguf_bytes"] = gguf_out.stat().st_size
     print(json.dumps(result))
     return 0

@@ -11,8 +11,9 @@ Choices that keep ordinary code intact (each mirrors a StarCoder rule or guards 
   multicast, unspecified and documentation addresses are kept, and so are well-known public DNS
   resolvers (8.8.8.8, 1.1.1.1, ...): none of them identifies anybody.
 * A dotted quad is taken for a version number and kept when every part is a single digit
-  (``1.2.3.4``) and the line says nothing about hosts or networks (StarCoder's rule), or when
-  the line names a version (``__version__ = "52.1.20.7"``, ``version: ...``).
+  (``1.2.3.4``) and the line says nothing about hosts or networks (StarCoder's rule), when the
+  line names a version before it (``__version__ = "52.1.20.7"``, ``version: ...``), or when a
+  version operator precedes it (``numpy>=1.26.4.1``).
 * Emails at the RFC 2606 example domains (``example.com``, ``*.test``, ...) and ``git@host``
   SSH remotes are kept: they are not personal.
 * Empty strings, ``None``/``null``, ``${VAR}``/``{}``/``%s`` templates, ``<...>`` and
@@ -28,7 +29,7 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 EMAIL = "<EMAIL>"
 IP_ADDRESS = "<IP_ADDRESS>"
@@ -61,6 +62,7 @@ _NETWORK_WORDS_RE = re.compile(
     r"(?i)\b(?:ip|ips|ipv4|addr|address|host|hosts|server|dns|net|route)"
 )
 _VERSION_WORDS_RE = re.compile(r"(?i)version|\bver\b|\brelease\b|\bv$")
+_VERSION_OPERATOR_RE = re.compile(r"(?:[<>~!=^]=|[<>~^])[ \t]*$")  # numpy>=1.26.4.1
 
 _PEM_RE = re.compile(
     r"(?P<begin>-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)(?P<body>.*?)"
@@ -103,8 +105,23 @@ _PASSWORD_QUOTED_RE = _quoted(_PASSWORD_NAME)
 _PASSWORD_BARE_RE = _unquoted(_PASSWORD_NAME)
 _URL_CREDENTIALS_RE = re.compile(r"(?<=://)(?P<user>[^/\s:@\"'`]+):(?P<value>[^/\s@\"'`]+)@")
 
+# Cheap literal-led searches that find the lines worth running the full rules on.
+_TRIGGERS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "pass_word",
+    "key",
+    "secret",
+    "token",
+    "credential",
+    "://",
+)
+_TOKEN_GATE_RE = re.compile(r"A[KSGIRN3][A-Z0-9]|gh[pousr]_|github_pat_|xox|hooks\.slack")
+_IPV4_GATE_RE = re.compile(r"\.\d{1,3}\.\d{1,3}\.")
+_IPV6_GATE_RE = re.compile(r"::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 _EMAIL_RE = re.compile(
-    r"(?<![\w.%+\-])(?P<local>[A-Za-z0-9][A-Za-z0-9._%+\-]*)@"
+    r"(?<![\w.%+\-])(?P<local>\w[\w.%+\-]*)@"
     r"(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24})(?![\w\-])"
 )
 _IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
@@ -157,13 +174,9 @@ def _looks_bare_password(value: str) -> bool:
     )
 
 
-def _replace_value(
-    pattern: re.Pattern[str],
-    text: str,
-    placeholder: str,
-    accept: Callable[[str], bool],
-    counts: Counter[str],
-) -> str:
+def _value_replacer(
+    placeholder: str, accept: Callable[[str], bool], counts: Counter[str]
+) -> Callable[[re.Match[str]], str]:
     def repl(m: re.Match[str]) -> str:
         value = m.group("value")
         if not accept(value):
@@ -173,7 +186,37 @@ def _replace_value(
         whole = m.group(0)
         return whole[:start] + placeholder + whole[end:]
 
-    return pattern.sub(repl, text)
+    return repl
+
+
+def _positions(haystack: str, needles: tuple[str, ...]) -> Iterator[int]:
+    for needle in needles:
+        i = haystack.find(needle)
+        while i >= 0:
+            yield i
+            i = haystack.find(needle, i + len(needle))
+
+
+def _on_lines(text: str, positions: Iterable[int], fn: Callable[[str], str]) -> str:
+    """Apply ``fn`` to just the lines holding ``positions``.
+
+    Every rule here is confined to one line, and running a rule only where a cheap literal
+    search found its trigger ("@", "password", "::") makes redaction several times faster
+    than running each full regex over every byte of a large corpus.
+    """
+    spans = set()
+    for p in positions:
+        end = text.find("\n", p)
+        spans.add((text.rfind("\n", 0, p) + 1, len(text) if end < 0 else end))
+    if not spans:
+        return text
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        out.append(text[pos:start])
+        out.append(fn(text[start:end]))
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _redact_pem(text: str, counts: Counter[str]) -> str:
@@ -208,52 +251,43 @@ def _keep_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def _looks_like_version(text: str, m: re.Match[str]) -> bool:
-    line_start = text.rfind("\n", 0, m.start()) + 1
-    line_end = text.find("\n", m.end())
-    line = text[line_start : line_end if line_end >= 0 else len(text)]
-    before = text[line_start : m.start()]
-    if _VERSION_WORDS_RE.search(before.rstrip(" \t\"':=")):
+def _looks_like_version(line: str, m: re.Match[str]) -> bool:
+    before = line[: m.start()]
+    if _VERSION_OPERATOR_RE.search(before) or _VERSION_WORDS_RE.search(before.rstrip(" \t\"':=")):
         return True
     return len(m.group(0)) == 7 and not _NETWORK_WORDS_RE.search(line)
 
 
-def _redact_ips(text: str, counts: Counter[str]) -> str:
-    def repl_v4(m: re.Match[str]) -> str:
+def _ip_replacer(counts: Counter[str], version_check: bool) -> Callable[[re.Match[str]], str]:
+    def repl(m: re.Match[str]) -> str:
         try:
-            ip = ipaddress.IPv4Address(m.group(0))
-        except ValueError:  # 300.1.2.3, or leading zeros: not an address
+            ip = ipaddress.ip_address(m.group(0))
+        except ValueError:  # 300.1.2.3, 01.2.3.4, "12:30:45", "aa:bb:cc:dd:ee:ff"
             return m.group(0)
-        if _keep_ip(ip) or _looks_like_version(text, m):
+        if _keep_ip(ip) or (version_check and _looks_like_version(m.string, m)):
             return m.group(0)
         counts[IP_ADDRESS] += 1
         return IP_ADDRESS
 
-    def repl_v6(m: re.Match[str]) -> str:
-        try:
-            ip = ipaddress.IPv6Address(m.group(0))
-        except ValueError:  # "12:30:45", "aa:bb:cc:dd:ee:ff", C++ "a::b" that is no address
-            return m.group(0)
-        if _keep_ip(ip):
-            return m.group(0)
-        counts[IP_ADDRESS] += 1
-        return IP_ADDRESS
-
-    if "." in text:
-        text = _IPV4_RE.sub(repl_v4, text)
-    if "::" in text or text.count(":") >= 7:
-        text = _IPV6_RE.sub(repl_v6, text)
-    return text
+    return repl
 
 
-def _redact_emails(text: str, counts: Counter[str]) -> str:
+def _email_replacer(counts: Counter[str]) -> Callable[[re.Match[str]], str]:
     def repl(m: re.Match[str]) -> str:
         if m.group("local").lower() == "git" or _EXAMPLE_DOMAIN_RE.search(m.group("domain")):
             return m.group(0)
         counts[EMAIL] += 1
         return EMAIL
 
-    return _EMAIL_RE.sub(repl, text)
+    return repl
+
+
+def _key_replacer(counts: Counter[str]) -> Callable[[re.Match[str]], str]:
+    def repl(m: re.Match[str]) -> str:
+        counts[KEY] += 1
+        return KEY
+
+    return repl
 
 
 def redact(text: str) -> tuple[str, Counter[str]]:
@@ -266,20 +300,38 @@ def redact(text: str) -> tuple[str, Counter[str]]:
     counts: Counter[str] = Counter()
     if "PRIVATE KEY" in text:
         text = _redact_pem(text, counts)
-    for pattern in _TOKEN_RES:
+    key = _key_replacer(counts)
 
-        def repl(m: re.Match[str]) -> str:
-            counts[KEY] += 1
-            return KEY
+    def tokens(line: str) -> str:
+        for pattern in _TOKEN_RES:
+            line = pattern.sub(key, line)
+        return line
 
-        text = pattern.sub(repl, text)
-    text = _replace_value(_KEY_QUOTED_RE, text, KEY, _looks_random, counts)
-    text = _replace_value(_KEY_BARE_RE, text, KEY, _looks_random, counts)
-    text = _replace_value(_PASSWORD_QUOTED_RE, text, PASSWORD, _looks_password, counts)
-    text = _replace_value(_PASSWORD_BARE_RE, text, PASSWORD, _looks_bare_password, counts)
-    if "://" in text:
-        text = _replace_value(_URL_CREDENTIALS_RE, text, PASSWORD, _looks_password, counts)
-    if "@" in text:
-        text = _redact_emails(text, counts)
-    text = _redact_ips(text, counts)
+    text = _on_lines(text, (m.start() for m in _TOKEN_GATE_RE.finditer(text)), tokens)
+
+    assignments = (
+        (_KEY_QUOTED_RE, _value_replacer(KEY, _looks_random, counts)),
+        (_KEY_BARE_RE, _value_replacer(KEY, _looks_random, counts)),
+        (_PASSWORD_QUOTED_RE, _value_replacer(PASSWORD, _looks_password, counts)),
+        (_PASSWORD_BARE_RE, _value_replacer(PASSWORD, _looks_bare_password, counts)),
+        (_URL_CREDENTIALS_RE, _value_replacer(PASSWORD, _looks_password, counts)),
+    )
+
+    def assignment(line: str) -> str:
+        for pattern, repl in assignments:
+            line = pattern.sub(repl, line)
+        return line
+
+    low = text.lower()
+    if len(low) == len(text):
+        text = _on_lines(text, _positions(low, _TRIGGERS), assignment)
+    else:  # a few letters (e.g. "İ") change length when lowered: offsets would not line up
+        text = assignment(text)
+    text = _on_lines(
+        text, _positions(text, ("@",)), lambda ln: _EMAIL_RE.sub(_email_replacer(counts), ln)
+    )
+    ipv4 = (m.start() for m in _IPV4_GATE_RE.finditer(text))
+    text = _on_lines(text, ipv4, lambda ln: _IPV4_RE.sub(_ip_replacer(counts, True), ln))
+    ipv6 = (m.start() for m in _IPV6_GATE_RE.finditer(text))
+    text = _on_lines(text, ipv6, lambda ln: _IPV6_RE.sub(_ip_replacer(counts, False), ln))
     return text, counts

@@ -7,6 +7,7 @@ the same ids and weights and the whole set stays fast on two CPU cores.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ _WORDS = ["compute", "the", "sum", "of", "values", "return", "early", "when", "e
 
 
 def _made_up_word(rng: random.Random) -> str:
-    return "".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(1, 4)))
+    return "".join(
+        rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(1, 4))
+    )
 
 
 def _python_snippet(rng: random.Random) -> str:
@@ -43,7 +46,7 @@ def _js_snippet(rng: random.Random) -> str:
         f"function {f}({a}) {{\n"
         f"\tconst out = {a}.map((v) => v * {n});\n"
         f"\tif (out.length === 0) {{ return null; }}\n"
-        f'\treturn `${{out}} {rng.choice(_WORDS)}`; // {rng.choice(_WORDS)}\n'
+        f"\treturn `${{out}} {rng.choice(_WORDS)}`; // {rng.choice(_WORDS)}\n"
         f"}}\n"
     )
 
@@ -67,24 +70,48 @@ def micro_tokenizer(micro_texts: list[str]) -> Any:
     return train_tokenizer(micro_texts, 600, min_frequency=1)
 
 
-def _fit_briefly(model: Any, tokenizer: Any, texts: list[str], steps: int, seed: int) -> None:
-    """A few optimiser steps give non-trivial logits (and layer norms/biases off their init)."""
+def fit_briefly(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    steps: int,
+    seq: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> None:
+    """A few Adam steps on ``texts``: logits with real structure (confident, diverse
+    predictions) and layer norms/biases moved off their init, unlike random weights, whose
+    chaotic logits amplify any numerical difference."""
     import torch
 
     ids = [i for text in texts for i in [*tokenizer.encode(text), tokenizer.eos_id]]
     data = torch.tensor(ids)
-    seq = min(64, model.config.n_positions)
+    seq = min(seq, model.config.n_positions - 1)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    threads = torch.get_num_threads()
+    # Matrices this small gain nothing from a second thread, and on a busy 2-core machine
+    # the threads' synchronisation makes each step ~10x slower.
+    torch.set_num_threads(1)
     model.train()
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - seq - 1, (4,), generator=gen)
-        batch = torch.stack([data[s : s + seq] for s in starts.tolist()])
-        loss = model(input_ids=batch, labels=batch).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    try:
+        for _ in range(steps):
+            starts = torch.randint(0, len(data) - seq - 1, (4,), generator=gen)
+            batch = torch.stack([data[s : s + seq] for s in starts.tolist()])
+            loss = model(input_ids=batch, labels=batch).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        model.eval()
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fit_model() -> Callable[..., None]:
+    """``fit_model(model, tokenizer, texts, steps=N)``: for tests that build their own shape."""
+    return fit_briefly
 
 
 @pytest.fixture(scope="session")
@@ -93,5 +120,5 @@ def micro_model(micro_tokenizer: Any, micro_texts: list[str]) -> Any:
     from starcoder_ls.recipe.model import build_model
 
     model = build_model("micro", vocab_size=micro_tokenizer.vocab_size, seed=0)
-    _fit_briefly(model, micro_tokenizer, micro_texts, steps=20, seed=0)
+    fit_briefly(model, micro_tokenizer, micro_texts, steps=20)
     return model

@@ -1,0 +1,94 @@
+"""Session fixtures shared across the suite: a small real corpus and what the recipe makes of it.
+
+The corpus is three packages of the running interpreter's standard library (real code, already on
+every machine, deterministic for a given Python), small enough that tokenizer training and
+sharding take a second or two.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+MICRO_PACKAGES = ("json", "html", "http", "urllib")
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from starcoder_ls.recipe.corpus import CorpusConfig, build_corpus
+
+    out = tmp_path_factory.mktemp("pipeline") / "corpus"
+    build_corpus(
+        CorpusConfig(
+            sources=[f"{name}={STDLIB / name}" for name in MICRO_PACKAGES],
+            output=out,
+            languages=frozenset({"python"}),
+            val_fraction=0.25,
+        ),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus_tokenizer_file(corpus_dir: Path) -> Path:
+    from starcoder_ls.recipe.corpus import read_corpus
+    from starcoder_ls.recipe.tokenizer import train_tokenizer
+
+    files = list(read_corpus(corpus_dir / "train.jsonl"))
+    tok = train_tokenizer((f.text for f in files), 768, length=len(files))
+    path = corpus_dir.parent / "tokenizer.json"
+    tok.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shards_dir(corpus_dir: Path, corpus_tokenizer_file: Path) -> Path:
+    from starcoder_ls.recipe.data import ShardConfig, build_shards
+    from starcoder_ls.recipe.fim import FimConfig
+
+    out = corpus_dir.parent / "shards"
+    build_shards(
+        ShardConfig(
+            corpus=corpus_dir,
+            tokenizer=corpus_tokenizer_file,
+            output=out,
+            seq_len=128,
+            fim=FimConfig(line_rate=0.3),
+            rows_per_shard=256,
+        ),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_config() -> Any:
+    """A factory for few-second training runs of the micro preset."""
+    return _tiny_train_config
+
+
+def _tiny_train_config(data: Path, output: Path, **overrides: Any) -> Any:
+    from starcoder_ls.recipe.train import TrainConfig
+
+    values: dict[str, Any] = dict(
+        data=data,
+        output=output,
+        preset="micro",
+        micro_batch=4,
+        max_steps=8,
+        warmup_steps=2,
+        lr=3e-3,
+        eval_every=4,
+        eval_batches=2,
+        fim_eval_samples=2,
+        save_every=4,
+        log_every=2,
+        progress=False,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)

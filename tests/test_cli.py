@@ -1,0 +1,77 @@
+"""The ``starcoder-ls`` command through its real entry point (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scl(*args: str, timeout: int = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "starcoder_ls", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT)
+
+
+def test_help_is_fast_and_lists_commands() -> None:
+    t = time.perf_counter()
+    proc = scl("--help")
+    assert proc.returncode == 0
+    assert time.perf_counter() - t < 5
+    assert "complete" in proc.stdout and "recipe" in proc.stdout
+    proc = scl("recipe", "--help")
+    for stage in ("corpus", "tokenizer", "shards", "train", "export", "quantize", "evaluate", "bundle"):
+        assert stage in proc.stdout
+
+
+def test_presets_json() -> None:
+    proc = scl("recipe", "presets", "--json")
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["tiny"]["n_embd"] == 256 and rows["15b"]["parameters"] > 15e9
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    proc = scl("recipe", "train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "run"))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("starcoder-ls: error: no token shards in")
+    assert "Traceback" not in proc.stderr
+    proc = scl("recipe", "evaluate", str(tmp_path / "nothing.gguf"), "--corpus", str(tmp_path))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def test_recipe_pipeline_end_to_end(tmp_path: Path) -> None:
+    """corpus -> tokenizer -> shards -> train -> export -> quantize -> evaluate, as a user runs it."""
+    import sysconfig
+
+    src = Path(sysconfig.get_paths()["stdlib"]) / "json"
+    steps = [
+        ("recipe", "corpus", f"json={src}", "-o", str(tmp_path / "corpus"), "--language", "python",
+         "--val-fraction", "0.3", "--no-progress"),
+        ("recipe", "tokenizer", str(tmp_path / "corpus"), "-o", str(tmp_path / "tok"), "--vocab-size", "600",
+         "--no-progress"),
+        ("recipe", "shards", str(tmp_path / "corpus"), "--tokenizer", str(tmp_path / "tok"),
+         "-o", str(tmp_path / "shards"), "--seq-len", "128", "--no-progress"),
+        ("recipe", "train", str(tmp_path / "shards"), "-o", str(tmp_path / "run"), "--preset", "micro",
+         "--micro-batch", "2", "--max-steps", "6", "--warmup-steps", "2", "--eval-every", "6",
+         "--eval-batches", "1", "--fim-eval-samples", "2", "--no-progress"),
+        ("recipe", "export", str(tmp_path / "run"), "--hf-out", str(tmp_path / "hf"),
+         "--gguf-out", str(tmp_path / "m.gguf")),
+        ("recipe", "quantize", str(tmp_path / "m.gguf"), "--type", "Q8_0"),
+        ("recipe", "evaluate", str(tmp_path / "hf"), str(tmp_path / "m-Q8_0.gguf"), "--corpus",
+         str(tmp_path / "corpus"), "--samples", "5", "--max-tokens", "2000", "--json"),
+    ]
+    for args in steps:
+        proc = scl(*args)
+        assert proc.returncode == 0, (args[:2], proc.stderr[-2000:])
+    hf, q8 = json.loads(proc.stdout)
+    assert hf["fim_line"]["samples"] == q8["fim_line"]["samples"] == 5
+    assert set(hf["baselines"]) == {"empty_line", "repeat_previous_line"}
+    # The same weights through transformers and llama.cpp (8-bit) give nearly the same perplexity.
+    assert hf["perplexity"]["tokens"] == q8["perplexity"]["tokens"]
+    assert q8["perplexity"]["perplexity"] == pytest.approx(hf["perplexity"]["perplexity"], rel=0.02)
+    assert (tmp_path / "run" / "loss.png").is_file()
