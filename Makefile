@@ -12,8 +12,7 @@ setup:
 demo: setup
 	$(SCL) complete examples/demo.py:8:5
 
-test: setup
-	$(PY) -m ruff check starcoder_ls models tests bench
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup

@@ -63,8 +63,11 @@ def training_throughput(steps: int = 6) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
     per_step = statistics.median(times[1:])
-    return {"tokens_per_step": x.numel(), "seconds_per_step": round(per_step, 3),
-            "tokens_per_s": round(x.numel() / per_step, 1)}
+    return {
+        "tokens_per_step": x.numel(),
+        "seconds_per_step": round(per_step, 3),
+        "tokens_per_s": round(x.numel() / per_step, 1),
+    }
 
 
 def heldout_files(work: Path) -> list[Any]:
@@ -73,15 +76,25 @@ def heldout_files(work: Path) -> list[Any]:
 
     cfg = BundleConfig()
     out = work / "corpus"
-    build_corpus(CorpusConfig(sources=[stdlib_source()], output=out, languages=frozenset({"python"}),
-                              exclude=cfg.exclude, val_fraction=cfg.val_fraction), progress=False)
+    build_corpus(
+        CorpusConfig(
+            sources=[stdlib_source()],
+            output=out,
+            languages=frozenset({"python"}),
+            exclude=cfg.exclude,
+            val_fraction=cfg.val_fraction,
+        ),
+        progress=False,
+    )
     return list(read_corpus(out / "validation.jsonl"))
 
 
 def logit_fidelity(hf: InMemoryModel, gguf_f32: Path, prompts: list[list[int]]) -> dict[str, float]:
     import torch
 
-    llm = load_gguf(gguf_f32, n_ctx=hf.n_ctx, logits_all=True, type_k=0, type_v=0, n_threads=os.cpu_count())
+    llm = load_gguf(
+        gguf_f32, n_ctx=hf.n_ctx, logits_all=True, type_k=0, type_v=0, n_threads=os.cpu_count()
+    )
     worst, worst_rel = 0.0, 0.0
     for ids in prompts:
         with torch.no_grad():
@@ -95,7 +108,9 @@ def logit_fidelity(hf: InMemoryModel, gguf_f32: Path, prompts: list[list[int]]) 
     return {"prompts": len(prompts), "max_abs_logit_diff": worst, "max_rel_logit_diff": worst_rel}
 
 
-def greedy_agreement(hf: InMemoryModel, model: GGUFModel, prompts: list[list[int]], n_new: int = 16) -> dict[str, float]:
+def greedy_agreement(
+    hf: InMemoryModel, model: GGUFModel, prompts: list[list[int]], n_new: int = 16
+) -> dict[str, float]:
     stops_hf, stops_q = stop_ids(hf), stop_ids(model)
     first = same = 0
     prefix_share = []
@@ -104,12 +119,17 @@ def greedy_agreement(hf: InMemoryModel, model: GGUFModel, prompts: list[list[int
         b = model.greedy(ids, n_new, stops_q)
         first += bool(a[:1] == b[:1])
         same += a == b
-        agree = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        agree = next(
+            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+        )
         prefix_share.append(agree / max(1, max(len(a), len(b))) if (a or b) else 1.0)
     n = len(prompts)
-    return {"prompts": n, "first_token_agreement": round(first / n, 3),
-            "identical_continuations": round(same / n, 3),
-            "mean_agreeing_prefix": round(float(np.mean(prefix_share)), 3)}
+    return {
+        "prompts": n,
+        "first_token_agreement": round(first / n, 3),
+        "identical_continuations": round(same / n, 3),
+        "mean_agreeing_prefix": round(float(np.mean(prefix_share)), 3),
+    }
 
 
 def decode_speed(generate: Any, prompts: list[list[int]], n_new: int = 48) -> float:
@@ -126,13 +146,23 @@ def run(model_dir: Path, work: Path, n_prompts: int, eval_samples: int) -> dict[
     report: dict[str, Any] = {"machine": machine_info()}
     print("training throughput ...", file=sys.stderr)
     report["training"] = training_throughput()
-    bundled = json.loads((model_dir / "report.json").read_text()) if (model_dir / "report.json").is_file() else {}
-    metrics = [json.loads(x) for x in (model_dir / "metrics.jsonl").read_text().splitlines()] if (model_dir / "metrics.jsonl").is_file() else []
+    bundled = (
+        json.loads((model_dir / "report.json").read_text())
+        if (model_dir / "report.json").is_file()
+        else {}
+    )
+    metrics = (
+        [json.loads(x) for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+        if (model_dir / "metrics.jsonl").is_file()
+        else []
+    )
     val = [m["val_loss"] for m in metrics if "val_loss" in m]
     tps = [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m]
-    report["bundled_training"] = {"final_val_loss": val[-1] if val else None,
-                                  "mean_tokens_per_s": round(float(np.mean(tps)), 1) if tps else None,
-                                  "train_seconds": bundled.get("timings_s", {}).get("train_s")}
+    report["bundled_training"] = {
+        "final_val_loss": val[-1] if val else None,
+        "mean_tokens_per_s": round(float(np.mean(tps)), 1) if tps else None,
+        "train_seconds": bundled.get("timings_s", {}).get("train_s"),
+    }
 
     print("held-out data ...", file=sys.stderr)
     files = heldout_files(work)
@@ -143,7 +173,9 @@ def run(model_dir: Path, work: Path, n_prompts: int, eval_samples: int) -> dict[
     print("GGUF files ...", file=sys.stderr)
     gguf: dict[str, Path] = {}
     for kind in ("f32", "f16"):
-        gguf[kind] = export_gguf(model_dir / "hf", work / f"{BUNDLED_NAME}-{kind}.gguf", outtype=kind)
+        gguf[kind] = export_gguf(
+            model_dir / "hf", work / f"{BUNDLED_NAME}-{kind}.gguf", outtype=kind
+        )
     for q in ("Q8_0", "Q4_0", "Q4_K_M"):
         gguf[q] = quantize_gguf(gguf["f32"], work / f"{BUNDLED_NAME}-{q}.gguf", q)
     sizes = {}
@@ -154,7 +186,10 @@ def run(model_dir: Path, work: Path, n_prompts: int, eval_samples: int) -> dict[
             llm = load_gguf(path, n_ctx=hf.n_ctx)
             times.append(time.perf_counter() - t)
             del llm
-        sizes[kind] = {"bytes": path.stat().st_size, "load_ms": round(1000 * statistics.median(times), 1)}
+        sizes[kind] = {
+            "bytes": path.stat().st_size,
+            "load_ms": round(1000 * statistics.median(times), 1),
+        }
     report["gguf_files"] = sizes
 
     prompts = [infill_ids(hf, s.prefix, s.suffix, 48) for s in samples[:n_prompts]]
@@ -178,10 +213,13 @@ def run(model_dir: Path, work: Path, n_prompts: int, eval_samples: int) -> dict[
     stops: set[int] = set()  # generate the full budget: a speed test, not a completion
     hf_tps = decode_speed(lambda ids, n: hf.greedy(ids, n, stops), speed_prompts)
     q4_tps = decode_speed(lambda ids, n: models["Q4_K_M"].greedy(ids, n, stops), speed_prompts)
-    report["decode"] = {"transformers_fp32_tokens_per_s": round(hf_tps, 1),
-                        "llama_cpp_Q4_K_M_tokens_per_s": round(q4_tps, 1),
-                        "ratio_llama_cpp_over_transformers": round(q4_tps / hf_tps, 2),
-                        "prompts": len(speed_prompts), "new_tokens_per_prompt": 48}
+    report["decode"] = {
+        "transformers_fp32_tokens_per_s": round(hf_tps, 1),
+        "llama_cpp_Q4_K_M_tokens_per_s": round(q4_tps, 1),
+        "ratio_llama_cpp_over_transformers": round(q4_tps / hf_tps, 2),
+        "prompts": len(speed_prompts),
+        "new_tokens_per_prompt": 48,
+    }
     return report
 
 
@@ -199,29 +237,45 @@ def render(r: dict[str, Any]) -> str:
         "| model | exact match | edit similarity |",
         "|---|---|---|",
     ]
-    for k in ("transformers_fp32", "llama_cpp_Q8_0", "llama_cpp_Q4_K_M", "empty_line", "repeat_previous_line"):
+    for k in (
+        "transformers_fp32",
+        "llama_cpp_Q8_0",
+        "llama_cpp_Q4_K_M",
+        "empty_line",
+        "repeat_previous_line",
+    ):
         v = r["fim_line"][k]
         lines.append(f"| {k} | {100 * v['exact_match']:.1f}% | {v['edit_similarity']:.3f} |")
     f = r["fidelity_f32"]
-    lines += ["", "## GGUF fidelity",
-              f"- llama.cpp f32 vs transformers fp32: max |logit diff| {f['max_abs_logit_diff']:.2e} (relative {f['max_rel_logit_diff']:.2e}) over {f['prompts']} prompts",
-              "| GGUF | first-token agreement | identical 16-token continuations | mean agreeing prefix |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "## GGUF fidelity",
+        f"- llama.cpp f32 vs transformers fp32: max |logit diff| {f['max_abs_logit_diff']:.2e} (relative {f['max_rel_logit_diff']:.2e}) over {f['prompts']} prompts",
+        "| GGUF | first-token agreement | identical 16-token continuations | mean agreeing prefix |",
+        "|---|---|---|---|",
+    ]
     for q, g in r["greedy_agreement"].items():
-        lines.append(f"| {q} ({g['prompts']} prompts) | {100 * g['first_token_agreement']:.0f}% | {100 * g['identical_continuations']:.0f}% | {100 * g['mean_agreeing_prefix']:.0f}% |")
+        lines.append(
+            f"| {q} ({g['prompts']} prompts) | {100 * g['first_token_agreement']:.0f}% | {100 * g['identical_continuations']:.0f}% | {100 * g['mean_agreeing_prefix']:.0f}% |"
+        )
     lines += ["", "## GGUF files", "| type | size | load time |", "|---|---|---|"]
     for kind, s in r["gguf_files"].items():
         lines.append(f"| {kind} | {s['bytes'] / 1e6:.2f} MB | {s['load_ms']} ms |")
     d = r["decode"]
-    lines += ["", "## Decode speed (same prompts, 48 new tokens each)",
-              f"- transformers fp32: {d['transformers_fp32_tokens_per_s']} tokens/s",
-              f"- llama.cpp Q4_K_M: {d['llama_cpp_Q4_K_M_tokens_per_s']} tokens/s",
-              f"- ratio llama.cpp / transformers: {d['ratio_llama_cpp_over_transformers']}x"]
+    lines += [
+        "",
+        "## Decode speed (same prompts, 48 new tokens each)",
+        f"- transformers fp32: {d['transformers_fp32_tokens_per_s']} tokens/s",
+        f"- llama.cpp Q4_K_M: {d['llama_cpp_Q4_K_M_tokens_per_s']} tokens/s",
+        f"- ratio llama.cpp / transformers: {d['ratio_llama_cpp_over_transformers']}x",
+    ]
     return "\n".join(lines)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model-dir", type=Path, default=BUNDLED_DIR)
     ap.add_argument("--prompts", type=int, default=50)
     ap.add_argument("--samples", type=int, default=300)

@@ -94,7 +94,7 @@ def complete(
     }
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "complete",
         help="print a completion at FILE:LINE:COL",
@@ -103,15 +103,21 @@ def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     p.add_argument("position", metavar="FILE:LINE:COL")
     p.add_argument("--model", type=Path, help="a GGUF file (default: the bundled model)")
-    p.add_argument("--workspace", type=Path, help="workspace root (for the file's path in the prompt)")
+    p.add_argument(
+        "--workspace", type=Path, help="workspace root (for the file's path in the prompt)"
+    )
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_cli_run)
 
 
 def _cli_run(args: argparse.Namespace) -> int:
-    result = complete(parse_position(args.position), model=args.model, max_tokens=args.max_tokens,
-                      workspace=args.workspace)
+    result = complete(
+        parse_position(args.position),
+        model=args.model,
+        max_tokens=args.max_tokens,
+        workspace=args.workspace,
+    )
     if args.json:
         print(json.dumps(result))
     else:

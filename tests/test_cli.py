@@ -13,9 +13,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def scl(*args: str, timeout: int = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "starcoder_ls", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or ROOT)
+def scl(
+    *args: str, timeout: int = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or ROOT,
+    )
 
 
 def test_help_is_fast_and_lists_commands() -> None:
@@ -25,7 +32,16 @@ def test_help_is_fast_and_lists_commands() -> None:
     assert time.perf_counter() - t < 5
     assert "complete" in proc.stdout and "recipe" in proc.stdout
     proc = scl("recipe", "--help")
-    for stage in ("corpus", "tokenizer", "shards", "train", "export", "quantize", "evaluate", "bundle"):
+    for stage in (
+        "corpus",
+        "tokenizer",
+        "shards",
+        "train",
+        "export",
+        "quantize",
+        "evaluate",
+        "bundle",
+    ):
         assert stage in proc.stdout
 
 
@@ -48,22 +64,88 @@ def test_recipe_pipeline_end_to_end(tmp_path: Path) -> None:
     """corpus -> tokenizer -> shards -> train -> export -> quantize -> evaluate, as a user runs it."""
     import sysconfig
 
-    src = Path(sysconfig.get_paths()["stdlib"]) / "json"
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    sources = [f"{name}={stdlib / name}" for name in ("json", "html", "http")]
     steps = [
-        ("recipe", "corpus", f"json={src}", "-o", str(tmp_path / "corpus"), "--language", "python",
-         "--val-fraction", "0.3", "--no-progress"),
-        ("recipe", "tokenizer", str(tmp_path / "corpus"), "-o", str(tmp_path / "tok"), "--vocab-size", "600",
-         "--no-progress"),
-        ("recipe", "shards", str(tmp_path / "corpus"), "--tokenizer", str(tmp_path / "tok"),
-         "-o", str(tmp_path / "shards"), "--seq-len", "128", "--no-progress"),
-        ("recipe", "train", str(tmp_path / "shards"), "-o", str(tmp_path / "run"), "--preset", "micro",
-         "--micro-batch", "2", "--max-steps", "6", "--warmup-steps", "2", "--eval-every", "6",
-         "--eval-batches", "1", "--fim-eval-samples", "2", "--no-progress"),
-        ("recipe", "export", str(tmp_path / "run"), "--hf-out", str(tmp_path / "hf"),
-         "--gguf-out", str(tmp_path / "m.gguf")),
+        (
+            "recipe",
+            "corpus",
+            *sources,
+            "-o",
+            str(tmp_path / "corpus"),
+            "--language",
+            "python",
+            "--val-fraction",
+            "0.3",
+            "--no-progress",
+        ),
+        (
+            "recipe",
+            "tokenizer",
+            str(tmp_path / "corpus"),
+            "-o",
+            str(tmp_path / "tok"),
+            "--vocab-size",
+            "600",
+            "--no-progress",
+        ),
+        (
+            "recipe",
+            "shards",
+            str(tmp_path / "corpus"),
+            "--tokenizer",
+            str(tmp_path / "tok"),
+            "-o",
+            str(tmp_path / "shards"),
+            "--seq-len",
+            "128",
+            "--no-progress",
+        ),
+        (
+            "recipe",
+            "train",
+            str(tmp_path / "shards"),
+            "-o",
+            str(tmp_path / "run"),
+            "--preset",
+            "micro",
+            "--micro-batch",
+            "2",
+            "--max-steps",
+            "6",
+            "--warmup-steps",
+            "2",
+            "--eval-every",
+            "6",
+            "--eval-batches",
+            "1",
+            "--fim-eval-samples",
+            "2",
+            "--no-progress",
+        ),
+        (
+            "recipe",
+            "export",
+            str(tmp_path / "run"),
+            "--hf-out",
+            str(tmp_path / "hf"),
+            "--gguf-out",
+            str(tmp_path / "m.gguf"),
+        ),
         ("recipe", "quantize", str(tmp_path / "m.gguf"), "--type", "Q8_0"),
-        ("recipe", "evaluate", str(tmp_path / "hf"), str(tmp_path / "m-Q8_0.gguf"), "--corpus",
-         str(tmp_path / "corpus"), "--samples", "5", "--max-tokens", "2000", "--json"),
+        (
+            "recipe",
+            "evaluate",
+            str(tmp_path / "hf"),
+            str(tmp_path / "m-Q8_0.gguf"),
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--samples",
+            "5",
+            "--max-tokens",
+            "2000",
+            "--json",
+        ),
     ]
     for args in steps:
         proc = scl(*args)

@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def scl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "starcoder_ls", *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
 
 
 def test_positions_are_one_based_and_clamped() -> None:

@@ -195,7 +195,7 @@ def run_bundle(
     return report
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "bundle",
         help="reproduce the bundled model (stdlib corpus -> ... -> models/starcoder-ls-tiny)",

@@ -17,11 +17,13 @@ def render_card(report: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     corpus = report["corpus"]
     train_rows = report["shards"]["train"]
     val_rows = report["shards"].get("validation", {})
-    last_val = next((m for m in reversed(metrics) if "val_loss" in m), {})
+    last_val: dict[str, Any] = next((m for m in reversed(metrics) if "val_loss" in m), {})
     tps = [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m]
     t = report["timings_s"]
     total_min = sum(t.values()) / 60
-    files = "\n".join(f"| `{name}` | {size / 1e6:.2f} MB |" for name, size in report["files"].items())
+    files = "\n".join(
+        f"| `{name}` | {size / 1e6:.2f} MB |" for name, size in report["files"].items()
+    )
     rows = []
     for name, r in ev.items():
         rows.append(
@@ -29,13 +31,15 @@ def render_card(report: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
             f"{r['fim_line']['edit_similarity']:.3f} | {r['load_seconds']} |"
         )
     for name, b in base.items():
-        rows.append(f"| baseline: {name.replace('_', ' ')} | - | {_pct(b['exact_match'])} | {b['edit_similarity']:.3f} | - |")
+        rows.append(
+            f"| baseline: {name.replace('_', ' ')} | - | {_pct(b['exact_match'])} | {b['edit_similarity']:.3f} | - |"
+        )
     table = "\n".join(rows)
     return f"""# starcoder-ls-tiny
 
-The offline default model of starcoder-ls: a {report['parameters'] / 1e6:.1f}M-parameter GPTBigCode
+The offline default model of starcoder-ls: a {report["parameters"] / 1e6:.1f}M-parameter GPTBigCode
 (StarCoder architecture: multi-query attention, learned absolute positions) trained from scratch
-with `starcoder_ls.recipe` on the Python standard library of CPython {report['python']}. It is small
+with `starcoder_ls.recipe` on the Python standard library of CPython {report["python"]}. It is small
 enough to ship inside the package and to run on any laptop; it completes Python in the style of the
 standard library and knows nothing else. For real work point starcoder-ls at a bigger model.
 
@@ -45,39 +49,39 @@ standard library and knows nothing else. For real work point starcoder-ls at a b
 starcoder-ls recipe bundle            # or: make bundled-model
 ```
 
-One command, {total_min:.0f} minutes on this machine ({report['machine']['cpu']}, {report['machine']['cores']} cores,
-torch {report['machine']['torch']}): corpus {t['corpus_s']:.0f} s, tokenizer {t['tokenizer_s']:.0f} s, shards
-{t['shards_s']:.0f} s, training {t['train_s']:.0f} s, export and quantization {t['export_s']:.0f} s, evaluation
-{t['eval_s']:.0f} s. Training is deterministic given the seed; re-running the command resumes from
+One command, {total_min:.0f} minutes on this machine ({report["machine"]["cpu"]}, {report["machine"]["cores"]} cores,
+torch {report["machine"]["torch"]}): corpus {t["corpus_s"]:.0f} s, tokenizer {t["tokenizer_s"]:.0f} s, shards
+{t["shards_s"]:.0f} s, training {t["train_s"]:.0f} s, export and quantization {t["export_s"]:.0f} s, evaluation
+{t["eval_s"]:.0f} s. Training is deterministic given the seed; re-running the command resumes from
 the last checkpoint in `runs/bundle`.
 
 ## Data
 
 - Source: the interpreter's standard library directory (`sysconfig.get_paths()["stdlib"]`),
   Python files only; `site-packages` is excluded, so third-party packages stay held out.
-- Files seen {corpus.get('files_seen', '?')}, kept {corpus.get('kept_train', '?')} for training and
-  {corpus.get('kept_validation', '?')} held out for validation (split by content hash,
-  {_pct(cfg['val_fraction'])}); exact duplicates removed {corpus.get('exact_duplicates', '?')}, near duplicates
-  {corpus.get('near_duplicates', '?')}; PII/secret redactions {corpus.get('redactions', '?')}.
-- Tokens: {train_rows['tokens']:,} training tokens in rows of {cfg['seq_len']}
-  ({train_rows['documents']:,} documents), {val_rows.get('tokens', 0):,} validation tokens.
-- FIM: bigcode's character-level transform, fim_rate {cfg['fim_rate']}, spm_rate {cfg['spm_rate']}
-  (SPM in bigcode's variant); {_pct(cfg['line_rate'])} of FIM cuts are moved to line starts so that
-  the middle is whole lines; {_pct(cfg['repo_rate'])} of files (those with sibling files) are
-  repository-level samples with up to 3 sibling files before them; {_pct(cfg['path_rate'])} of
+- Files seen {corpus.get("files_seen", "?")}, kept {corpus.get("kept_train", "?")} for training and
+  {corpus.get("kept_validation", "?")} held out for validation (split by content hash,
+  {_pct(cfg["val_fraction"])}); exact duplicates removed {corpus.get("exact_duplicates", "?")}, near duplicates
+  {corpus.get("near_duplicates", "?")}; PII/secret redactions {corpus.get("redactions", "?")}.
+- Tokens: {train_rows["tokens"]:,} training tokens in rows of {cfg["seq_len"]}
+  ({train_rows["documents"]:,} documents), {val_rows.get("tokens", 0):,} validation tokens.
+- FIM: bigcode's character-level transform, fim_rate {cfg["fim_rate"]}, spm_rate {cfg["spm_rate"]}
+  (SPM in bigcode's variant); {_pct(cfg["line_rate"])} of FIM cuts are moved to line starts so that
+  the middle is whole lines; {_pct(cfg["repo_rate"])} of files (those with sibling files) are
+  repository-level samples with up to 3 sibling files before them; {_pct(cfg["path_rate"])} of
   single-file documents start with `<file_sep>path`.
 
 ## Model
 
 | | |
 |---|---|
-| preset | `{cfg['preset']}` |
-| parameters | {report['parameters']:,} |
-| vocabulary | {cfg['vocab_size']} (byte-level BPE, StarCoder pre-tokenizer and special tokens) |
-| context | {cfg['seq_len']} tokens |
-| training | {cfg['max_steps']} steps x {cfg['micro_batch'] * cfg['grad_accum']} rows x {cfg['seq_len']} tokens, AdamW, lr {cfg['lr']}, {cfg['warmup_steps']} warmup steps then cosine |
+| preset | `{cfg["preset"]}` |
+| parameters | {report["parameters"]:,} |
+| vocabulary | {cfg["vocab_size"]} (byte-level BPE, StarCoder pre-tokenizer and special tokens) |
+| context | {cfg["seq_len"]} tokens |
+| training | {cfg["max_steps"]} steps x {cfg["micro_batch"] * cfg["grad_accum"]} rows x {cfg["seq_len"]} tokens, AdamW, lr {cfg["lr"]}, {cfg["warmup_steps"]} warmup steps then cosine |
 | throughput | {(sum(tps) / len(tps) if tps else 0):,.0f} tokens/s on average (CPU, fp32) |
-| final validation loss | {last_val.get('val_loss', 'n/a')} nats/token |
+| final validation loss | {last_val.get("val_loss", "n/a")} nats/token |
 
 ![loss curve](loss.png)
 
@@ -90,9 +94,9 @@ Stop tokens: `<|endoftext|>`, `<fim_pad>`, `<file_sep>`.
 
 ## Evaluation (held-out standard-library files)
 
-{hf['fim_line']['samples']} deterministic single-line infills (a non-blank line hidden, prefix and suffix
+{hf["fim_line"]["samples"]} deterministic single-line infills (a non-blank line hidden, prefix and suffix
 given, greedy decoding, first generated line compared with trailing whitespace ignored), and
-perplexity over {hf['perplexity']['tokens']:,} held-out tokens:
+perplexity over {hf["perplexity"]["tokens"]:,} held-out tokens:
 
 | model | perplexity | FIM line exact match | edit similarity | load s |
 |---|---|---|---|---|
@@ -108,6 +112,6 @@ perplexity over {hf['perplexity']['tokens']:,} held-out tokens:
 
 Trained on a few million tokens of one language: it knows common standard-library idioms and
 names, repeats patterns from the prefix and the neighbouring files, and is often wrong. Its context
-is {cfg['seq_len']} tokens. It was not trained on third-party code and was not tuned for safety;
+is {cfg["seq_len"]} tokens. It was not trained on third-party code and was not tuned for safety;
 it may reproduce standard-library code verbatim (license: PSF).
 """

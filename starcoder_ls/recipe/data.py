@@ -336,7 +336,7 @@ class ShardLoader:
             yield np.stack([self.row(i) for i in idx]).astype(np.int64)
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "shards",
         help="tokenize a corpus with FIM into token shards",

@@ -158,9 +158,7 @@ class GGUFModel:
     def __init__(self, path: Path, n_ctx: int | None = None, n_threads: int | None = None):
         from starcoder_ls.recipe.export import load_gguf
 
-        probe = load_gguf(path, n_ctx=0, vocab_only=True)
-        train_ctx = int(probe.n_ctx_train()) if hasattr(probe, "n_ctx_train") else 2048
-        del probe
+        train_ctx = gguf_context_length(path)
         self.n_ctx = min(n_ctx or train_ctx, train_ctx)
         self.llm = load_gguf(path, n_ctx=self.n_ctx, logits_all=True, n_threads=n_threads)
 
@@ -192,6 +190,19 @@ class GGUFModel:
         logits -= logits.max(axis=1, keepdims=True)
         lse = np.log(np.exp(logits).sum(axis=1))
         return logits[np.arange(len(ids) - 1), ids[1:]] - lse
+
+
+def gguf_context_length(path: Path) -> int:
+    """The context a GGUF model was trained for: going past it with learned absolute positions
+    (StarCoder's) reads outside the position table, so every caller must stay within it."""
+    from starcoder_ls.recipe.export import load_gguf
+
+    probe = load_gguf(path, n_ctx=512, vocab_only=True)
+    arch = probe.metadata.get("general.architecture", "")
+    value = probe.metadata.get(f"{arch}.context_length")
+    if value is None:
+        raise RecipeError(f"{path} does not say its context length ({arch}.context_length)")
+    return int(value)
 
 
 def load_eval_model(path: str | Path, *, n_ctx: int | None = None) -> EvalModel:
@@ -348,7 +359,7 @@ def evaluate(
     }
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="perplexity and single-line FIM exact match of a model on held-out files",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from starcoder_ls.recipe.model import PRESETS, build_model, count_parameters
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "presets", help="list model presets", description="List the GPTBigCode model presets."
     )
@@ -17,7 +18,7 @@ def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _cli_run(args: argparse.Namespace) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in PRESETS.values():
         params = count_parameters(build_model(p, device="meta"))
         rows.append(

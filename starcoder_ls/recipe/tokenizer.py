@@ -136,7 +136,7 @@ def _corpus_texts(corpus_dir: Path) -> tuple[Iterator[str], int]:
     return (f.text for f in read_corpus(path)), count
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "tokenizer",
         help="train a byte-level BPE tokenizer on a corpus",

@@ -477,7 +477,7 @@ class _TrainProgress:
             self.bar.__exit__(*exc)
 
 
-def cli_register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a GPTBigCode model on token shards (resumes automatically)",

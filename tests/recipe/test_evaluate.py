@@ -31,8 +31,8 @@ def test_samples_are_deterministic_non_blank_and_rebuild_the_file() -> None:
 
 
 def test_previous_line_baseline_and_empty_baseline() -> None:
-    samples = sample_lines(FILES, 100, seed=0)  # all 9 non-blank lines
-    assert len(samples) == 9
+    samples = sample_lines(FILES, 100, seed=0)  # all 8 non-blank lines
+    assert len(samples) == 8
     b = baselines(samples)
     assert b["empty_line"] == {"exact_match": 0.0, "edit_similarity": 0.0}
     # "    return x" repeats nothing above it; only the second "def ..." is not a repeat either.
@@ -45,7 +45,12 @@ def test_previous_line_baseline_and_empty_baseline() -> None:
 
 @pytest.mark.parametrize(
     ("a", "b", "expected"),
-    [("abc", "abc", 1.0), ("", "abc", 0.0), ("abcd", "abce", 0.75), ("return x", "return y", 0.875)],
+    [
+        ("abc", "abc", 1.0),
+        ("", "abc", 0.0),
+        ("abcd", "abce", 0.75),
+        ("return x", "return y", 0.875),
+    ],
 )
 def test_edit_similarity(a: str, b: str, expected: float) -> None:
     assert edit_similarity(a, b) == pytest.approx(expected)
