@@ -17,7 +17,6 @@ import pytest
 from datasketch import MinHash
 
 from starcoder_ls.recipe.corpus import (
-    LANGUAGES,
     CorpusConfig,
     CorpusFile,
     build_corpus,
@@ -28,6 +27,7 @@ from starcoder_ls.recipe.corpus import (
 )
 from starcoder_ls.recipe.dedup import MinHasher, exact_hash
 from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.recipe.sources import LANGUAGES
 
 _WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda",
           "sigma", "omega", "rho", "tau", "phi", "chi", "psi"]  # fmt: skip
