@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from starcoder_ls.models import BUNDLED_DIR, BUNDLED_NAME
 
-from starcoder_ls.recipe.corpus import CorpusConfig, build_corpus, read_corpus, stdlib_source
+from starcoder_ls.recipe.corpus import build_corpus, read_corpus
 from starcoder_ls.recipe.evaluate import (
     GGUFModel,
     InMemoryModel,
@@ -74,18 +74,8 @@ def heldout_files(work: Path) -> list[Any]:
     """The bundled model's held-out split, rebuilt deterministically from this interpreter."""
     from starcoder_ls.recipe.bundle import BundleConfig
 
-    cfg = BundleConfig()
     out = work / "corpus"
-    build_corpus(
-        CorpusConfig(
-            sources=[stdlib_source()],
-            output=out,
-            languages=frozenset({"python"}),
-            exclude=cfg.exclude,
-            val_fraction=cfg.val_fraction,
-        ),
-        progress=False,
-    )
+    build_corpus(BundleConfig().corpus_config(out), progress=False)
     return list(read_corpus(out / "validation.jsonl"))
 
 

@@ -17,10 +17,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.fim import FimConfig
+
+if TYPE_CHECKING:
+    from starcoder_ls.recipe.corpus import CorpusConfig
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,18 @@ class BundleConfig:
     eval_samples: int = 300
     seed: int = 0
 
+    def corpus_config(self, output: Path) -> CorpusConfig:
+        """The corpus of the bundled model (also rebuilt by benchmarks for its held-out split)."""
+        from starcoder_ls.recipe.corpus import CorpusConfig, stdlib_source
+
+        return CorpusConfig(
+            sources=[stdlib_source()],
+            output=output,
+            languages=frozenset({"python"}),
+            exclude=self.exclude,
+            val_fraction=self.val_fraction,
+        )
+
 
 def _stage(name: str) -> float:
     print(f"\n== {name} ==", file=sys.stderr, flush=True)
@@ -58,7 +73,7 @@ def run_bundle(
     output: Path, work: Path, cfg: BundleConfig, *, progress: bool = True
 ) -> dict[str, Any]:
     from starcoder_ls.models import BUNDLED_NAME
-    from starcoder_ls.recipe.corpus import CorpusConfig, build_corpus, read_corpus, stdlib_source
+    from starcoder_ls.recipe.corpus import build_corpus, read_corpus
     from starcoder_ls.recipe.data import ShardConfig, build_shards
     from starcoder_ls.recipe.tokenizer import train_tokenizer
     from starcoder_ls.recipe.train import TrainConfig, load_checkpoint_model, train
@@ -74,16 +89,7 @@ def run_bundle(
 
     t = _stage("corpus: the standard library of this interpreter")
     if not (corpus_dir / "summary.json").is_file():
-        build_corpus(
-            CorpusConfig(
-                sources=[stdlib_source()],
-                output=corpus_dir,
-                languages=frozenset({"python"}),
-                exclude=cfg.exclude,
-                val_fraction=cfg.val_fraction,
-            ),
-            progress=progress,
-        )
+        build_corpus(cfg.corpus_config(corpus_dir), progress=progress)
     corpus_summary = json.loads((corpus_dir / "summary.json").read_text())
     timings["corpus_s"] = time.perf_counter() - t
 
