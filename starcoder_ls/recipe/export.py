@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -318,7 +319,8 @@ def export_gguf(
 ) -> Path:
     """Convert a GPTBigCode HF folder into a GGUF file for llama.cpp's ``starcoder`` graph.
 
-    ``name`` (``general.name``) defaults to the folder's name.
+    ``name`` (``general.name``) defaults to the output file's stem without a trailing
+    ``-f32``/``-f16`` (so ``starcoder-ls-tiny-f32.gguf`` is named ``starcoder-ls-tiny``).
     """
     import gguf
     import numpy as np
@@ -340,7 +342,7 @@ def export_gguf(
     names = _gguf_tensor_names(cfg["n_layer"])
     with atomic_path(out_file) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
-        writer.add_name(name or hf_dir.resolve().name)
+        writer.add_name(name or re.sub(r"[-._](f32|f16)$", "", Path(out_file).stem, flags=re.I))
         writer.add_file_type(int(ftype))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         writer.add_context_length(cfg["n_positions"])
