@@ -32,22 +32,23 @@ class BundleConfig:
 
     preset: str = "tiny"
     vocab_size: int = 8192
-    seq_len: int = 1024
+    seq_len: int = 512
     val_fraction: float = 0.05
-    fim_rate: float = 0.5
-    spm_rate: float = 0.5
-    line_rate: float = 0.3
+    fim_rate: float = 0.8
+    spm_rate: float = 0.25
+    line_rate: float = 0.2
+    span_rate: float = 0.5
     repo_rate: float = 0.2
     path_rate: float = 0.5
-    draws: int = 1
+    draws: int = 2
     exclude: tuple[str, ...] = ("test/", "tests/", "idle_test/")
     """The standard library's own test suites: repetitive, and unlike the code users write."""
-    micro_batch: int = 4
+    micro_batch: int = 8
     grad_accum: int = 1
-    max_steps: int = 800
+    max_steps: int = 960
     lr: float = 2e-3
     warmup_steps: int = 50
-    eval_every: int = 200
+    eval_every: int = 240
     eval_samples: int = 300
     seed: int = 0
 
@@ -109,7 +110,7 @@ def run_bundle(
                 tokenizer=tok_file,
                 output=shard_dir,
                 seq_len=cfg.seq_len,
-                fim=FimConfig(cfg.fim_rate, cfg.spm_rate, cfg.line_rate),
+                fim=FimConfig(cfg.fim_rate, cfg.spm_rate, cfg.line_rate, cfg.span_rate),
                 repo_rate=cfg.repo_rate,
                 path_rate=cfg.path_rate,
                 draws=cfg.draws,

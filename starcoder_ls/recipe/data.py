@@ -354,6 +354,12 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--line-rate", type=float, default=0.0, help="share of FIM cuts moved to line starts"
     )
+    p.add_argument(
+        "--span-rate",
+        type=float,
+        default=0.0,
+        help="share of FIM middles that are editor-style spans",
+    )
     p.add_argument("--repo-rate", type=float, default=0.25)
     p.add_argument("--path-rate", type=float, default=0.5)
     p.add_argument("--draws", type=int, default=1, help="FIM draws per file")
@@ -368,7 +374,7 @@ def _cli_run(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         output=args.output,
         seq_len=args.seq_len,
-        fim=FimConfig(args.fim_rate, args.spm_rate, args.line_rate),
+        fim=FimConfig(args.fim_rate, args.spm_rate, args.line_rate, args.span_rate),
         repo_rate=args.repo_rate,
         path_rate=args.path_rate,
         draws=args.draws,

@@ -40,15 +40,28 @@ class Encoder(Protocol):
 class FimConfig:
     """Rates of the FIM transform.
 
-    ``fim_rate`` and ``spm_rate`` are bigcode's (0.5 and 0.5 for StarCoder). ``line_rate`` is the
-    share of FIM samples whose cut points are moved to line starts, so that the middle is whole
-    lines; editors mostly ask for the rest of a line or a block, and a small model learns that
-    case faster from such samples. 0 gives bigcode's transform unchanged.
+    ``fim_rate`` and ``spm_rate`` are bigcode's (0.5 and 0.5 for StarCoder). Two optional
+    shares of the FIM samples change where the cuts fall, because editors mostly ask for the rest
+    of a line or a short block and a small model learns that case much faster from such samples:
+
+    * ``span_rate``: an editor-style middle: from a random position (or the start of its line)
+      to the end of that line, plus up to two more lines;
+    * ``line_rate``: bigcode's two cuts, moved to line starts, so the middle is whole lines.
+
+    Both 0 (the default) gives bigcode's transform unchanged.
     """
 
     fim_rate: float = 0.5
     spm_rate: float = 0.5
     line_rate: float = 0.0
+    span_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("fim_rate", "spm_rate", "line_rate", "span_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.line_rate + self.span_rate > 1.0:
+            raise ValueError("line_rate + span_rate must not exceed 1")
 
 
 @dataclass(frozen=True)
@@ -63,15 +76,31 @@ def _line_start_at_or_before(text: str, pos: int) -> int:
     return text.rfind("\n", 0, pos) + 1 if pos > 0 else 0
 
 
+def _line_end_after(text: str, pos: int) -> int:
+    """Index just past the newline that ends the line holding ``pos`` (or the text's end)."""
+    nl = text.find("\n", pos)
+    return len(text) if nl < 0 else nl + 1
+
+
+def _editor_span(text: str, pos: int, rng: np.random.Generator) -> tuple[int, int]:
+    lo = _line_start_at_or_before(text, pos) if rng.random() < 0.5 else pos
+    hi = pos
+    for _ in range(1 + int(rng.integers(0, 3))):
+        hi = _line_end_after(text, hi)
+    return lo, hi
+
+
 def split_document(text: str, rng: np.random.Generator, config: FimConfig) -> FimSplit | None:
     """Draw a FIM split of ``text``, or ``None`` when this document stays left-to-right."""
     if rng.random() >= config.fim_rate:
         return None
     lo, hi = sorted(int(b) for b in rng.integers(0, len(text) + 1, size=2))
-    if config.line_rate > 0 and rng.random() < config.line_rate:
+    mode = rng.random()
+    if mode < config.span_rate:
+        lo, hi = _editor_span(text, hi, rng)
+    elif mode < config.span_rate + config.line_rate:
         lo = _line_start_at_or_before(text, lo)
-        hi_line = text.find("\n", hi)
-        hi = len(text) if hi_line < 0 else hi_line + 1
+        hi = _line_end_after(text, hi)
     spm = bool(rng.random() < config.spm_rate)
     return FimSplit(text[:lo], text[lo:hi], text[hi:], spm)
 

@@ -51,10 +51,11 @@ PRESETS: dict[str, Preset] = {
             256,
             6,
             4,
-            1024,
+            512,
             8192,
             "the bundled offline model: trains on 2 CPU cores in about half an hour; "
-            "n_embd is a multiple of 256 so 4-bit k-quants (Q4_K_M) apply to every matrix",
+            "n_embd is a multiple of 256 so 4-bit k-quants (Q4_K_M) apply to every matrix; "
+            "a 512-token context keeps attention cheap on a CPU",
         ),
         Preset(
             "small",

@@ -111,3 +111,27 @@ def test_repo_sample_layout() -> None:
         < text.index(FIM_SUFFIX)
         < text.index(FIM_MIDDLE)
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="ab \n", max_size=200), seed=st.integers(0, 2**32 - 1))
+def test_editor_spans_end_at_a_line_end_and_stay_short(text: str, seed: int) -> None:
+    split = split_document(text, np.random.default_rng(seed), FimConfig(1.0, 0.0, span_rate=1.0))
+    assert split is not None
+    assert split.prefix + split.middle + split.suffix == text
+    assert split.middle.count("\n") <= 3
+    assert split.suffix == "" or split.middle.endswith("\n") or split.middle == ""
+    assert (
+        split.suffix == ""
+        or split.prefix + split.middle == ""
+        or (split.prefix + split.middle).endswith("\n")
+    )
+
+
+def test_invalid_rates_are_rejected() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        FimConfig(fim_rate=1.5)
+    with pytest.raises(ValueError, match="must not exceed 1"):
+        FimConfig(line_rate=0.6, span_rate=0.6)
