@@ -65,6 +65,24 @@ class BundleConfig:
         )
 
 
+class _StageTimes:
+    """Seconds per stage, kept in the work directory: a stage reused from an earlier invocation
+    keeps the time it took then, and training time adds up across resumed invocations."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def record(self, key: str, started: float, *, accumulate: bool = False) -> None:
+        base = self.times.get(key, 0.0) if accumulate else 0.0
+        self.times[key] = base + time.perf_counter() - started
+        self.path.write_text(json.dumps(self.times, indent=2) + "\n")
+
+    def rounded(self) -> dict[str, float]:
+        keys = ("corpus_s", "tokenizer_s", "shards_s", "train_s", "export_s", "eval_s")
+        return {k: round(self.times.get(k, 0.0), 1) for k in keys}
+
+
 def _stage(name: str) -> float:
     print(f"\n== {name} ==", file=sys.stderr, flush=True)
     return time.perf_counter()
@@ -77,10 +95,15 @@ def run_bundle(
     from starcoder_ls.recipe.corpus import build_corpus, read_corpus
     from starcoder_ls.recipe.data import ShardConfig, build_shards
     from starcoder_ls.recipe.tokenizer import train_tokenizer
-    from starcoder_ls.recipe.train import TrainConfig, load_checkpoint_model, train
+    from starcoder_ls.recipe.train import (
+        TrainConfig,
+        latest_checkpoint,
+        load_checkpoint_model,
+        train,
+    )
 
     work.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    timings = _StageTimes(work / "timings.json")
     corpus_dir, tok_file, shard_dir, run_dir = (
         work / "corpus",
         work / "tokenizer.json",
@@ -91,8 +114,8 @@ def run_bundle(
     t = _stage("corpus: the standard library of this interpreter")
     if not (corpus_dir / "summary.json").is_file():
         build_corpus(cfg.corpus_config(corpus_dir), progress=progress)
+        timings.record("corpus_s", t)
     corpus_summary = json.loads((corpus_dir / "summary.json").read_text())
-    timings["corpus_s"] = time.perf_counter() - t
 
     t = _stage("tokenizer")
     if not tok_file.is_file():
@@ -100,7 +123,7 @@ def run_bundle(
         train_tokenizer(
             (f.text for f in files), cfg.vocab_size, length=len(files), progress=progress
         ).save(tok_file)
-    timings["tokenizer_s"] = time.perf_counter() - t
+        timings.record("tokenizer_s", t)
 
     t = _stage("FIM shards")
     if not (shard_dir / "meta.json").is_file():
@@ -118,10 +141,11 @@ def run_bundle(
             ),
             progress=progress,
         )
+        timings.record("shards_s", t)
     shard_meta = json.loads((shard_dir / "meta.json").read_text())
-    timings["shards_s"] = time.perf_counter() - t
 
     t = _stage(f"training the {cfg.preset} preset")
+    resuming = latest_checkpoint(run_dir) is not None
     final = train(
         TrainConfig(
             data=shard_dir,
@@ -138,7 +162,7 @@ def run_bundle(
             progress=progress,
         )
     )
-    timings["train_s"] = time.perf_counter() - t
+    timings.record("train_s", t, accumulate=resuming)
     metrics = [
         json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
     ]
@@ -154,7 +178,7 @@ def run_bundle(
     quant = {
         q: quantize_gguf(gguf_f32, work / f"{BUNDLED_NAME}-{q}.gguf", q) for q in ("Q8_0", "Q4_K_M")
     }
-    timings["export_s"] = time.perf_counter() - t
+    timings.record("export_s", t)
 
     t = _stage("evaluation on held-out standard-library files")
     reports = {
@@ -166,7 +190,7 @@ def run_bundle(
             quant["Q4_K_M"], corpus_dir, samples=cfg.eval_samples, seed=cfg.seed
         ),
     }
-    timings["eval_s"] = time.perf_counter() - t
+    timings.record("eval_s", t)
 
     from starcoder_ls.recipe.card import render_card
     from starcoder_ls.recipe.machine import machine_info
@@ -190,7 +214,7 @@ def run_bundle(
                 for s, i in shard_meta["splits"].items()
             },
             "final_train_metrics": final,
-            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "timings_s": timings.rounded(),
             "evaluation": reports,
             "files": {},
         }

@@ -66,8 +66,9 @@ the last checkpoint in `runs/bundle`.
 - Tokens: {train_rows["tokens"]:,} training tokens in rows of {cfg["seq_len"]}
   ({train_rows["documents"]:,} documents), {val_rows.get("tokens", 0):,} validation tokens.
 - FIM: bigcode's character-level transform, fim_rate {cfg["fim_rate"]}, spm_rate {cfg["spm_rate"]}
-  (SPM in bigcode's variant); {_pct(cfg["line_rate"])} of FIM cuts are moved to line starts so that
-  the middle is whole lines; {_pct(cfg["repo_rate"])} of files (those with sibling files) are
+  (SPM in bigcode's variant); {_pct(cfg.get("span_rate", 0))} of FIM middles are editor-style spans
+  (the rest of a line plus up to two lines) and {_pct(cfg["line_rate"])} have both cuts moved to line
+  starts (whole lines); {cfg.get("draws", 1)} FIM draws per file; {_pct(cfg["repo_rate"])} of files (those with sibling files) are
   repository-level samples with up to 3 sibling files before them; {_pct(cfg["path_rate"])} of
   single-file documents start with `<file_sep>path`.
 
