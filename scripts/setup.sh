@@ -18,14 +18,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.starcoder-ls-setup"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$EXTRAS
+want=$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -c1-16)-$EXTRAS
 if [ "$(cat "$stamp" 2>/dev/null || true)" = "$want" ]; then
   exit 0
 fi
 
 echo "setup: installing starcoder-ls[$EXTRAS] into $VENV (first time: ~10 minutes)" >&2
 "$VENV/bin/python" -m pip install --quiet --upgrade pip wheel
-"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+"$VENV/bin/python" -m pip install --quiet -c scripts/constraints.txt torch
+"$VENV/bin/python" -m pip install --quiet -c scripts/constraints.txt -e ".[$EXTRAS]"
 echo "$want" > "$stamp"
 echo "setup: done" >&2
