@@ -4,6 +4,7 @@ import copy
 import json
 
 from starcoder_ls.models import BUNDLED_DIR
+
 from starcoder_ls.recipe.card import render_card
 
 
@@ -21,9 +22,13 @@ def test_committed_card_is_the_rendering_of_the_committed_report() -> None:
 def test_card_says_whether_the_model_beats_the_baselines() -> None:
     report, metrics = _bundled()
     better = copy.deepcopy(report)
-    better["evaluation"]["transformers_fp32"]["fim_line"].update(exact_match=0.5, edit_similarity=0.9)
+    better["evaluation"]["transformers_fp32"]["fim_line"].update(
+        exact_match=0.5, edit_similarity=0.9
+    )
     text = render_card(better, metrics)
     assert "It beats both baselines" in text and "does not beat" not in text
     worse = copy.deepcopy(report)
-    worse["evaluation"]["transformers_fp32"]["fim_line"].update(exact_match=0.0, edit_similarity=0.0)
+    worse["evaluation"]["transformers_fp32"]["fim_line"].update(
+        exact_match=0.0, edit_similarity=0.0
+    )
     assert "**It does not beat the trivial baselines**" in render_card(worse, metrics)
