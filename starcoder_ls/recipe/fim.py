@@ -175,18 +175,3 @@ def repo_pieces(
     pieces += fim_pieces(split) if split is not None else [(target_text, False)]
     pieces.append((ENDOFTEXT, True))
     return pieces
-
-
-def infill_prompt(prefix: str, suffix: str, *, path: str | None = None) -> list[tuple[str, bool]]:
-    """The PSM inference prompt matching the training format (the middle is to be generated)."""
-    pieces: list[tuple[str, bool]] = []
-    if path is not None:
-        pieces += [(FILE_SEP, True), (path + "\n", False)]
-    pieces += [
-        (FIM_PREFIX, True),
-        (prefix, False),
-        (FIM_SUFFIX, True),
-        (suffix, False),
-        (FIM_MIDDLE, True),
-    ]
-    return pieces

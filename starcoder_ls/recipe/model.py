@@ -8,7 +8,7 @@ StarCoderBase-sized model is the same recipe with a bigger preset and more GPUs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starcoder_ls.recipe.errors import RecipeError
@@ -165,7 +165,3 @@ def count_parameters(model: Any) -> int:
             seen.add(id(p))
             total += p.numel()
     return total
-
-
-def preset_table() -> list[dict[str, Any]]:
-    return [asdict(p) for p in PRESETS.values()]
