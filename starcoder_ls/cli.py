@@ -1,4 +1,4 @@
-"""The ``starcoder-ls`` command.
+"""The ``starcoder-ls`` command. With no arguments it speaks LSP over stdio (what editors launch).
 
 Sub-command modules are imported only when their command runs, so ``starcoder-ls --help`` stays
 fast: torch, transformers and llama.cpp load only for the commands that need them.
@@ -34,11 +34,50 @@ def build_parser() -> argparse.ArgumentParser:
         "that trains, exports and evaluates the models it runs.",
     )
     parser.add_argument("--version", action="version", version=f"starcoder-ls {__version__}")
+    parser.add_argument("--log-file", help="write the log here (default: stderr)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help="default: WARNING",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    lsp = sub.add_parser(
+        "lsp",
+        help="run the language server (stdio unless --tcp)",
+        description="Run the language server. Editors launch `starcoder-ls` with no arguments, "
+        "which is the same as `starcoder-ls lsp`. Settings come from the editor "
+        "(initializationOptions, section `starcoder`); the flags below set the defaults.",
+    )
+    lsp.add_argument("--stdio", action="store_true", help="speak LSP on stdin/stdout (default)")
+    lsp.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP port instead")
     from starcoder_ls import complete
 
+    complete.add_settings_flags(lsp)
+    lsp.set_defaults(func=_run_lsp)
+
     complete.cli_register(sub)
+
+    models = sub.add_parser(
+        "models",
+        help="known models and their prompt formats",
+        description="Models starcoder-ls knows: their FIM family, context size and files.",
+    )
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ml = models_sub.add_parser("list", help="list known models")
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(func=_run_models_list)
+
+    stats = sub.add_parser(
+        "stats",
+        help="local acceptance statistics (shown, accepted, rejected)",
+        description="Completions shown, accepted and rejected, per language. Kept on this "
+        "machine only.",
+    )
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=_run_stats)
 
     recipe = sub.add_parser(
         "recipe",
@@ -53,14 +92,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_lsp(args: argparse.Namespace) -> int:
+    from starcoder_ls.complete import settings_from_args
+    from starcoder_ls.server import serve
+
+    return serve(settings_from_args(args), tcp=args.tcp)
+
+
+def _run_models_list(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from starcoder_ls.models.registry import known_models
+
+    models = known_models()
+    if args.json:
+        print(json.dumps([asdict(m) for m in models], indent=1, default=str))
+        return 0
+    for m in models:
+        print(f"{m.id:42} {m.family:15} ctx {m.context_length:>6}")
+    return 0
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from starcoder_ls.stats import Stats, format_summary
+
+    summary = Stats.load().summary()
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print("\n".join(format_summary(summary)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from starcoder_ls.recipe.errors import RecipeError
+    from starcoder_ls.server import setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_file)
     if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
+        # No command: what editors launch. Speak LSP on stdio.
+        args = parser.parse_args([*(argv or sys.argv[1:]), "lsp"])
     try:
         return int(args.func(args) or 0)
     except RecipeError as exc:

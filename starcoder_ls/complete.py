@@ -1,8 +1,8 @@
-"""``starcoder-ls complete FILE:LINE:COL``: one completion from the command line.
+"""``starcoder-ls complete`` and ``starcoder-ls prompt``: the completion pipeline from a shell.
 
-This is the command-line face of completion: it reads the file as on disk, builds a
-fill-in-the-middle prompt around the position and asks the model for the middle. With no
-``--model`` it uses the bundled offline model through llama.cpp.
+Both read the file as on disk and run the same engine the language server runs (tree-sitter
+context, the model's FIM template, post-processing), so what they print is what an editor would
+get at that position. With no ``--model`` they use the bundled offline model through llama.cpp.
 """
 
 from __future__ import annotations
@@ -12,12 +12,25 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from starcoder_ls.recipe.errors import RecipeError
 
 _POSITION = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+)$")
+# Settings a command line may set, as (flag, settings key, type).
+_FLAGS: tuple[tuple[str, str, type], ...] = (
+    ("--backend", "backend", str),
+    ("--model", "model", str),
+    ("--family", "family", str),
+    ("--url", "url", str),
+    ("--api-key-env", "apiKeyEnv", str),
+    ("--max-tokens", "maxTokens", int),
+    ("--temperature", "temperature", float),
+    ("--context-tokens", "contextTokens", int),
+    ("--timeout-ms", "timeoutMs", int),
+)
 
 
 @dataclass(frozen=True)
@@ -41,12 +54,17 @@ def parse_position(spec: str) -> Position:
 
 def split_at(text: str, pos: Position) -> tuple[str, str]:
     """Prefix and suffix of ``text`` around a 1-based position (the column is clamped to the line)."""
+    line, col = zero_based(text, pos)
+    lines = text.split("\n")
+    offset = sum(len(x) + 1 for x in lines[:line]) + col
+    return text[:offset], text[offset:]
+
+
+def zero_based(text: str, pos: Position) -> tuple[int, int]:
     lines = text.split("\n")
     if pos.line > len(lines):
         raise RecipeError(f"{pos.file} has {len(lines)} lines; line {pos.line} is out of range")
-    offset = sum(len(line) + 1 for line in lines[: pos.line - 1])
-    offset += min(pos.col - 1, len(lines[pos.line - 1]))
-    return text[:offset], text[offset:]
+    return pos.line - 1, min(pos.col - 1, len(lines[pos.line - 1].rstrip("\r")))
 
 
 def read_source(path: Path) -> str:
@@ -55,42 +73,99 @@ def read_source(path: Path) -> str:
     data = path.read_bytes()
     if b"\0" in data[:8192]:
         raise RecipeError(f"{path} looks binary; completion needs a text file")
-    return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    return data.decode("utf-8", errors="replace")
 
 
-def complete(
-    pos: Position, *, model: Path | None = None, max_tokens: int = 64, workspace: Path | None = None
-) -> dict[str, object]:
-    from starcoder_ls.models import BUNDLED_GGUF
-    from starcoder_ls.recipe.evaluate import GGUFModel, infill_ids, stop_ids
-    from starcoder_ls.recipe.tokens import FILE_SEP
+def add_settings_flags(p: argparse.ArgumentParser) -> None:
+    for flag, key, kind in _FLAGS:
+        p.add_argument(flag, type=kind, dest=f"setting_{key}", metavar=key.upper(), default=None)
+
+
+def settings_from_args(args: argparse.Namespace) -> Any:
+    from starcoder_ls.settings import parse_settings
+
+    raw = {
+        key: getattr(args, f"setting_{key}")
+        for _, key, _ in _FLAGS
+        if getattr(args, f"setting_{key}", None) is not None
+    }
+    settings, errors = parse_settings(raw)
+    if errors:
+        raise RecipeError("; ".join(errors))
+    return settings
+
+
+def _engine_for(args: argparse.Namespace) -> Any:
+    from starcoder_ls.engine import CompletionEngine
+    from starcoder_ls.types import BackendError
+
+    engine = CompletionEngine(settings_from_args(args))
+    try:
+        engine.backend()
+    except BackendError as exc:
+        raise RecipeError(str(exc)) from None
+    return engine
+
+
+def _snapshot(pos: Position, text: str) -> Any:
+    from starcoder_ls.documents import Snapshot
+
+    path = pos.file.resolve()
+    return Snapshot.from_text(text, uri=path.as_uri(), path=str(path))
+
+
+def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
+    from starcoder_ls.types import BackendError
 
     text = read_source(pos.file)
-    prefix, suffix = split_at(text, pos)
-    model_path = model or BUNDLED_GGUF
-    llm = GGUFModel(model_path)
-    ids = infill_ids(llm, prefix, suffix, max_tokens)
-    root = workspace or pos.file.resolve().parent
-    try:
-        rel = pos.file.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        rel = pos.file.name
-    sep = llm.special_id(FILE_SEP)
-    if sep is not None:
-        header = [sep, *llm.tokenize(rel + "\n")]
-        if len(header) + len(ids) + max_tokens <= llm.n_ctx:
-            ids = header + ids
+    line, col = zero_based(text, pos)
+    engine = _engine_for(args)
+    root = args.workspace or pos.file.resolve().parent
     t0 = time.perf_counter()
-    out = llm.greedy(ids, max_tokens, stop_ids(llm))
-    latency_ms = (time.perf_counter() - t0) * 1000
-    completion = llm.detokenize(out)
+    try:
+        built = engine.build_prompt(_snapshot(pos, text), line, col, root=root)
+        result = engine.complete(_snapshot(pos, text), line, col, root=root, invoked=True)
+    except BackendError as exc:
+        raise RecipeError(str(exc)) from None
+    finally:
+        engine.close()
     return {
-        "completion": completion,
-        "model": str(model_path),
-        "latency_ms": round(latency_ms, 1),
-        "prompt_tokens": len(ids),
-        "completion_tokens": len(out),
-        "cached": False,
+        "completion": result.text if result else "",
+        "model": result.model if result else engine.settings.model or "bundled",
+        "latency_ms": round((time.perf_counter() - t0) * 1000, 1),
+        "prompt_tokens": built.prompt.tokens,
+        "cached": bool(result and result.cached),
+        "mode": built.mode.value,
+        "family": built.prompt.family,
+        "raw": result.raw if result else "",
+    }
+
+
+def prompt(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
+    from starcoder_ls.types import BackendError
+
+    text = read_source(pos.file)
+    line, col = zero_based(text, pos)
+    engine = _engine_for(args)
+    root = args.workspace or pos.file.resolve().parent
+    try:
+        built = engine.build_prompt(_snapshot(pos, text), line, col, root=root)
+    except BackendError as exc:
+        raise RecipeError(str(exc)) from None
+    finally:
+        engine.close()
+    segments = []
+    for seg in built.prompt.segments:
+        d = asdict(seg)
+        d.pop("text", None)
+        segments.append(d)
+    return {
+        "prompt": built.prompt.text,
+        "family": built.prompt.family,
+        "mode": built.mode.value,
+        "tokens": built.prompt.tokens,
+        "stop": list(built.prompt.stop),
+        "segments": segments,
     }
 
 
@@ -99,27 +174,41 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "complete",
         help="print a completion at FILE:LINE:COL",
         description="Complete the code at a position of a file (1-based LINE and COL, as "
-        "compilers print them), using the bundled offline model unless --model is given.",
+        "compilers print them) with the same pipeline the language server runs. Uses the "
+        "bundled offline model unless --model/--backend say otherwise.",
     )
     p.add_argument("position", metavar="FILE:LINE:COL")
-    p.add_argument("--model", type=Path, help="a GGUF file (default: the bundled model)")
-    p.add_argument(
-        "--workspace", type=Path, help="workspace root (for the file's path in the prompt)"
-    )
-    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--workspace", type=Path, help="workspace root (default: the file's folder)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_cli_run)
+    add_settings_flags(p)
+    p.set_defaults(func=_cli_complete)
 
-
-def _cli_run(args: argparse.Namespace) -> int:
-    result = complete(
-        parse_position(args.position),
-        model=args.model,
-        max_tokens=args.max_tokens,
-        workspace=args.workspace,
+    q = subparsers.add_parser(
+        "prompt",
+        help="print the exact prompt for FILE:LINE:COL",
+        description="Print the exact prompt string the backend would receive at a position, "
+        "and the context segments it was built from.",
     )
+    q.add_argument("position", metavar="FILE:LINE:COL")
+    q.add_argument("--workspace", type=Path, help="workspace root (default: the file's folder)")
+    q.add_argument("--json", action="store_true", help="print a JSON object")
+    add_settings_flags(q)
+    q.set_defaults(func=_cli_prompt)
+
+
+def _cli_complete(args: argparse.Namespace) -> int:
+    result = complete(parse_position(args.position), args)
     if args.json:
         print(json.dumps(result))
     else:
         sys.stdout.write(str(result["completion"]) + "\n")
+    return 0
+
+
+def _cli_prompt(args: argparse.Namespace) -> int:
+    result = prompt(parse_position(args.position), args)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        sys.stdout.write(result["prompt"] + "\n")
     return 0

@@ -1,0 +1,201 @@
+"""What every backend shares: stop handling, prompt fitting, sampling and the decode loop.
+
+The two in-process engines (llama.cpp and transformers) differ only in how they evaluate tokens
+and read logits; the rules around them (when to stop, what text to return, how a prompt that is
+too long is cut, how cancellation is noticed) live here once, so both behave the same way and a
+completion does not change character when the user switches engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starcoder_ls.types import CancelToken, GenerationParams
+
+if TYPE_CHECKING:
+    import numpy as np
+
+CHARS_PER_TOKEN = 3.5
+"""Code averages about 3.5 characters per BPE token; used only where no tokenizer exists."""
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate for backends without a local tokenizer (remote servers, the test backend).
+
+    Defers to the prompt builder's estimate when it has one, so budgeting and counting agree.
+    """
+    try:
+        from starcoder_ls.prompt.builder import estimate_tokens as builder_estimate
+    except ImportError:
+        return -(-len(text) * 2 // 7) if text else 0  # ceil(len / 3.5)
+    return int(builder_estimate(text))
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest shared prefix: how much of a KV cache the next prompt can keep."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def stop_strings(prompt_stop: Iterable[str], params_stop: Iterable[str]) -> tuple[str, ...]:
+    """The request's stop strings first (e.g. a newline for single-line), then the family's,
+    without duplicates or empty strings (an empty stop would end every generation at once)."""
+    seen: dict[str, None] = {}
+    for s in (*params_stop, *prompt_stop):
+        if s:
+            seen.setdefault(s, None)
+    return tuple(seen)
+
+
+def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int:
+    """Index of the earliest stop string in ``text`` at or after ``start``, or -1."""
+    best = -1
+    for s in stops:
+        i = text.find(s, start)
+        if i != -1 and (best == -1 or i < best):
+            best = i
+    return best
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to its first stop string (excluded) and whether one was found.
+
+    Servers differ (TGI keeps the matched stop sequence, vLLM drops it); cutting here gives one
+    behaviour for every backend.
+    """
+    i = find_stop(text, stops)
+    return (text, False) if i == -1 else (text[:i], True)
+
+
+def utf8_complete(data: bytes) -> str:
+    """Decode ``data``, leaving out a trailing incomplete UTF-8 sequence.
+
+    A byte-level BPE token can end in the middle of a character; while generating, the missing
+    bytes may come with the next token, so they are neither shown nor turned into U+FFFD yet.
+    """
+    end = len(data)
+    for back in range(1, min(4, end) + 1):
+        byte = data[end - back]
+        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII): does its sequence fit?
+            if need_bytes(byte) > back:
+                end -= back
+            break
+    return data[:end].decode("utf-8", errors="replace")
+
+
+def need_bytes(lead: int) -> int:
+    """Length of the UTF-8 sequence a lead byte starts; 1 for ASCII and for invalid leads."""
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 1
+
+
+def fit_prompt(
+    ids: list[int], n_ctx: int, max_tokens: int, keep_first: bool
+) -> tuple[list[int], int]:
+    """Make prompt + generation fit ``n_ctx``: the prompt loses tokens from its left end.
+
+    The end of a FIM prompt (suffix, middle sentinel) is what the model continues from, so the
+    far end of the prefix is what goes. ``keep_first`` keeps a leading sentinel token (such as
+    ``<fim_prefix>`` or ``<repo_name>``) so the prompt still has the shape the model was trained
+    on. Generation is capped to leave room for at least half the context as prompt.
+    """
+    max_tokens = max(1, min(max_tokens, n_ctx // 2))
+    room = n_ctx - max_tokens
+    if len(ids) <= room:
+        return ids, max_tokens
+    if keep_first and ids:
+        return [ids[0], *ids[len(ids) - room + 1 :]], max_tokens
+    return ids[len(ids) - room :], max_tokens
+
+
+def sample_token(
+    logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator
+) -> int:
+    """Greedy at temperature 0 (deterministic completions, cacheable), otherwise temperature and
+    nucleus sampling over the logits."""
+    import numpy as np
+
+    if temperature <= 0.0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / temperature
+    scaled -= scaled.max()
+    probs = np.exp(scaled)
+    probs /= probs.sum()
+    if 0.0 < top_p < 1.0:
+        order = np.argsort(-probs)
+        cumulative = np.cumsum(probs[order])
+        keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
+        kept = probs[keep] / probs[keep].sum()
+        return int(rng.choice(keep, p=kept))
+    return int(rng.choice(len(probs), p=probs))
+
+
+@dataclass
+class DecodeResult:
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    """stop, length, cancelled."""
+
+
+def decode_loop(
+    logits: np.ndarray,
+    step: Callable[[int], np.ndarray],
+    text_of: Callable[[list[int]], str],
+    *,
+    stop_ids: frozenset[int],
+    stops: Sequence[str],
+    params: GenerationParams,
+    room: int,
+    cancel: CancelToken,
+    seed: int = 0,
+) -> DecodeResult:
+    """Pick tokens one at a time until a stop token, a stop string, ``max_tokens``, the end of
+    the context (``room`` tokens left) or cancellation.
+
+    ``step(token)`` evaluates one token and returns the next logits; ``text_of(ids)`` renders
+    the generated ids (special tokens spelled out). A stop token is never evaluated nor shown;
+    a stop string is cut off with everything after it.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    longest_stop = max((len(s) for s in stops), default=0)
+    out: list[int] = []
+    text = ""
+    while True:
+        if cancel.cancelled:
+            return DecodeResult(text, out, "cancelled")
+        token = sample_token(logits, params.temperature, params.top_p, rng)
+        if token in stop_ids:
+            return DecodeResult(text, out, "stop")
+        out.append(token)
+        previous = len(text)
+        text = text_of(out)
+        hit = find_stop(text, stops, max(0, previous - longest_stop))
+        if hit != -1:
+            return DecodeResult(text[:hit], out, "stop")
+        if len(out) >= params.max_tokens or len(out) >= room:
+            return DecodeResult(text, out, "length")
+        logits = step(token)
+
+
+class Stopwatch:
+    """Milliseconds since creation, for ``Generation.latency_ms``."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def ms(self) -> float:
+        return (time.perf_counter() - self._t0) * 1000.0

@@ -1,0 +1,248 @@
+"""Generation with a transformers model (an HF folder or a hub id) on cpu, cuda or mps.
+
+The loop is ours rather than ``model.generate``: it keeps ``past_key_values`` between requests
+(consecutive prompts share their start, so only the tokens after the common prefix are run
+through the model), stops on the family's end tokens by id, and looks at the cancel token
+between tokens. The module is called ``hf`` so it cannot shadow the ``transformers`` package.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from starcoder_ls.backends.base import (
+    Stopwatch,
+    common_prefix_len,
+    decode_loop,
+    fit_prompt,
+    stop_strings,
+)
+from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
+
+if TYPE_CHECKING:
+    import numpy as np
+
+PROMPT_CHUNK = 256
+"""Prompt tokens run through the model between two looks at the cancel token."""
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+
+
+class TransformersBackend:
+    """One transformers model; one generation at a time, the KV cache kept between them."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        n_ctx: int = 0,
+        n_threads: int = 0,
+    ) -> None:
+        """``n_threads`` > 0 sets torch's CPU thread count (process-wide: torch has one pool);
+        a small model decodes faster on one thread than on several contended ones."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        local = Path(model).expanduser()
+        if local.exists() and not (local / "config.json").is_file():
+            raise BackendError(f"{local} is not a Hugging Face model folder (no config.json)")
+        source = str(local) if local.exists() else model
+        self.device = resolve_device(device)
+        if n_threads > 0 and self.device == "cpu":
+            torch.set_num_threads(n_threads)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
+            loaded = AutoModelForCausalLM.from_pretrained(
+                source, dtype=getattr(torch, self.dtype), local_files_only=local.exists()
+            )
+        except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot load"
+            raise BackendError(f"cannot load the transformers model {model!r}: {exc}") from exc
+        self.tokenizer: Any = tokenizer
+        self.model: Any = cast(Any, loaded)  # transformers' decorated ``to`` confuses mypy
+        self.model.to(torch.device(self.device)).eval()
+        trained = next(
+            (
+                int(v)
+                for k in _CONTEXT_KEYS
+                if isinstance(v := getattr(self.model.config, k, None), int)
+            ),
+            2048,
+        )
+        self.context_length = min(n_ctx, trained) if n_ctx > 0 else trained
+        self.model_id = source
+        self._vocab: dict[str, int] = dict(self.tokenizer.get_vocab())
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        self._special_ids = frozenset(self.tokenizer.all_special_ids) | frozenset(
+            int(i) for i, token in added.items() if getattr(token, "special", False)
+        )
+        self._end_ids = frozenset(_end_ids(self.model, self.tokenizer))
+        self._lock = threading.Lock()
+        self._cache: Any = None
+        self._cached_ids: list[int] = []
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text)) if text else 0
+
+    def stop_ids(self, stops: tuple[str, ...]) -> frozenset[int]:
+        """The family's stop strings that are special tokens of this vocabulary, plus the
+        model's own end-of-sequence ids."""
+        found = {
+            self._vocab[s]
+            for s in stops
+            if s in self._vocab and self._vocab[s] in self._special_ids
+        }
+        return self._end_ids | found
+
+    # -------------------------------------------------------------- generation
+
+    def generate(self, prompt: Prompt, params: GenerationParams, cancel: CancelToken) -> Generation:
+        watch = Stopwatch()
+        ids = self.tokenize(prompt.text)
+        if not ids:
+            return Generation(text="", finish_reason="stop")
+        ids, max_tokens = fit_prompt(
+            ids, self.context_length, params.max_tokens, keep_first=ids[0] in self._special_ids
+        )
+        stop_ids = self.stop_ids(prompt.stop)
+        stops = stop_strings(prompt.stop, params.stop)
+        with self._lock:
+            try:
+                evaluated, logits = self._evaluate_prompt(ids, cancel)
+                if logits is None:
+                    return Generation(
+                        text="",
+                        prompt_tokens=len(ids),
+                        evaluated_tokens=evaluated,
+                        latency_ms=watch.ms(),
+                        finish_reason="cancelled",
+                    )
+                result = decode_loop(
+                    logits,
+                    self._step,
+                    self._text_of,
+                    stop_ids=stop_ids,
+                    stops=stops,
+                    params=replace(params, max_tokens=max_tokens),
+                    room=self.context_length - len(ids),
+                    cancel=cancel,
+                )
+            except RuntimeError as exc:  # out of memory, device errors: the cache is suspect
+                self._cache, self._cached_ids = None, []
+                raise BackendError(f"the transformers model failed to generate: {exc}") from exc
+        text = result.text
+        if result.finish_reason == "length":
+            text = text.rstrip("\ufffd")  # a character cut in half by the token limit
+        return Generation(
+            text=text,
+            prompt_tokens=len(ids),
+            evaluated_tokens=evaluated,
+            completion_tokens=len(result.tokens),
+            latency_ms=watch.ms(),
+            finish_reason=result.finish_reason,
+        )
+
+    def _evaluate_prompt(
+        self, ids: list[int], cancel: CancelToken
+    ) -> tuple[int, np.ndarray | None]:
+        keep = min(common_prefix_len(self._cached_ids, ids), len(ids) - 1)
+        self._truncate_cache(keep)
+        logits = None
+        for start in range(keep, len(ids), PROMPT_CHUNK):
+            if cancel.cancelled:
+                return len(self._cached_ids) - keep, None
+            logits = self._forward(ids[start : start + PROMPT_CHUNK])
+        return len(ids) - keep, logits
+
+    def _truncate_cache(self, keep: int) -> None:
+        """Drop cached positions from ``keep`` on; a cache that cannot be cut is dropped whole
+        (sliding-window caches past their window, or an unexpected cache type)."""
+        drop = len(self._cached_ids) - keep
+        if drop <= 0:
+            return
+        try:
+            self._cache.crop(-drop)  # negative: remove this many (transformers 4.x and 5.x)
+        except (AttributeError, RuntimeError, ValueError):
+            self._cache = None
+            self._cached_ids = []
+            return
+        del self._cached_ids[keep:]
+
+    def _forward(self, ids: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(
+                torch.tensor([ids], device=self.device),
+                past_key_values=self._cache,
+                use_cache=True,
+            )
+        self._cache = out.past_key_values
+        self._cached_ids.extend(ids)
+        return out.logits[0, -1].float().cpu().numpy()
+
+    def _step(self, token: int) -> np.ndarray:
+        return self._forward([token])
+
+    def _text_of(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache = None
+            self._cached_ids = []
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device that is absent is an error
+    the user should see rather than a silent fallback to a much slower one."""
+    import torch
+
+    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device is cuda but torch sees no CUDA GPU (is this a CPU-only torch?)")
+    if device == "mps" and not has_mps:
+        raise BackendError("device is mps but this torch build or machine has no Metal support")
+    if device not in ("cpu", "cuda", "mps"):
+        raise BackendError(f"unknown device {device!r}; use auto, cpu, cuda or mps")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto``: half precision on GPUs (bfloat16 where supported), float32 on CPU, where half
+    precision kernels are slow or missing."""
+    if dtype != "auto":
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise BackendError(f"unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16")
+        return dtype
+    if device == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float16" if device == "mps" else "float32"
+
+
+def _end_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-sequence ids from the generation config and the tokenizer (either may be absent,
+    an int or a list)."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    for value in (getattr(config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids

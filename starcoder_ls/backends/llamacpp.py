@@ -1,0 +1,230 @@
+"""In-process generation from any GGUF file through llama-cpp-python (the offline laptop case).
+
+The prompt is tokenized here with special tokens parsed and evaluated token by token through
+``Llama.eval``, instead of ``create_completion``: its ``suffix=`` FIM path is broken in 0.3.x,
+and owning the loop is what allows stopping on the family's end tokens by id, noticing a
+cancellation between tokens, and keeping the KV cache between requests.
+
+KV reuse: consecutive completion requests share most of their prompt (the user typed one more
+character). ``Llama.eval`` starts by removing every KV entry at or after ``Llama.n_tokens`` and
+records what it evaluated in ``Llama.input_ids``, so setting ``n_tokens`` to the length of the
+common prefix of the old and new token ids and evaluating only the rest reuses the cache
+exactly; ``Generation.evaluated_tokens`` reports that rest.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starcoder_ls.backends.base import (
+    Stopwatch,
+    common_prefix_len,
+    decode_loop,
+    fit_prompt,
+    stop_strings,
+    utf8_complete,
+)
+from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
+
+if TYPE_CHECKING:
+    import numpy as np
+    from llama_cpp import Llama
+
+DEFAULT_MAX_CTX = 8192
+"""Context used when none is configured, if the model was trained for more (memory bound)."""
+PROMPT_CHUNK = 128
+"""Prompt tokens evaluated between two looks at the cancel token."""
+
+
+class LlamaCppBackend:
+    """One GGUF model in this process; one generation at a time (llama.cpp contexts are not
+    re-entrant), with the KV cache carried from one request to the next."""
+
+    name = "llamacpp"
+
+    def __init__(self, path: str | Path, *, n_ctx: int = 0, n_threads: int = 0) -> None:
+        from starcoder_ls.recipe.errors import RecipeError
+        from starcoder_ls.recipe.quantize import check_gguf_file, load_gguf
+
+        path = Path(path).expanduser()
+        try:
+            check_gguf_file(path)
+            trained = _trained_context(path)
+        except RecipeError as exc:
+            raise BackendError(str(exc)) from exc
+        # Learned absolute positions (StarCoder) make llama.cpp abort the whole process past the
+        # trained context, so the configured context can only shrink it.
+        limit = trained or n_ctx or DEFAULT_MAX_CTX
+        self.context_length = min(n_ctx or min(limit, DEFAULT_MAX_CTX), limit)
+        try:
+            self._llm: Llama = load_gguf(
+                path,
+                n_ctx=self.context_length,
+                n_batch=min(512, self.context_length),
+                n_threads=n_threads or default_threads(),
+            )
+        except RecipeError as exc:
+            raise BackendError(str(exc)) from exc
+        except Exception as exc:  # llama-cpp-python raises bare errors for odd files
+            raise BackendError(f"llama.cpp cannot load {path}: {exc}") from exc
+        self.model_id = str(path)
+        self.path = path
+        self._lock = threading.Lock()
+        """Held for a whole generation: a llama.cpp context runs one sequence at a time."""
+        self._tokenizer_lock = threading.Lock()
+        """Held while tokenizing, which may run beside a generation but not beside ``close``."""
+        self._closed = False
+        self._n_vocab = int(self._llm.n_vocab())
+        self._special_ids, self._end_ids = self._special_tokens()
+        self._stop_id_cache: dict[tuple[str, ...], frozenset[int]] = {}
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` with special tokens (``<fim_prefix>``...) parsed as such."""
+        with self._tokenizer_lock:
+            self._check_open()
+            return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _check_open(self) -> None:
+        # Past close() the model's memory is freed: touching it would crash the process.
+        if self._closed:
+            raise BackendError(f"the llamacpp backend for {self.path} was closed")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text)) if text else 0
+
+    def _special_tokens(self) -> tuple[frozenset[int], frozenset[int]]:
+        """Control tokens (sentinels such as ``<fim_prefix>``) and, among all tokens, those
+        llama.cpp itself treats as the end of a generation (EOS, EOT, FIM pad, file separator)."""
+        import llama_cpp
+
+        vocab = self._llm._model.vocab
+        control = [i for i in range(self._n_vocab) if llama_cpp.llama_vocab_is_control(vocab, i)]
+        end = [i for i in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+        return frozenset(control), frozenset(end)
+
+    def stop_ids(self, stops: tuple[str, ...]) -> frozenset[int]:
+        """The family's stop strings that are single special tokens, plus the model's own
+        end-of-generation tokens: these end a generation by id, before any text is decoded."""
+        cached = self._stop_id_cache.get(stops)
+        if cached is None:
+            ids = set(self._end_ids)
+            for s in stops:
+                found = self.tokenize(s)
+                if len(found) == 1 and found[0] in self._special_ids:
+                    ids.add(found[0])
+            cached = self._stop_id_cache[stops] = frozenset(ids)
+        return cached
+
+    # -------------------------------------------------------------- generation
+
+    def generate(self, prompt: Prompt, params: GenerationParams, cancel: CancelToken) -> Generation:
+        watch = Stopwatch()
+        ids = self.tokenize(prompt.text)
+        if not ids:
+            return Generation(text="", finish_reason="stop")
+        ids, max_tokens = fit_prompt(
+            ids, self.context_length, params.max_tokens, keep_first=ids[0] in self._special_ids
+        )
+        stop_ids = self.stop_ids(prompt.stop)
+        stops = stop_strings(prompt.stop, params.stop)
+        with self._lock:
+            self._check_open()
+            try:
+                evaluated, logits = self._evaluate_prompt(ids, cancel)
+                if logits is None:
+                    return Generation(
+                        text="",
+                        prompt_tokens=len(ids),
+                        evaluated_tokens=evaluated,
+                        latency_ms=watch.ms(),
+                        finish_reason="cancelled",
+                    )
+                result = decode_loop(
+                    logits,
+                    self._step,
+                    self._text_of,
+                    stop_ids=stop_ids,
+                    stops=stops,
+                    params=_with_max_tokens(params, max_tokens),
+                    room=self.context_length - len(ids),
+                    cancel=cancel,
+                )
+            except RuntimeError as exc:  # llama_decode failed: the cache state is unknown
+                self._llm.reset()
+                raise BackendError(f"llama.cpp failed to evaluate the prompt: {exc}") from exc
+        return Generation(
+            text=result.text,
+            prompt_tokens=len(ids),
+            evaluated_tokens=evaluated,
+            completion_tokens=len(result.tokens),
+            latency_ms=watch.ms(),
+            finish_reason=result.finish_reason,
+        )
+
+    def _evaluate_prompt(
+        self, ids: list[int], cancel: CancelToken
+    ) -> tuple[int, np.ndarray | None]:
+        """Evaluate what the KV cache lacks of ``ids``; the logits after the last one, or None
+        when cancelled (the cache then holds a valid prefix for the next request)."""
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        # At least the last token is evaluated again: its logits are what the first new token
+        # is picked from, and only the last evaluated position's logits are kept.
+        keep = min(common_prefix_len(cached, ids), len(ids) - 1)
+        llm.n_tokens = keep
+        for start in range(keep, len(ids), PROMPT_CHUNK):
+            if cancel.cancelled:
+                return llm.n_tokens - keep, None
+            llm.eval(ids[start : start + PROMPT_CHUNK])
+        return len(ids) - keep, self._last_logits()
+
+    def _last_logits(self) -> np.ndarray:
+        import numpy as np
+
+        pointer = self._llm._ctx.get_logits_ith(-1)
+        return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
+
+    def _step(self, token: int) -> np.ndarray:
+        self._llm.eval([token])
+        return self._last_logits()
+
+    def _text_of(self, ids: list[int]) -> str:
+        return utf8_complete(bytes(self._llm.detokenize(ids, special=True)))
+
+    def close(self) -> None:
+        with self._lock, self._tokenizer_lock:
+            if not self._closed:
+                self._closed = True
+                self._llm.close()
+
+
+def _trained_context(path: Path) -> int:
+    """``<arch>.context_length`` from the GGUF metadata (read with the vocabulary only, which
+    is fast), 0 when the file does not say."""
+    from starcoder_ls.recipe.quantize import load_gguf
+
+    probe = load_gguf(path, n_ctx=512, vocab_only=True)
+    try:
+        arch = probe.metadata.get("general.architecture", "")
+        value = probe.metadata.get(f"{arch}.context_length", "")
+    finally:
+        probe.close()
+    return int(value) if str(value).isdigit() else 0
+
+
+def default_threads() -> int:
+    """Half the logical CPUs, about the physical cores: llama.cpp's own default, because its
+    threads meet at a barrier after every layer, and a hyper-thread sibling or a core busy with
+    other work stalls them all (seconds per token were measured with every core in use)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _with_max_tokens(params: GenerationParams, max_tokens: int) -> GenerationParams:
+    from dataclasses import replace
+
+    return params if params.max_tokens == max_tokens else replace(params, max_tokens=max_tokens)

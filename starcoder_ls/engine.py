@@ -1,0 +1,298 @@
+"""The completion pipeline, free of LSP types: what the server, the CLI and the benchmarks run.
+
+should_complete -> in-file context -> prompt (FIM template, token budget) -> cache ->
+backend -> post-processing -> Completion.
+
+The engine owns the backend (created on first use, recreated when settings that affect it
+change) and the caches. ``complete`` is synchronous and runs off the event loop; it polls the
+request's CancelToken between stages and the backend polls it between tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starcoder_ls.settings import Settings
+from starcoder_ls.types import (
+    Backend,
+    BackendError,
+    CancelToken,
+    Completion,
+    CompletionMode,
+    FimInput,
+    GenerationParams,
+    Prompt,
+)
+
+log = logging.getLogger(__name__)
+
+# Settings that require a new backend when they change.
+_BACKEND_FIELDS = (
+    "backend",
+    "model",
+    "url",
+    "api_key_env",
+    "device",
+    "dtype",
+    "n_threads",
+    "n_ctx",
+    "tls_verify",
+    "ca_bundle",
+    "timeout_ms",
+    "retries",
+)
+# Room left for the template's sentinels and file headers when budgeting the in-file window.
+_TEMPLATE_MARGIN = 16
+
+
+@dataclass
+class PromptResult:
+    prompt: Prompt
+    mode: CompletionMode
+    prefix: str
+    suffix: str
+
+
+def relative_path(uri_path: str | None, root: Path | None) -> str | None:
+    if not uri_path:
+        return None
+    path = Path(uri_path)
+    if root is not None:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except (ValueError, OSError):
+            pass
+    return path.name
+
+
+class CompletionEngine:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        backend_factory: Callable[[Settings], Backend] | None = None,
+    ) -> None:
+        from starcoder_ls.cache import CompletionCache, ForwardCache
+
+        self.settings = settings or Settings()
+        self._backend_factory = backend_factory
+        self._backend: Backend | None = None
+        self._backend_error: BackendError | None = None
+        self._backend_lock = threading.Lock()
+        self.cache = CompletionCache(self.settings.cache)
+        self.forward = ForwardCache()
+
+    # -- backend lifecycle -------------------------------------------------------------------
+
+    def update_settings(self, settings: Settings) -> None:
+        from starcoder_ls.cache import CompletionCache
+
+        old, self.settings = self.settings, settings
+        if any(getattr(old, f) != getattr(settings, f) for f in _BACKEND_FIELDS):
+            self.close_backend()
+        if old.cache != settings.cache:
+            self.cache.close()
+            self.cache = CompletionCache(settings.cache)
+
+    def backend(self) -> Backend:
+        """The backend, created on first use; raises BackendError when it cannot be created."""
+        with self._backend_lock:
+            if self._backend is None:
+                if self._backend_factory is not None:
+                    self._backend = self._backend_factory(self.settings)
+                else:
+                    from starcoder_ls.backends import create_backend
+
+                    self._backend = create_backend(self.settings)
+            return self._backend
+
+    def close_backend(self) -> None:
+        with self._backend_lock:
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception:  # closing must never take the server down
+                log.exception("closing the backend failed")
+
+    def family(self, backend: Backend) -> str:
+        if self.settings.family != "auto":
+            return self.settings.family
+        from starcoder_ls.models.registry import family_for
+
+        return family_for(self.settings.model or backend.model_id, default="starcoder")
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    def build_prompt(
+        self,
+        snapshot: Any,
+        line: int,
+        character: int,
+        *,
+        root: Path | None = None,
+        mode: CompletionMode | None = None,
+        backend: Backend | None = None,
+        context_tokens: int | None = None,
+    ) -> PromptResult:
+        """The exact prompt for a position (also what `starcoder-ls prompt` prints)."""
+        from starcoder_ls.context.infile import decide_mode, window
+        from starcoder_ls.prompt.builder import build_prompt
+
+        backend = backend or self.backend()
+        s = self.settings
+        if mode is None:
+            mode = decide_mode(snapshot, line, character)
+        limit = min(s.context_tokens, context_tokens or s.context_tokens)
+        budget = min(limit, backend.context_length - s.max_tokens) - _TEMPLATE_MARGIN
+        if budget < 32:
+            raise BackendError(
+                f"the model's context ({backend.context_length} tokens) leaves no room for a "
+                f"prompt with maxTokens={s.max_tokens}; lower maxTokens"
+            )
+        path = relative_path(_uri_path(snapshot.uri), root)
+        win = window(
+            snapshot,
+            line,
+            character,
+            budget_tokens=budget,
+            prefix_ratio=s.prefix_ratio,
+            count_tokens=backend.count_tokens,
+        )
+        segments = [
+            type(seg)(**{**seg.__dict__, "path": seg.path or (path or "")}) for seg in win.segments
+        ]
+        fim = FimInput(
+            prefix=win.prefix,
+            suffix=win.suffix,
+            path=path,
+            language=snapshot.language_id,
+            repo_name=root.name if root is not None else None,
+        )
+        prompt = build_prompt(
+            fim,
+            self.family(backend),
+            count_tokens=backend.count_tokens,
+            budget_tokens=budget + _TEMPLATE_MARGIN,
+            mode=mode,
+            segments=segments,
+        )
+        return PromptResult(prompt, mode, win.prefix, win.suffix)
+
+    def params(self, mode: CompletionMode) -> GenerationParams:
+        s = self.settings
+        stop = ("\n",) if mode is CompletionMode.SINGLE_LINE else ()
+        return GenerationParams(
+            max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, stop=stop
+        )
+
+    def complete(
+        self,
+        snapshot: Any,
+        line: int,
+        character: int,
+        *,
+        cancel: CancelToken | None = None,
+        root: Path | None = None,
+        invoked: bool = False,
+        context_tokens: int | None = None,
+    ) -> Completion | None:
+        """A completion at a 0-based (line, code-point column), or None when there is none.
+
+        Raises BackendError when the backend cannot be created or fails.
+        """
+        from starcoder_ls.postprocess import postprocess
+
+        cancel = cancel or CancelToken()
+        t0 = time.perf_counter()
+        if not self.settings.language_enabled(snapshot.language_id or ""):
+            return None
+        line_prefix = snapshot.line_text(line)[:character]
+        reuse = self.forward.lookup(snapshot.uri, line, line_prefix)
+        if reuse:
+            return Completion(
+                text=reuse,
+                line=line,
+                character=character,
+                model=self._model_name(),
+                latency_ms=round((time.perf_counter() - t0) * 1000, 2),
+                cached=True,
+                request_id=uuid.uuid4().hex,
+                extra={"source": "forward"},
+            )
+        from starcoder_ls.context.infile import decide_mode
+
+        mode = decide_mode(snapshot, line, character)
+        if mode is CompletionMode.NONE and not invoked:
+            return None
+        if mode is CompletionMode.NONE:
+            mode = CompletionMode.SINGLE_LINE
+        backend = self.backend()
+        built = self.build_prompt(
+            snapshot,
+            line,
+            character,
+            root=root,
+            mode=mode,
+            backend=backend,
+            context_tokens=context_tokens,
+        )
+        if cancel.cancelled:
+            return None
+        params = self.params(mode)
+        key = self.cache.make_key(backend.model_id, built.prompt.text, params)
+        raw = self.cache.get(key)
+        cached = raw is not None
+        if raw is None:
+            gen = backend.generate(built.prompt, params, cancel)
+            if gen.finish_reason == "cancelled" or cancel.cancelled:
+                return None
+            raw = gen.text
+            self.cache.put(key, raw)
+        text = postprocess(
+            raw,
+            prefix=built.prefix,
+            suffix=built.suffix,
+            mode=mode,
+            stop=built.prompt.stop,
+            language=snapshot.language_id,
+        )
+        if not text:
+            return None
+        self.forward.remember(snapshot.uri, line, line_prefix, text)
+        return Completion(
+            text=text,
+            line=line,
+            character=character,
+            model=backend.model_id,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 2),
+            prompt_tokens=built.prompt.tokens,
+            cached=cached,
+            mode=mode,
+            request_id=uuid.uuid4().hex,
+            raw=raw,
+        )
+
+    def _model_name(self) -> str:
+        return self._backend.model_id if self._backend is not None else self.settings.model
+
+    def close(self) -> None:
+        self.close_backend()
+        self.cache.close()
+
+
+def _uri_path(uri: str) -> str | None:
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    if "://" in uri:
+        return None
+    return uri

@@ -1,0 +1,231 @@
+"""The language server object: state shared by the handlers and the request flow.
+
+Handlers (in the sibling modules) only translate LSP types; :meth:`StarcoderServer.run_completion`
+is the one road every completion request takes: cancel the document's older request, debounce,
+snapshot, run the engine in a worker thread, drop the answer if the document moved on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
+
+from starcoder_ls import __version__
+from starcoder_ls.debounce import Debouncer
+from starcoder_ls.documents import DocumentStore, PositionEncoding
+from starcoder_ls.engine import CompletionEngine
+from starcoder_ls.settings import Settings, parse_settings
+from starcoder_ls.stats import Stats
+from starcoder_ls.types import BackendError, CancelToken, Completion
+
+log = logging.getLogger(__name__)
+
+_ENCODINGS = {
+    lsp.PositionEncodingKind.Utf8: PositionEncoding.UTF8,
+    lsp.PositionEncodingKind.Utf16: PositionEncoding.UTF16,
+    lsp.PositionEncodingKind.Utf32: PositionEncoding.UTF32,
+}
+# Repeat the same warning to the user at most this often (a dead backend must not flood).
+_WARN_EVERY_S = 60.0
+
+
+class _Protocol(LanguageServerProtocol):
+    """Answers a request whose params do not fit its method with an error response.
+
+    pygls drops such a message after logging it, which leaves the client waiting forever.
+    """
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if "id" in data and "method" in data:
+                log.warning("invalid params for %s (request %s)", data.get("method"), data["id"])
+                self._send_response(data["id"], error=exc.to_response_error())
+                # Handled: hand pygls a notification nobody listens to.
+                return JsonRPCNotification(jsonrpc="2.0", method="$/starcoder/ignored", params=None)
+            raise
+
+
+@dataclass
+class Outcome:
+    """A finished completion and where it applies, in the document's own terms."""
+
+    completion: Completion
+    uri: str
+    version: int
+    language_id: str
+
+
+class StarcoderServer(LanguageServer):
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("protocol_cls", _Protocol)
+        super().__init__("starcoder-ls", f"v{__version__}", **kwargs)
+        self.settings = settings or Settings()
+        self.cli_settings = self.settings
+        self.documents = DocumentStore()
+        self.engine = CompletionEngine(self.settings)
+        self.debouncer = Debouncer(self.settings.debounce_ms)
+        self.stats = Stats.load() if self.settings.stats else Stats()
+        self.root: Path | None = None
+        self.encoding = PositionEncoding.UTF16
+        self.inline_supported = False
+        self._inflight: dict[str, CancelToken] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix="starcoder-generate"
+        )
+        self._warned: dict[str, float] = {}
+        self.backend_ok = True
+
+    # -- settings and messages ---------------------------------------------------------------
+
+    def apply_settings(self, raw: Any, *, base: Settings | None = None) -> list[str]:
+        settings, errors = parse_settings(raw, base or self.settings)
+        self.settings = settings
+        self.engine.update_settings(settings)
+        self.debouncer.base_ms = settings.debounce_ms
+        for message in errors:
+            self.show(lsp.MessageType.Warning, f"starcoder-ls settings: {message}", key=message)
+        return errors
+
+    def show(self, kind: lsp.MessageType, message: str, *, key: str | None = None) -> None:
+        """window/showMessage, at most once a minute per ``key`` (and logged)."""
+        key = key or message
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) < _WARN_EVERY_S:
+            log.debug("suppressed repeated message: %s", message)
+            return
+        self._warned[key] = now
+        log.log(logging.WARNING if kind <= lsp.MessageType.Warning else logging.INFO, message)
+        try:
+            self.window_show_message(lsp.ShowMessageParams(type=kind, message=message))
+        except Exception:  # no client attached (tests, shutdown)
+            log.debug("could not send showMessage", exc_info=True)
+
+    def set_encoding(self, kind: str | None) -> None:
+        self.encoding = _ENCODINGS.get(kind or "", PositionEncoding.UTF16)  # type: ignore[call-overload]
+        self.documents.encoding = self.encoding
+
+    # -- the completion road -------------------------------------------------------------------
+
+    async def run_completion(
+        self,
+        uri: str,
+        line: int,
+        character: int,
+        *,
+        invoked: bool,
+        context_tokens: int | None = None,
+    ) -> Outcome | None:
+        """A completion at an LSP position (in the negotiated encoding), or None."""
+        doc = self.documents.get(uri)
+        if doc is None:
+            log.info("completion requested for a document that is not open: %s", uri)
+            return None
+        return await self.run_completion_on(
+            doc, line, character, invoked=invoked, live=doc, context_tokens=context_tokens
+        )
+
+    async def run_completion_on(
+        self,
+        doc: Any,
+        line: int,
+        character: int,
+        *,
+        invoked: bool,
+        live: Any,
+        context_tokens: int | None = None,
+    ) -> Outcome | None:
+        """Complete in ``doc`` (the open document, or a scratch copy of it); the answer is
+        dropped when ``live``, the open document, has changed meanwhile."""
+        uri = live.uri
+        previous = self._inflight.get(uri)
+        if previous is not None:
+            previous.cancel()
+        token = CancelToken()
+        self._inflight[uri] = token
+        try:
+            if not invoked:
+                self.debouncer.note_request(uri)
+            delay = self.debouncer.delay_ms(invoked) / 1000
+            if delay:
+                await asyncio.sleep(delay)
+            if token.cancelled:
+                return None
+            snapshot = doc.snapshot()
+            live_version = live.version
+            cp_line, cp_col = doc.to_codepoints(line, character)
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            future = loop.run_in_executor(
+                self._pool,
+                lambda: self.engine.complete(
+                    snapshot,
+                    cp_line,
+                    cp_col,
+                    cancel=token,
+                    root=self.root,
+                    invoked=invoked,
+                    context_tokens=context_tokens,
+                ),
+            )
+            try:
+                completion = await asyncio.wait_for(
+                    asyncio.shield(future), self.settings.timeout_ms / 1000
+                )
+            except asyncio.TimeoutError:
+                token.cancel()
+                self.show(
+                    lsp.MessageType.Warning,
+                    f"starcoder-ls: the backend did not answer within {self.settings.timeout_ms} "
+                    "ms (timeoutMs); returning no completion",
+                    key="timeout",
+                )
+                return None
+            except BackendError as exc:
+                self.backend_ok = False
+                self.show(lsp.MessageType.Error, f"starcoder-ls: {exc}", key="backend")
+                return None
+            if not self.backend_ok:
+                self.backend_ok = True
+                self._warned.pop("backend", None)
+                self._warned.pop("timeout", None)
+                log.info("the backend answers again")
+            if completion is None or token.cancelled:
+                return None
+            if not completion.cached:
+                self.debouncer.note_latency((time.perf_counter() - started) * 1000)
+            current = self.documents.get(uri)
+            if current is None or current is not live or live.version != live_version:
+                return None  # the document moved on while we computed
+            return Outcome(completion, uri, live_version, snapshot.language_id or "")
+        except asyncio.CancelledError:
+            token.cancel()  # $/cancelRequest: stop the generation itself, not just the answer
+            raise
+        finally:
+            if self._inflight.get(uri) is token:
+                del self._inflight[uri]
+
+    def lsp_position(self, uri: str, line: int, character: int) -> lsp.Position:
+        """A code-point position converted to the negotiated encoding."""
+        doc = self.documents.get(uri)
+        if doc is None:
+            return lsp.Position(line=line, character=character)
+        el, ec = doc.from_codepoints(line, character)
+        return lsp.Position(line=el, character=ec)
+
+    def shutdown_engine(self) -> None:
+        for token in list(self._inflight.values()):
+            token.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()

@@ -1,0 +1,115 @@
+"""initialize / initialized / configuration / shutdown, and the document sync notifications."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types as lsp
+
+from starcoder_ls.server.app import StarcoderServer
+from starcoder_ls.types import BackendError
+
+log = logging.getLogger(__name__)
+
+
+def _root(params: lsp.InitializeParams) -> Path | None:
+    from urllib.parse import unquote, urlparse
+
+    uri = None
+    if params.workspace_folders:
+        uri = params.workspace_folders[0].uri
+    elif params.root_uri:
+        uri = params.root_uri
+    elif params.root_path:
+        return Path(params.root_path)
+    if uri and uri.startswith("file://"):
+        return Path(unquote(urlparse(uri).path))
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """pygls hands unknown objects over as namedtuples; settings want plain dicts."""
+    if hasattr(value, "_asdict"):
+        return {k: _plain(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def register(server: StarcoderServer) -> None:
+    @server.feature(lsp.INITIALIZE)
+    def initialize(ls: StarcoderServer, params: lsp.InitializeParams) -> None:
+        ls.root = _root(params)
+        ls.set_encoding(ls.workspace.position_encoding)
+        caps = params.capabilities.text_document
+        ls.inline_supported = bool(caps and caps.inline_completion is not None)
+        ls.apply_settings(_plain(params.initialization_options), base=ls.cli_settings)
+        from starcoder_ls.server.inline import register_completion_fallback
+
+        if ls.settings.completion_fallback == "on" or (
+            ls.settings.completion_fallback == "auto" and not ls.inline_supported
+        ):
+            register_completion_fallback(ls)
+
+    @server.feature(lsp.INITIALIZED)
+    def initialized(ls: StarcoderServer, params: lsp.InitializedParams) -> None:
+        # Load the model now, off the event loop, so the first completion does not pay for it
+        # and a missing or corrupt model file is reported at start.
+        def warm() -> None:
+            try:
+                ls.engine.backend()
+            except BackendError as exc:
+                ls.backend_ok = False
+                ls.show(lsp.MessageType.Error, f"starcoder-ls: {exc}", key="backend")
+            except Exception as exc:  # a broken model must not take the server down
+                log.exception("loading the backend failed")
+                ls.show(lsp.MessageType.Error, f"starcoder-ls: cannot load the model: {exc}")
+
+        threading.Thread(target=warm, name="starcoder-warmup", daemon=True).start()
+
+    @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(
+        ls: StarcoderServer, params: lsp.DidChangeConfigurationParams
+    ) -> None:
+        raw = _plain(params.settings)
+        if raw is None:
+            return
+        ls.apply_settings(raw)
+
+    @server.feature(lsp.SHUTDOWN)
+    def shutdown(ls: StarcoderServer, *args: Any) -> None:
+        ls.shutdown_engine()
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: StarcoderServer, params: lsp.DidOpenTextDocumentParams) -> None:
+        d = params.text_document
+        ls.documents.open(d.uri, d.language_id, d.version, d.text)
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: StarcoderServer, params: lsp.DidChangeTextDocumentParams) -> None:
+        doc = ls.documents.get(params.text_document.uri)
+        if doc is None:
+            log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+            return
+        for change in params.content_changes:
+            if isinstance(change, lsp.TextDocumentContentChangePartial):
+                r = change.range
+                doc.apply_change(
+                    change.text,
+                    ((r.start.line, r.start.character), (r.end.line, r.end.character)),
+                )
+            else:
+                doc.apply_change(change.text)
+        doc.version = params.text_document.version
+
+    @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: StarcoderServer, params: lsp.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        ls.documents.close(uri)
+        ls.engine.forward.forget(uri)
+        ls.debouncer.forget(uri)

@@ -1,0 +1,235 @@
+"""The one settings schema: LSP initializationOptions, workspace/didChangeConfiguration (section
+``starcoder``), CLI flags and the editors' settings all map onto these dataclasses.
+
+Editors send camelCase keys (``maxTokens``); snake_case is accepted too. Validation never raises
+for a user's mistake: :func:`parse_settings` returns the settings with every invalid field kept
+at its previous value, plus one message per rejected field naming it, which the server shows
+with ``window/showMessage``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+BACKENDS = (
+    "llamacpp",
+    "transformers",
+    "openai",
+    "tgi",
+    "ollama",
+    "llamacpp-server",
+    "huggingface",
+    "starcoder-ls",
+    "test",
+)
+"""``starcoder-ls`` is the team server (`starcoder-ls serve`), an OpenAI-style dialect."""
+
+REMOTE_BACKENDS = frozenset(
+    {"openai", "tgi", "ollama", "llamacpp-server", "huggingface", "starcoder-ls"}
+)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    enabled: bool = True
+    memory_entries: int = 512
+    disk: bool = False
+    """Keep completions across restarts (diskcache, size-capped)."""
+    disk_path: str = ""
+    """Empty: the user cache directory (``$XDG_CACHE_HOME/starcoder-ls``)."""
+    disk_size_mb: int = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "llamacpp"
+    model: str = ""
+    """A GGUF file (llamacpp), an HF folder or model id (transformers), a model name (remote).
+    Empty: the bundled offline model."""
+    family: str = "auto"
+    """FIM prompt family; ``auto`` looks the model up in the registry."""
+    url: str = ""
+    """Base URL of a remote backend."""
+    api_key_env: str = ""
+    """Name of the environment variable that holds the API key (the key itself is never a
+    setting, so it never lands in a settings file or a log)."""
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    context_tokens: int = 1536
+    """Prompt budget in tokens (capped by the model's context minus max_tokens)."""
+    prefix_ratio: float = 0.75
+    """Share of the in-file budget given to the prefix; the rest goes to the suffix."""
+    cross_file: bool = True
+    cross_file_tokens: int = 512
+    """Part of the prompt budget for context from other files."""
+    debounce_ms: int = 150
+    """Base delay before an automatic request reaches the backend (adapted to typing speed)."""
+    timeout_ms: int = 10_000
+    """A backend answer later than this gives an empty result."""
+    retries: int = 1
+    languages: dict[str, bool] = field(default_factory=dict)
+    """Per-language enable switch by LSP languageId; ``"*"`` sets the default."""
+    completion_fallback: str = "auto"
+    """textDocument/completion item: ``auto`` (only for clients without inline completion),
+    ``on`` or ``off``."""
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    device: str = "auto"
+    """transformers backend: auto, cpu, cuda, mps."""
+    dtype: str = "auto"
+    """transformers backend: auto, float32, float16, bfloat16."""
+    n_threads: int = 0
+    """CPU threads for the llamacpp and transformers backends. 0: half the logical CPUs, which
+    leaves room for the editor (with every core busy, generations stalled for seconds)."""
+    n_ctx: int = 0
+    """llamacpp backend: 0 means the model's trained context (capped at 8192)."""
+    tls_verify: bool = True
+    ca_bundle: str = ""
+    stats: bool = True
+    """Keep local shown/accepted/rejected statistics (never sent anywhere)."""
+
+    def language_enabled(self, language_id: str) -> bool:
+        if language_id in self.languages:
+            return bool(self.languages[language_id])
+        return bool(self.languages.get("*", True))
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def to_json(self) -> dict[str, Any]:
+        """camelCase, as editors write them."""
+        return {_camel(k): _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "backend": BACKENDS,
+    "completion_fallback": ("auto", "on", "off"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "dtype": ("auto", "float32", "float16", "bfloat16"),
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "max_tokens": (1, 4096),
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "context_tokens": (64, 131_072),
+    "prefix_ratio": (0.0, 1.0),
+    "cross_file_tokens": (0, 65_536),
+    "debounce_ms": (0, 5000),
+    "timeout_ms": (100, 600_000),
+    "retries": (0, 10),
+    "n_threads": (0, 1024),
+    "n_ctx": (0, 1_048_576),
+    "memory_entries": (0, 1_000_000),
+    "disk_size_mb": (1, 1_000_000),
+}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_camel(k) if "_" in k else k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
+    """The value converted to the field's type, or an error message."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value, None
+        return None, f"{_camel(name)} must be true or false, got {value!r}"
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            return None, f"{_camel(name)} must be a whole number, got {value!r}"
+        value = int(value)
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, f"{_camel(name)} must be a number, got {value!r}"
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            return None, f"{_camel(name)} must be a string, got {value!r}"
+    elif kind is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, bool) for k, v in value.items()
+        ):
+            return None, f"{_camel(name)} must map language ids to true/false, got {value!r}"
+        return dict(value), None
+    if name in _RANGES:
+        lo, hi = _RANGES[name]
+        if not lo <= value <= hi:
+            return None, f"{_camel(name)} must be between {lo:g} and {hi:g}, got {value!r}"
+    if name in _CHOICES and value not in _CHOICES[name]:
+        return None, f"{_camel(name)} must be one of {', '.join(_CHOICES[name])}; got {value!r}"
+    if name == "api_key_env" and value and not _ENV_NAME.match(value):
+        return None, (
+            "apiKeyEnv is the NAME of an environment variable holding the key (e.g. "
+            "HF_TOKEN), not the key itself"
+        )
+    if name == "family" and value != "auto":
+        from starcoder_ls.prompt.templates import FAMILIES
+
+        if value not in FAMILIES:
+            return None, f"family must be auto or one of {', '.join(FAMILIES)}; got {value!r}"
+    return value, None
+
+
+def _merge(current: Any, raw: dict[str, Any], prefix: str) -> tuple[Any, list[str]]:
+    errors: list[str] = []
+    fields = {f.name: f for f in dataclasses.fields(current)}
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = _snake(key) if key not in fields else key
+        if name not in fields:
+            errors.append(f"unknown setting {prefix}{key!r} (ignored)")
+            continue
+        old = getattr(current, name)
+        if dataclasses.is_dataclass(old):
+            if not isinstance(value, dict):
+                errors.append(f"{prefix}{_camel(name)} must be an object, got {value!r}")
+                continue
+            new, errs = _merge(old, value, f"{prefix}{_camel(name)}.")
+            errors += errs
+            changes[name] = new
+            continue
+        checked, err = _check(name, value, old)
+        if err:
+            errors.append(prefix + err)
+        else:
+            changes[name] = checked
+    return dataclasses.replace(current, **changes), errors
+
+
+def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Apply ``raw`` (a dict as an editor sends it) on top of ``base``.
+
+    Accepts the ``starcoder`` section itself or an object that contains it. Returns the new
+    settings and a list of messages, one per ignored field.
+    """
+    base = base or Settings()
+    if raw is None:
+        return base, []
+    if not isinstance(raw, dict):
+        return base, [f"settings must be an object, got {type(raw).__name__}"]
+    if isinstance(raw.get("starcoder"), dict):
+        raw = raw["starcoder"]
+    merged, errors = _merge(base, raw, "")
+    return merged, errors
+
+
+def schema() -> dict[str, Any]:
+    """Every setting with its default (camelCase keys): what editors' settings must mirror."""
+    return Settings().to_json()

@@ -1,0 +1,166 @@
+"""Plain data passed along the road of one completion request.
+
+editor -> server -> should_complete -> context -> prompt -> cache -> backend -> postprocess.
+Only the server layer knows LSP types; everything after it takes and returns these dataclasses,
+so each stage is testable on its own and the CLI (`complete`, `prompt`) runs the same code.
+
+Positions here are plain: line numbers are 0-based and columns are offsets in Python ``str``
+code points. The server converts LSP positions (utf-16 by default) at its border.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class CompletionMode(str, enum.Enum):
+    """How much the model may write at the cursor."""
+
+    NONE = "none"
+    SINGLE_LINE = "single_line"
+    MULTI_LINE = "multi_line"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of prompt context, as `starcoder-ls prompt --json` reports it.
+
+    ``start_line``/``end_line`` are 1-based and inclusive (what an editor shows); ``path`` is
+    relative to the workspace root when the file is inside it.
+    """
+
+    kind: str
+    """prefix, suffix, import, header, definition, similar, recent, ..."""
+    path: str
+    start_line: int
+    end_line: int
+    text: str
+    tokens: int = 0
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class FimInput:
+    """What a FIM template renders: the in-file window and the cross-file context."""
+
+    prefix: str
+    suffix: str
+    path: str | None = None
+    """Workspace-relative path of the current file, when known."""
+    language: str | None = None
+    repo_name: str | None = None
+    extra: tuple[Segment, ...] = ()
+    """Context from other files, most relevant last (closest to the cursor in the prompt)."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The exact text a backend receives, plus what it was built from."""
+
+    text: str
+    """Special tokens appear spelled out; backends parse them as special tokens."""
+    family: str
+    stop: tuple[str, ...]
+    """Stop strings of the family (end-of-text, FIM pad, file separator, ...)."""
+    fim: FimInput
+    """The structured input, for dialects that take prefix and suffix separately (/infill)."""
+    segments: tuple[Segment, ...] = ()
+    tokens: int = 0
+    mode: CompletionMode = CompletionMode.MULTI_LINE
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    """Extra stop strings (e.g. a newline for single-line completions) besides the family's."""
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    """Tokens in the prompt."""
+    evaluated_tokens: int = 0
+    """Prompt tokens the backend actually had to evaluate (fewer when its KV cache was reused)."""
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    finish_reason: str = "stop"
+    """stop, length, cancelled."""
+
+
+class CancelToken:
+    """Set when a request is cancelled or superseded; backends poll it between tokens."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True when cancelled meanwhile (used by debounce)."""
+        return self._event.wait(timeout)
+
+
+class BackendError(Exception):
+    """A backend failed in a way the user can act on (unreachable, bad model file, HTTP error)."""
+
+
+class Tokenizer(Protocol):
+    def count(self, text: str) -> int:
+        """Number of tokens of ``text`` with special tokens parsed."""
+        ...
+
+
+class Backend(Protocol):
+    """One generation engine. Heavy libraries are imported in the constructor, not at import."""
+
+    name: str
+    """llamacpp, transformers, openai, tgi, ollama, llamacpp-server, huggingface, test."""
+    model_id: str
+    """Identifies the weights in cache keys and reports (a path or a model name)."""
+    context_length: int
+    """Largest prompt + generation the model accepts, in tokens."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` with the model's own tokenizer, or an estimate if it has none."""
+        ...
+
+    def generate(self, prompt: Prompt, params: GenerationParams, cancel: CancelToken) -> Generation:
+        """The raw middle (before post-processing). Returns early with finish_reason
+        ``cancelled`` once ``cancel`` is set; raises BackendError on failure."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Completion:
+    """A finished completion at a position, ready for the server to convert."""
+
+    text: str
+    """What to insert at the cursor (after post-processing)."""
+    line: int
+    character: int
+    """0-based, code points: where ``text`` is inserted."""
+    replace_end_character: int | None = None
+    """When set, the completion replaces the current line up to this column (e.g. a closing
+    bracket it already contains)."""
+    model: str = ""
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    cached: bool = False
+    mode: CompletionMode = CompletionMode.MULTI_LINE
+    request_id: str = ""
+    raw: str = ""
+    extra: dict[str, object] = field(default_factory=dict)

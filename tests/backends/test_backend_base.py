@@ -1,0 +1,66 @@
+"""The rules every backend shares: stop strings, UTF-8 at token boundaries, prompt fitting,
+sampling, and backend selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from starcoder_ls.backends import create_backend
+from starcoder_ls.backends.base import (
+    common_prefix_len,
+    cut_at_stop,
+    fit_prompt,
+    sample_token,
+    stop_strings,
+    utf8_complete,
+)
+from starcoder_ls.settings import Settings
+from starcoder_ls.types import BackendError
+
+
+def test_stop_strings_request_first_without_duplicates_or_empties() -> None:
+    assert stop_strings(("<|endoftext|>", "\n"), ("\n", "", "\n\n")) == (
+        "\n",
+        "\n\n",
+        "<|endoftext|>",
+    )
+    assert cut_at_stop("a = 1\nb = 2<file_sep>", ("<file_sep>", "\n")) == ("a = 1", True)
+    assert cut_at_stop("a = 1", ("\n",)) == ("a = 1", False)
+
+
+def test_incomplete_utf8_tail_is_held_back() -> None:
+    snake = "🐍".encode()
+    assert utf8_complete(b"x = '" + snake[:2]) == "x = '"
+    assert utf8_complete(b"x = '" + snake) == "x = '🐍"
+    assert utf8_complete("é".encode()[:1]) == ""
+    assert utf8_complete(b"ok\xff") == "ok\ufffd"  # invalid, not incomplete: shown as such
+
+
+def test_fit_prompt_cuts_the_left_end_and_keeps_the_sentinel() -> None:
+    ids = list(range(100))
+    assert fit_prompt(ids, 512, 64, keep_first=True) == (ids, 64)
+    kept, max_tokens = fit_prompt(ids, 80, 16, keep_first=True)
+    assert (len(kept), max_tokens) == (64, 16)
+    assert kept[0] == 0 and kept[1:] == ids[-63:]
+    assert fit_prompt(ids, 80, 16, keep_first=False)[0] == ids[-64:]
+    assert fit_prompt(ids, 80, 500, keep_first=False)[1] == 40  # generation capped at half
+
+
+def test_sampling_is_greedy_at_zero_temperature() -> None:
+    rng = np.random.default_rng(0)
+    logits = np.array([0.1, 3.0, 2.9, -1.0], dtype=np.float32)
+    assert sample_token(logits, 0.0, 1.0, rng) == 1
+    # A tiny nucleus leaves only the top token even when sampling.
+    assert {sample_token(logits, 1.0, 0.01, rng) for _ in range(20)} == {1}
+    assert {sample_token(logits, 1.0, 1.0, rng) for _ in range(200)} >= {0, 1, 2}
+    assert common_prefix_len([1, 2, 3], [1, 2, 4, 5]) == 2
+
+
+def test_create_backend_picks_by_name() -> None:
+    assert create_backend(Settings(backend="test")).name == "test"
+    remote = create_backend(Settings(backend="tgi", url="http://127.0.0.1:9"))
+    assert (remote.name, remote.model_id) == ("tgi", "http://127.0.0.1:9/generate")
+    remote.close()
+    with pytest.raises(BackendError, match="unknown backend"):
+        create_backend(Settings(backend="nonsense"))
