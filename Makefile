@@ -25,7 +25,8 @@ bundled-model: setup
 	$(SCL) recipe bundle --work runs/bundle --output models/starcoder-ls-tiny
 
 bench: setup
-	$(PY) bench/recipe_bench.py
+	$(PY) bench/server_bench.py --json bench/results/server_bench.json | tee bench/results/server_bench.md
+	$(PY) bench/recipe_bench.py --json bench/results/recipe_bench.json | tee bench/results/recipe_bench.md
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -324,3 +324,35 @@ def test_malformed_json_rpc_does_not_kill_the_server(tmp_path: Path) -> None:
     assert '"id": 1' in out and '"id": 3' in out  # answered before and after the garbage
     assert '"id": 2' in out and '"error"' in out  # invalid params: an error response
     assert "Traceback" not in out
+
+
+async def test_bundled_model_over_lsp_matches_the_cli(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    """No settings at all: the bundled GGUF through llama.cpp, in the server process."""
+    src = tmp_path / "shapes.py"
+    src.write_text(
+        "import math\n\n\nclass Circle:\n    def __init__(self, radius):\n"
+        "        self.radius = radius\n\n    def area(self):\n        return \n"
+    )
+    await start(client, {"debounceMs": 0}, root=tmp_path)
+    uri = open_doc(client, src, src.read_text())
+    result = await inline_at(client, uri, 8, 15)
+    status = await client.workspace_execute_command_async(
+        lsp.ExecuteCommandParams(command="starcoder.status")
+    )
+    assert status["backend"] == "llamacpp" and status["backend_ok"] is True
+    assert status["model"].endswith("starcoder-ls-tiny-Q8_0.gguf")
+    proc = subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", "complete", f"{src}:9:16", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(proc.stdout)
+    # Same pipeline, greedy decoding: the editor gets exactly what the command line prints.
+    got = result.items[0].insert_text if result and result.items else ""
+    assert got == cli["completion"]
+    assert cli["family"] == "starcoder-ls" and cli["prompt_tokens"] > 20
