@@ -30,6 +30,8 @@ class Debouncer:
         now = time.monotonic() if now is None else now
         with self._lock:
             last = self._last.get(uri)
+            if last is not None and now < last:
+                return  # read the clock before a request that got the lock first: no gap
             self._last[uri] = now
             if last is None:
                 return

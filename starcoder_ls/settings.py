@@ -10,6 +10,7 @@ with ``window/showMessage``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -101,8 +102,8 @@ class Settings:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
     def to_json(self) -> dict[str, Any]:
-        """camelCase, as editors write them."""
-        return {_camel(k): _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+        """camelCase, as editors write them (``languages`` keys are language ids, kept as is)."""
+        return _to_json(self)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -127,6 +128,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "disk_size_mb": (1, 1_000_000),
 }
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A pasted token rather than a variable name: Hugging Face tokens are valid identifiers, and so
+# is any long random mix of cases and digits, which no one names a variable.
+_KEY_LIKE = re.compile(r"^hf_[A-Za-z0-9]{16,}$|^(?=.*[a-z])(?=.*[A-Z])(?=.*[0-9])\w{32,}$")
 
 
 def _camel(name: str) -> str:
@@ -138,10 +142,16 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_camel(k) if "_" in k else k: _jsonable(v) for k, v in value.items()}
-    return value
+def _to_json(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            value = _to_json(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        out[_camel(f.name)] = value
+    return out
 
 
 def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
@@ -152,7 +162,12 @@ def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
             return value, None
         return None, f"{_camel(name)} must be true or false, got {value!r}"
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value != int(value)
+        ):
             return None, f"{_camel(name)} must be a whole number, got {value!r}"
         value = int(value)
     elif kind is float:
@@ -174,7 +189,7 @@ def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
             return None, f"{_camel(name)} must be between {lo:g} and {hi:g}, got {value!r}"
     if name in _CHOICES and value not in _CHOICES[name]:
         return None, f"{_camel(name)} must be one of {', '.join(_CHOICES[name])}; got {value!r}"
-    if name == "api_key_env" and value and not _ENV_NAME.match(value):
+    if name == "api_key_env" and value and (not _ENV_NAME.match(value) or _KEY_LIKE.match(value)):
         return None, (
             "apiKeyEnv is the NAME of an environment variable holding the key (e.g. "
             "HF_TOKEN), not the key itself"
@@ -194,7 +209,7 @@ def _merge(current: Any, raw: dict[str, Any], prefix: str) -> tuple[Any, list[st
     for key, value in raw.items():
         name = _snake(key) if key not in fields else key
         if name not in fields:
-            errors.append(f"unknown setting {prefix}{key!r} (ignored)")
+            errors.append(f"unknown setting {prefix + key!r} (ignored)")
             continue
         old = getattr(current, name)
         if dataclasses.is_dataclass(old):

@@ -42,11 +42,13 @@ _SECRET_PATTERNS = (
     # apiToken / api_key / authorization values in dicts, JSON or namedtuple reprs
     re.compile(
         r"""(?i)((?:api[_-]?token|api[_-]?key|authorization|access[_-]?token)['"]?\s*[:=]\s*['"]?)"""
-        r"""(?:Bearer\s+)?[^'",)\s}]+"""
+        r"""(?:(?:Bearer|Basic|Token)\s+)?[^'",)\s}]+"""
     ),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"\b(hf_)[A-Za-z0-9]{8,}"),
-    re.compile(r"\b(sk-)[A-Za-z0-9_-]{8,}"),
+    # Token-length values only, so prose ("the bearer of ...") and package names
+    # (hf_transfer, sk-learn-...) stay readable; real keys are far longer and carry digits.
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{12,}"),
+    re.compile(r"\b(hf_)[A-Za-z0-9]{20,}"),
+    re.compile(r"\b(sk-)(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}"),
 )
 
 
@@ -68,6 +70,12 @@ class RedactingFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        # A traceback is formatted after the filters run: format it here (the formatter reuses
+        # exc_text) so an exception message carrying a key is masked as well.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

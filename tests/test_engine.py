@@ -1,0 +1,194 @@
+"""The completion pipeline end to end with the deterministic test backend: mode decision, cache,
+forward typing, cancellation, backend lifecycle and the prompt it sends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from starcoder_ls.backends.testing import TestBackend
+from starcoder_ls.documents import Snapshot
+from starcoder_ls.engine import CompletionEngine, relative_path
+from starcoder_ls.settings import CacheSettings, Settings
+from starcoder_ls.types import BackendError, CancelToken, CompletionMode
+
+URI = "file:///work/proj/pkg/mod.py"
+PATH = "/work/proj/pkg/mod.py"
+
+
+def snap(text: str, uri: str = URI) -> Snapshot:
+    return Snapshot.from_text(text, uri=uri, path=uri.removeprefix("file://"), language_id="python")
+
+
+def engine(model: str = "test", **kw: object) -> CompletionEngine:
+    return CompletionEngine(Settings(backend="test", model=model, **kw))  # type: ignore[arg-type]
+
+
+def calls(eng: CompletionEngine) -> int:
+    backend = eng.backend()
+    assert isinstance(backend, TestBackend)
+    return backend.calls
+
+
+def test_an_empty_block_body_completes_to_pass() -> None:
+    eng = engine()
+    c = eng.complete(snap("def f():\n    \n"), 1, 4)
+    assert c is not None
+    assert (c.text, c.line, c.character) == ("pass", 1, 4)
+    assert c.mode is CompletionMode.MULTI_LINE
+    assert c.cached is False and c.model == "test" and c.prompt_tokens > 0 and c.request_id
+
+
+def test_inside_a_word_only_an_invoked_request_completes() -> None:
+    eng = engine()
+    doc = snap("value = foo\n")
+    assert eng.complete(doc, 0, 9) is None
+    assert calls(eng) == 0
+    c = eng.complete(doc, 0, 9, invoked=True)
+    assert c is not None and c.text == "None" and c.mode is CompletionMode.SINGLE_LINE
+    assert calls(eng) == 1
+
+
+def test_the_same_request_again_makes_no_backend_call(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    eng = engine(f"test:log={log}")
+    doc = snap("def f():\n    \n")
+    first = eng.complete(doc, 1, 4)
+    again = eng.complete(doc, 1, 4)
+    # The document was closed and reopened: only the completion cache can answer now.
+    eng.forward.forget(URI)
+    reopened = eng.complete(doc, 1, 4)
+    assert first is not None and again is not None and reopened is not None
+    assert first.text == again.text == reopened.text == "pass"
+    assert (first.cached, again.cached, reopened.cached) == (False, True, True)
+    assert "source" not in reopened.extra and reopened.raw == "pass"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["finish_reason"] for r in records] == ["stop"]
+    assert calls(eng) == 1
+
+
+def test_without_the_cache_every_request_reaches_the_backend() -> None:
+    eng = engine(cache=CacheSettings(enabled=False))
+    doc = snap("def f():\n    \n")
+    for _ in range(2):
+        eng.forward.forget(URI)
+        c = eng.complete(doc, 1, 4)
+        assert c is not None and not c.cached
+    assert calls(eng) == 2
+
+
+def test_typing_the_start_of_a_shown_completion_serves_the_rest() -> None:
+    eng = engine("test:reply=return%20value")
+    shown = eng.complete(snap("def f(value):\n    \n"), 1, 4)
+    assert shown is not None and shown.text == "return value"
+    typed = eng.complete(snap("def f(value):\n    ret\n"), 1, 7)
+    assert typed is not None
+    assert (typed.text, typed.character, typed.cached) == ("urn value", 7, True)
+    assert calls(eng) == 1
+    # A keystroke that leaves the shown text behind asks the backend again.
+    other = eng.complete(snap("def f(value):\n    rex\n"), 1, 7)
+    assert other is not None and other.text == "return value"
+    assert calls(eng) == 2
+
+
+def test_a_request_cancelled_before_it_starts_never_generates() -> None:
+    eng = engine()
+    token = CancelToken()
+    token.cancel()
+    assert eng.complete(snap("def f():\n    \n"), 1, 4, cancel=token) is None
+    assert calls(eng) == 0
+
+
+def test_cancelling_while_generating_stops_the_generation() -> None:
+    eng = engine("test:latency_ms=5000")
+    token = CancelToken()
+    timer = threading.Timer(0.05, token.cancel)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        result = eng.complete(snap("def f():\n    \n"), 1, 4, cancel=token)
+    finally:
+        timer.cancel()
+    assert result is None
+    assert time.monotonic() - t0 < 2.0
+    backend = eng.backend()
+    assert isinstance(backend, TestBackend)
+    assert (backend.calls, backend.cancelled) == (1, 1)
+    assert len(eng.cache) == 0, "a cancelled generation must not be cached"
+
+
+def test_a_new_model_recreates_the_backend_a_new_temperature_does_not() -> None:
+    eng = engine("test:reply=a")
+    first = eng.backend()
+    eng.update_settings(Settings(backend="test", model="test:reply=a", temperature=0.7))
+    assert eng.backend() is first
+    eng.update_settings(Settings(backend="test", model="test:reply=b", temperature=0.7))
+    second = eng.backend()
+    assert second is not first and second.model_id == "test:reply=b"
+    c = eng.complete(snap("x = \n"), 0, 4)
+    assert c is not None and c.text == "b"
+
+
+def test_a_disabled_language_gets_nothing() -> None:
+    eng = engine(languages={"python": False})
+    assert eng.complete(snap("def f():\n    \n"), 1, 4) is None
+    assert eng.complete(snap("def f():\n    \n"), 1, 4, invoked=True) is None
+    assert calls(eng) == 0
+    eng.update_settings(Settings(backend="test", model="test", languages={"*": False}))
+    assert eng.complete(snap("def f():\n    \n"), 1, 4) is None
+    eng.update_settings(
+        Settings(backend="test", model="test", languages={"*": False, "python": True})
+    )
+    assert eng.complete(snap("def f():\n    \n"), 1, 4) is not None
+
+
+def test_a_backend_failure_propagates_as_backend_error() -> None:
+    eng = engine("test:error=server%20down")
+    with pytest.raises(BackendError, match="server down"):
+        eng.complete(snap("def f():\n    \n"), 1, 4)
+
+
+def test_an_unknown_backend_option_is_a_backend_error() -> None:
+    eng = engine("test:latency=5")
+    with pytest.raises(BackendError, match="bad option"):
+        eng.complete(snap("def f():\n    \n"), 1, 4)
+
+
+def test_the_bundled_family_prompt_is_psm_and_reports_relative_paths() -> None:
+    eng = engine(family="starcoder-ls")
+    text = "import os\n\n\ndef f():\n    \n\n\nX = 1\n"
+    built = eng.build_prompt(snap(text), 4, 4, root=Path("/work/proj"))
+    p = built.prompt.text
+    assert built.mode is CompletionMode.MULTI_LINE and built.prompt.family == "starcoder-ls"
+    pre, suf, mid = p.index("<fim_prefix>"), p.index("<fim_suffix>"), p.index("<fim_middle>")
+    assert pre < suf < mid and p.endswith("<fim_middle>")
+    assert p[pre + len("<fim_prefix>") : suf] == "import os\n\n\ndef f():\n    "
+    assert p[suf + len("<fim_suffix>") : mid] == "\n\n\nX = 1\n"
+    assert "pkg/mod.py" in p[:pre]
+    kinds = {seg.kind: seg for seg in built.prompt.segments}
+    assert {"prefix", "suffix"} <= set(kinds)
+    assert all(seg.path == "pkg/mod.py" for seg in built.prompt.segments)
+    assert kinds["prefix"].tokens > 0
+    assert (built.prefix, built.suffix) == ("import os\n\n\ndef f():\n    ", "\n\n\nX = 1\n")
+    without_root = eng.build_prompt(snap(text), 4, 4)
+    assert all(seg.path == "mod.py" for seg in without_root.prompt.segments)
+
+
+def test_relative_path_outside_the_root_is_the_file_name() -> None:
+    assert relative_path(PATH, Path("/work/proj")) == "pkg/mod.py"
+    assert relative_path(PATH, Path("/elsewhere")) == "mod.py"
+    assert relative_path(None, Path("/work")) is None
+
+
+def test_a_context_too_small_for_max_tokens_is_a_clear_error() -> None:
+    eng = engine("test:ctx=96", max_tokens=64)
+    with pytest.raises(BackendError, match=r"context \(96 tokens\).*maxTokens=64"):
+        eng.build_prompt(snap("def f():\n    \n"), 1, 4)
+    with pytest.raises(BackendError, match="lower maxTokens"):
+        eng.complete(snap("def f():\n    \n"), 1, 4)
+    eng.update_settings(Settings(backend="test", model="test:ctx=96", max_tokens=16))
+    assert eng.complete(snap("def f():\n    \n"), 1, 4) is not None
