@@ -263,6 +263,7 @@ class CompletionEngine:
             mode=mode,
             stop=built.prompt.stop,
             language=snapshot.language_id,
+            check_syntax=self.settings.syntax_check,
         )
         if not text:
             return None

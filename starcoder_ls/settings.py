@@ -90,6 +90,8 @@ class Settings:
     """llamacpp backend: 0 means the model's trained context (capped at 8192)."""
     tls_verify: bool = True
     ca_bundle: str = ""
+    syntax_check: bool = False
+    """Drop completions that add a tree-sitter parse error to the file (costs two parses)."""
     stats: bool = True
     """Keep local shown/accepted/rejected statistics (never sent anywhere)."""
 

@@ -356,3 +356,70 @@ async def test_bundled_model_over_lsp_matches_the_cli(
     got = result.items[0].insert_text if result and result.items else ""
     assert got == cli["completion"]
     assert cli["family"] == "starcoder-ls" and cli["prompt_tokens"] > 20
+
+
+async def test_completion_continues_the_selected_suggestion(
+    client: LanguageClient, tmp_path: Path, backend_log: Path
+) -> None:
+    """VS Code's suggest widget is open on `path`: the inline item must start with it."""
+    await start(client, test_spec(backend_log, reply=".join(a, b)"))
+    uri = open_doc(client, tmp_path / "app.py", "import os\nx = os.pa\n")
+    selected = lsp.Range(
+        start=lsp.Position(line=1, character=7), end=lsp.Position(line=1, character=9)
+    )
+    result = await client.text_document_inline_completion_async(
+        lsp.InlineCompletionParams(
+            text_document=lsp.TextDocumentIdentifier(uri=uri),
+            position=lsp.Position(line=1, character=9),
+            context=lsp.InlineCompletionContext(
+                trigger_kind=lsp.InlineCompletionTriggerKind.Automatic,
+                selected_completion_info=lsp.SelectedCompletionInfo(range=selected, text="path"),
+            ),
+        )
+    )
+    assert result is not None and len(result.items) == 1
+    assert result.items[0].insert_text == "path.join(a, b)"
+    assert result.items[0].range == selected
+    # The model saw the document with the suggestion applied.
+    assert backend_calls(backend_log)[-1]["prefix_tail"].endswith("x = os.path")
+
+
+def test_tcp_transport(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starcoder_ls", "lsp", "--tcp", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env={"STARCODER_LS_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never listened"
+                time.sleep(0.2)
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {"capabilities": {}, "initializationOptions": {"backend": "test"}},
+            }
+        ).encode()
+        with conn:
+            conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            data = b""
+            while b"inlineCompletionProvider" not in data:
+                chunk = conn.recv(65536)
+                assert chunk, data
+                data += chunk
+        assert b'"id": 1' in data
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
