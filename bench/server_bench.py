@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import inspect
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -64,6 +65,11 @@ async def _client(options: dict[str, Any], state: Path) -> LanguageClient:
         sys.executable,
         "-m",
         "starcoder_ls",
+        *(
+            ["--log-file", log_file, "--log-level", "INFO"]
+            if (log_file := os.environ.get("SCLS_BENCH_LOG"))
+            else []
+        ),
         env={"STARCODER_LS_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"},
     )
     await client.initialize_async(
@@ -186,11 +192,8 @@ async def typing_replay(
     }
     client = await _client(options, state)
     _, source = real_source()
-    # Type the body of a real function: start with everything before it, then key by key.
-    start = source.index("    def _get_values(self, action, arg_strings):")
-    typed = source[start : start + keystrokes]
+    text, start, typed = _typing_script(source, keystrokes)
     uri = "file:///bench/replay.py"
-    text = source[:start] + source[start + keystrokes :]
     client.text_document_did_open(
         lsp.DidOpenTextDocumentParams(
             text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
@@ -198,10 +201,10 @@ async def typing_replay(
     )
     line = source[:start].count("\n")
     col = 0
-    pending: list[tuple[float, asyncio.Future[Any]]] = []
+    pending: str | None = None
     shown: list[float] = []
     version = 1
-    for ch in typed:
+    for n, ch in enumerate(typed):
         version += 1
         client.text_document_did_change(
             lsp.DidChangeTextDocumentParams(
@@ -221,22 +224,25 @@ async def typing_replay(
             line, col = line + 1, 0
         else:
             col += 1
-        for _, fut in pending:
-            if not fut.done():
-                fut.cancel()  # VS Code cancels the previous request on the next keystroke
+        if pending is not None:
+            # VS Code cancels the previous inline request when the next keystroke arrives.
+            client.protocol.notify(lsp.CANCEL_REQUEST, lsp.CancelParams(id=pending))
+        pending = f"replay-{n}"
         t = time.perf_counter()
-        fut = asyncio.ensure_future(
-            client.text_document_inline_completion_async(_inline(uri, line, col, False))
-        )
 
-        def done(f: asyncio.Future[Any], t: float = t) -> None:
-            if not f.cancelled() and f.exception() is None:
-                r = f.result()
-                if r is not None and r.items:
-                    shown.append((time.perf_counter() - t) * 1000)
+        def done(f: Any, t: float = t) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return
+            r = f.result()
+            if r is not None and r.items:
+                shown.append((time.perf_counter() - t) * 1000)
 
-        fut.add_done_callback(done)
-        pending = [(t, fut)]
+        client.protocol.send_request(
+            lsp.TEXT_DOCUMENT_INLINE_COMPLETION,
+            _inline(uri, line, col, False),
+            msg_id=pending,
+            callback=None,
+        ).add_done_callback(done)
         await asyncio.sleep((interval_ms + (pause_ms if ch == "\n" else 0.0)) / 1000)
     await asyncio.sleep(1.5)
     await _stop(client)
@@ -258,6 +264,15 @@ async def typing_replay(
         "time_to_show_p50_ms": round(pct(shown, 50), 1),
         "time_to_show_p95_ms": round(pct(shown, 95), 1),
     }
+
+
+def _typing_script(source: str, keystrokes: int) -> tuple[str, int, str]:
+    """Real methods of argparse typed anew: the document without them, where typing starts,
+    and the keystrokes (the methods' first ``keystrokes`` characters)."""
+    start = source.index("    def _get_values(self, action, arg_strings):")
+    end = source.index("\n    def ", start + keystrokes) + 1
+    # The user types on an empty line of their own, as in an editor.
+    return source[:start] + "\n" + source[end:], start, source[start:end][:keystrokes]
 
 
 def kv_reuse(keystrokes: int) -> dict[str, Any]:

@@ -97,6 +97,8 @@ class CompletionEngine:
         old, self.settings = self.settings, settings
         if any(getattr(old, f) != getattr(settings, f) for f in _BACKEND_FIELDS):
             self.close_backend()
+            # Completions on screen came from the old model; don't serve their rest.
+            self.forward = type(self.forward)()
         if old.cache != settings.cache:
             self.cache.close()
             self.cache = CompletionCache(settings.cache)
@@ -176,13 +178,17 @@ class CompletionEngine:
             language=snapshot.language_id,
             repo_name=root.name if root is not None else None,
         )
+        family = self.family(backend)
+        from starcoder_ls.prompt.templates import spm_families
+
         prompt = build_prompt(
             fim,
-            self.family(backend),
+            family,
             count_tokens=backend.count_tokens,
             budget_tokens=budget + _TEMPLATE_MARGIN,
             mode=mode,
             segments=segments,
+            fim_mode=s.fim_mode if family in spm_families() else "psm",
         )
         return PromptResult(prompt, mode, win.prefix, win.suffix)
 

@@ -53,6 +53,9 @@ class Settings:
     Empty: the bundled offline model."""
     family: str = "auto"
     """FIM prompt family; ``auto`` looks the model up in the registry."""
+    fim_mode: str = "psm"
+    """``psm`` (prefix, suffix, middle) or ``spm`` (bigcode's suffix-first variant), for
+    families trained with it; others always get PSM."""
     url: str = ""
     """Base URL of a remote backend."""
     api_key_env: str = ""
@@ -111,6 +114,7 @@ class Settings:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "backend": BACKENDS,
     "completion_fallback": ("auto", "on", "off"),
+    "fim_mode": ("psm", "spm"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "float16", "bfloat16"),
 }

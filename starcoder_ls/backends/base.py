@@ -8,12 +8,13 @@ completion does not change character when the user switches engine.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from starcoder_ls.types import CancelToken, GenerationParams
+from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
 
 if TYPE_CHECKING:
     import numpy as np
@@ -199,3 +200,88 @@ class Stopwatch:
 
     def ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000.0
+
+
+class TokenLoopBackend:
+    """``generate`` for engines that run the token loop in this process (llama.cpp,
+    transformers): tokenize, fit the context, evaluate what the KV cache lacks, decode.
+
+    Subclasses provide the engine-specific pieces: ``tokenize``, ``stop_ids``,
+    ``_evaluate_prompt`` (logits after the prompt, or None when cancelled), ``_step``,
+    ``_text_of``, and ``_failed`` (reset what a failure left in doubt; the error to raise).
+    """
+
+    context_length: int
+    _lock: threading.Lock
+    _special_ids: frozenset[int]
+
+    def tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def stop_ids(self, stops: tuple[str, ...]) -> frozenset[int]:
+        raise NotImplementedError
+
+    def _evaluate_prompt(
+        self, ids: list[int], cancel: CancelToken
+    ) -> tuple[int, np.ndarray | None]:
+        raise NotImplementedError
+
+    def _step(self, token: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _text_of(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        """Raise BackendError when the backend was closed."""
+
+    def _failed(self, exc: RuntimeError) -> BackendError:
+        raise NotImplementedError
+
+    def generate(self, prompt: Prompt, params: GenerationParams, cancel: CancelToken) -> Generation:
+        watch = Stopwatch()
+        ids = self.tokenize(prompt.text)
+        if not ids:
+            return Generation(text="", finish_reason="stop")
+        ids, max_tokens = fit_prompt(
+            ids, self.context_length, params.max_tokens, keep_first=ids[0] in self._special_ids
+        )
+        stop_ids = self.stop_ids(prompt.stop)
+        stops = stop_strings(prompt.stop, params.stop)
+        with self._lock:
+            self._check_open()
+            try:
+                evaluated, logits = self._evaluate_prompt(ids, cancel)
+                if logits is None:
+                    return Generation(
+                        text="",
+                        prompt_tokens=len(ids),
+                        evaluated_tokens=evaluated,
+                        latency_ms=watch.ms(),
+                        finish_reason="cancelled",
+                    )
+                result = decode_loop(
+                    logits,
+                    self._step,
+                    self._text_of,
+                    stop_ids=stop_ids,
+                    stops=stops,
+                    params=params
+                    if params.max_tokens == max_tokens
+                    else replace(params, max_tokens=max_tokens),
+                    room=self.context_length - len(ids),
+                    cancel=cancel,
+                )
+            except RuntimeError as exc:
+                raise self._failed(exc) from exc
+        text = result.text
+        if result.finish_reason == "length":
+            text = text.rstrip("\ufffd")  # a character cut in half by the token limit
+        return Generation(
+            text=text,
+            prompt_tokens=len(ids),
+            evaluated_tokens=evaluated,
+            completion_tokens=len(result.tokens),
+            latency_ms=watch.ms(),
+            finish_reason=result.finish_reason,
+        )

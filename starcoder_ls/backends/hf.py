@@ -9,18 +9,14 @@ between tokens. The module is called ``hf`` so it cannot shadow the ``transforme
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from starcoder_ls.backends.base import (
-    Stopwatch,
+    TokenLoopBackend,
     common_prefix_len,
-    decode_loop,
-    fit_prompt,
-    stop_strings,
 )
-from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
+from starcoder_ls.types import BackendError, CancelToken
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,7 +26,7 @@ PROMPT_CHUNK = 256
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 
 
-class TransformersBackend:
+class TransformersBackend(TokenLoopBackend):
     """One transformers model; one generation at a time, the KV cache kept between them."""
 
     name = "transformers"
@@ -107,51 +103,10 @@ class TransformersBackend:
 
     # -------------------------------------------------------------- generation
 
-    def generate(self, prompt: Prompt, params: GenerationParams, cancel: CancelToken) -> Generation:
-        watch = Stopwatch()
-        ids = self.tokenize(prompt.text)
-        if not ids:
-            return Generation(text="", finish_reason="stop")
-        ids, max_tokens = fit_prompt(
-            ids, self.context_length, params.max_tokens, keep_first=ids[0] in self._special_ids
-        )
-        stop_ids = self.stop_ids(prompt.stop)
-        stops = stop_strings(prompt.stop, params.stop)
-        with self._lock:
-            try:
-                evaluated, logits = self._evaluate_prompt(ids, cancel)
-                if logits is None:
-                    return Generation(
-                        text="",
-                        prompt_tokens=len(ids),
-                        evaluated_tokens=evaluated,
-                        latency_ms=watch.ms(),
-                        finish_reason="cancelled",
-                    )
-                result = decode_loop(
-                    logits,
-                    self._step,
-                    self._text_of,
-                    stop_ids=stop_ids,
-                    stops=stops,
-                    params=replace(params, max_tokens=max_tokens),
-                    room=self.context_length - len(ids),
-                    cancel=cancel,
-                )
-            except RuntimeError as exc:  # out of memory, device errors: the cache is suspect
-                self._cache, self._cached_ids = None, []
-                raise BackendError(f"the transformers model failed to generate: {exc}") from exc
-        text = result.text
-        if result.finish_reason == "length":
-            text = text.rstrip("\ufffd")  # a character cut in half by the token limit
-        return Generation(
-            text=text,
-            prompt_tokens=len(ids),
-            evaluated_tokens=evaluated,
-            completion_tokens=len(result.tokens),
-            latency_ms=watch.ms(),
-            finish_reason=result.finish_reason,
-        )
+    def _failed(self, exc: RuntimeError) -> BackendError:
+        # Out of memory, device errors: the cache is suspect.
+        self._cache, self._cached_ids = None, []
+        return BackendError(f"the transformers model failed to generate: {exc}")
 
     def _evaluate_prompt(
         self, ids: list[int], cancel: CancelToken

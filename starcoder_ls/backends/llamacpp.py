@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starcoder_ls.backends.base import (
-    Stopwatch,
+    TokenLoopBackend,
     common_prefix_len,
-    decode_loop,
-    fit_prompt,
-    stop_strings,
     utf8_complete,
 )
-from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
+from starcoder_ls.types import BackendError, CancelToken
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,7 +36,7 @@ PROMPT_CHUNK = 128
 """Prompt tokens evaluated between two looks at the cancel token."""
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(TokenLoopBackend):
     """One GGUF model in this process; one generation at a time (llama.cpp contexts are not
     re-entrant), with the KV cache carried from one request to the next."""
 
@@ -122,49 +119,10 @@ class LlamaCppBackend:
 
     # -------------------------------------------------------------- generation
 
-    def generate(self, prompt: Prompt, params: GenerationParams, cancel: CancelToken) -> Generation:
-        watch = Stopwatch()
-        ids = self.tokenize(prompt.text)
-        if not ids:
-            return Generation(text="", finish_reason="stop")
-        ids, max_tokens = fit_prompt(
-            ids, self.context_length, params.max_tokens, keep_first=ids[0] in self._special_ids
-        )
-        stop_ids = self.stop_ids(prompt.stop)
-        stops = stop_strings(prompt.stop, params.stop)
-        with self._lock:
-            self._check_open()
-            try:
-                evaluated, logits = self._evaluate_prompt(ids, cancel)
-                if logits is None:
-                    return Generation(
-                        text="",
-                        prompt_tokens=len(ids),
-                        evaluated_tokens=evaluated,
-                        latency_ms=watch.ms(),
-                        finish_reason="cancelled",
-                    )
-                result = decode_loop(
-                    logits,
-                    self._step,
-                    self._text_of,
-                    stop_ids=stop_ids,
-                    stops=stops,
-                    params=_with_max_tokens(params, max_tokens),
-                    room=self.context_length - len(ids),
-                    cancel=cancel,
-                )
-            except RuntimeError as exc:  # llama_decode failed: the cache state is unknown
-                self._llm.reset()
-                raise BackendError(f"llama.cpp failed to evaluate the prompt: {exc}") from exc
-        return Generation(
-            text=result.text,
-            prompt_tokens=len(ids),
-            evaluated_tokens=evaluated,
-            completion_tokens=len(result.tokens),
-            latency_ms=watch.ms(),
-            finish_reason=result.finish_reason,
-        )
+    def _failed(self, exc: RuntimeError) -> BackendError:
+        # llama_decode failed: the cache state is unknown.
+        self._llm.reset()
+        return BackendError(f"llama.cpp failed to evaluate the prompt: {exc}")
 
     def _evaluate_prompt(
         self, ids: list[int], cancel: CancelToken
@@ -222,9 +180,3 @@ def default_threads() -> int:
     threads meet at a barrier after every layer, and a hyper-thread sibling or a core busy with
     other work stalls them all (seconds per token were measured with every core in use)."""
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-def _with_max_tokens(params: GenerationParams, max_tokens: int) -> GenerationParams:
-    from dataclasses import replace
-
-    return params if params.max_tokens == max_tokens else replace(params, max_tokens=max_tokens)

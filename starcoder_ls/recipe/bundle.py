@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -36,19 +37,20 @@ class BundleConfig:
     val_fraction: float = 0.05
     fim_rate: float = 0.8
     spm_rate: float = 0.25
-    line_rate: float = 0.2
+    line_rate: float = 0.3
     span_rate: float = 0.5
     repo_rate: float = 0.2
     path_rate: float = 0.5
-    draws: int = 2
+    draws: int = 3
     exclude: tuple[str, ...] = ("test/", "tests/", "idle_test/")
     """The standard library's own test suites: repetitive, and unlike the code users write."""
-    micro_batch: int = 8
+    micro_batch: int = 4
+    """Small batches: with a few million tokens, more optimizer steps beat larger batches."""
     grad_accum: int = 1
-    max_steps: int = 960
-    lr: float = 2e-3
-    warmup_steps: int = 50
-    eval_every: int = 240
+    max_steps: int = 1900
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    eval_every: int = 475
     eval_samples: int = 300
     seed: int = 0
 
@@ -245,6 +247,10 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _cli_run(args: argparse.Namespace) -> int:
+    # OpenMP threads that sleep instead of spinning between parallel regions: the tiny model's
+    # many small ops made spinning threads fight over 2 cores (measured about 15% faster).
+    # Only effective before torch loads, which is why it is set here.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cfg = BundleConfig(max_steps=args.max_steps)
     report = run_bundle(args.output, args.work, cfg, progress=not args.no_progress)
     print(

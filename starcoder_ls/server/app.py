@@ -80,6 +80,7 @@ class StarcoderServer(LanguageServer):
         self.root: Path | None = None
         self.encoding = PositionEncoding.UTF16
         self.inline_supported = False
+        self.client_pulls_configuration = False
         self._inflight: dict[str, CancelToken] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="starcoder-generate"

@@ -21,6 +21,14 @@ def _item_range(ls: StarcoderServer, out: Outcome) -> lsp.Range:
     return lsp.Range(start=start, end=end)
 
 
+def _item(text: str, rng: lsp.Range, request_id: str) -> lsp.InlineCompletionList:
+    """One inline item; its command tells us when the user accepts it."""
+    command = lsp.Command(title="accept", command=ACCEPT_COMMAND, arguments=[request_id])
+    return lsp.InlineCompletionList(
+        items=[lsp.InlineCompletionItem(insert_text=text, range=rng, command=command)]
+    )
+
+
 def _record_shown(ls: StarcoderServer, out: Outcome) -> None:
     if ls.settings.stats:
         ls.stats.shown(out.completion.request_id, out.language_id, out.completion.text)
@@ -38,7 +46,6 @@ async def _with_selected_item(
         return None
     r = info.range
     start = doc.offset_at(r.start.line, r.start.character)
-    end = doc.offset_at(r.end.line, r.end.character)
     # Complete on a scratch copy of the document with the item applied.
     scratch = doc.copy()
     scratch.apply_change(
@@ -48,17 +55,8 @@ async def _with_selected_item(
     out = await ls.run_completion_on(scratch, line, char, invoked=invoked, live=doc)
     if out is None:
         return None
-    del end
-    text = info.text + out.completion.text
-    item = lsp.InlineCompletionItem(
-        insert_text=text,
-        range=r,
-        command=lsp.Command(
-            title="accept", command=ACCEPT_COMMAND, arguments=[out.completion.request_id]
-        ),
-    )
     _record_shown(ls, out)
-    return lsp.InlineCompletionList(items=[item])
+    return _item(info.text + out.completion.text, r, out.completion.request_id)
 
 
 def register(server: StarcoderServer) -> None:
@@ -78,15 +76,8 @@ def register(server: StarcoderServer) -> None:
         )
         if out is None:
             return lsp.InlineCompletionList(items=[])
-        item = lsp.InlineCompletionItem(
-            insert_text=out.completion.text,
-            range=_item_range(ls, out),
-            command=lsp.Command(
-                title="accept", command=ACCEPT_COMMAND, arguments=[out.completion.request_id]
-            ),
-        )
         _record_shown(ls, out)
-        return lsp.InlineCompletionList(items=[item])
+        return _item(out.completion.text, _item_range(ls, out), out.completion.request_id)
 
 
 def register_completion_fallback(server: StarcoderServer) -> None:

@@ -48,6 +48,8 @@ def register(server: StarcoderServer) -> None:
         ls.set_encoding(ls.workspace.position_encoding)
         caps = params.capabilities.text_document
         ls.inline_supported = bool(caps and caps.inline_completion is not None)
+        ws = params.capabilities.workspace
+        ls.client_pulls_configuration = bool(ws and ws.configuration)
         ls.apply_settings(_plain(params.initialization_options), base=ls.cli_settings)
         from starcoder_ls.server.inline import register_completion_fallback
 
@@ -73,13 +75,24 @@ def register(server: StarcoderServer) -> None:
         threading.Thread(target=warm, name="starcoder-warmup", daemon=True).start()
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
-    def did_change_configuration(
+    async def did_change_configuration(
         ls: StarcoderServer, params: lsp.DidChangeConfigurationParams
     ) -> None:
         raw = _plain(params.settings)
-        if raw is None:
+        if isinstance(raw, dict) and raw:
+            ls.apply_settings(raw, base=ls.cli_settings)
             return
-        ls.apply_settings(raw)
+        # Pull model (VS Code, Neovim): the notification carries nothing; ask for our section.
+        if ls.client_pulls_configuration:
+            try:
+                answer = await ls.workspace_configuration_async(
+                    lsp.ConfigurationParams(items=[lsp.ConfigurationItem(section="starcoder")])
+                )
+            except Exception as exc:  # the client may refuse; keep the current settings
+                log.warning("workspace/configuration failed: %s", exc)
+                return
+            if answer and isinstance(_plain(answer[0]), dict):
+                ls.apply_settings(_plain(answer[0]), base=ls.cli_settings)
 
     @server.feature(lsp.SHUTDOWN)
     def shutdown(ls: StarcoderServer, *args: Any) -> None:

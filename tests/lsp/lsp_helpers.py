@@ -10,8 +10,11 @@ from lsprotocol import types as lsp
 from pytest_lsp import LanguageClient
 
 
-def inline_caps(*, encodings: list[str] | None = None, inline: bool = True) -> Any:
+def inline_caps(
+    *, encodings: list[str] | None = None, inline: bool = True, pull_config: bool = False
+) -> Any:
     return lsp.ClientCapabilities(
+        workspace=lsp.WorkspaceClientCapabilities(configuration=True) if pull_config else None,
         general=lsp.GeneralClientCapabilities(position_encodings=encodings) if encodings else None,
         text_document=lsp.TextDocumentClientCapabilities(
             inline_completion=lsp.InlineCompletionClientCapabilities() if inline else None,
@@ -31,10 +34,11 @@ async def start(
     root: Path | None = None,
     encodings: list[str] | None = None,
     inline: bool = True,
+    pull_config: bool = False,
 ) -> lsp.InitializeResult:
     return await client.initialize_session(
         lsp.InitializeParams(
-            capabilities=inline_caps(encodings=encodings, inline=inline),
+            capabilities=inline_caps(encodings=encodings, inline=inline, pull_config=pull_config),
             initialization_options=options or {},
             root_uri=root.as_uri() if root else None,
         )

@@ -423,3 +423,37 @@ def test_tcp_transport(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+async def test_settings_change_at_run_time_push_and_pull(
+    client: LanguageClient, tmp_path: Path, backend_log: Path
+) -> None:
+    await start(client, test_spec(backend_log), pull_config=True)
+    uri = open_doc(client, tmp_path / "app.py", SOURCE)
+    assert (await inline_at(client, uri, 4, 4)).items[0].insert_text == "pass"  # type: ignore[union-attr]
+    # Push: the notification carries the section.
+    pushed = {"starcoder": test_spec(backend_log, reply="return%201")}
+    client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=pushed))
+    result = await inline_at(client, uri, 4, 4)
+    assert result and result.items[0].insert_text == "return 1"
+    # Pull: an empty notification; the server asks for the `starcoder` section.
+    client.set_configuration(test_spec(backend_log, reply="return%202"), section="starcoder")
+    client.workspace_did_change_configuration(lsp.DidChangeConfigurationParams(settings=None))
+    await asyncio.sleep(0.5)
+    result = await inline_at(client, uri, 4, 4)
+    assert result and result.items[0].insert_text == "return 2"
+
+
+async def test_missing_model_file_is_reported_at_start(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "model.gguf"
+    await start(client, {"model": str(missing)})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not client.messages:
+        await asyncio.sleep(0.1)
+    assert any(str(missing) in m.message for m in client.messages), client.messages
+    # Still alive: requests get an empty answer, not a crash.
+    uri = open_doc(client, tmp_path / "app.py", SOURCE)
+    result = await inline_at(client, uri, 4, 4)
+    assert result is not None and not result.items
