@@ -52,6 +52,42 @@ _BACKEND_FIELDS = (
 _TEMPLATE_MARGIN = 16
 
 
+class LineTokenCounter:
+    """Token counts summed line by line, each distinct line counted once.
+
+    Consecutive requests see almost the same lines (the user typed one character), so the
+    in-file window is budgeted from cached per-line counts instead of re-tokenizing kilobytes
+    on every keystroke. A sum of per-line counts is never below the count of the whole text
+    in practice (byte-level BPE only merges more across a line break: "\n" + indentation), so
+    the window stays within budget; the final prompt is still counted exactly.
+    """
+
+    def __init__(self, count: Callable[[str], int], max_lines: int = 50_000) -> None:
+        self._count = count
+        self._max = max_lines
+        self._cache: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> int:
+        total = 0
+        missing: list[str] = []
+        with self._lock:
+            for line in text.splitlines(keepends=True):
+                n = self._cache.get(line)
+                if n is None:
+                    missing.append(line)
+                else:
+                    total += n
+        for line in missing:
+            n = self._count(line)
+            total += n
+            with self._lock:
+                if len(self._cache) >= self._max:
+                    self._cache.clear()
+                self._cache[line] = n
+        return total
+
+
 @dataclass
 class PromptResult:
     prompt: Prompt
@@ -84,7 +120,7 @@ class CompletionEngine:
         self.settings = settings or Settings()
         self._backend_factory = backend_factory
         self._backend: Backend | None = None
-        self._backend_error: BackendError | None = None
+        self._line_counter: LineTokenCounter | None = None
         self._backend_lock = threading.Lock()
         self.cache = CompletionCache(self.settings.cache)
         self.forward = ForwardCache()
@@ -115,9 +151,16 @@ class CompletionEngine:
                     self._backend = create_backend(self.settings)
             return self._backend
 
+    def _window_counter(self, backend: Backend) -> Callable[[str], int]:
+        with self._backend_lock:
+            if self._line_counter is None or backend is not self._backend:
+                self._line_counter = LineTokenCounter(backend.count_tokens)
+            return self._line_counter
+
     def close_backend(self) -> None:
         with self._backend_lock:
             backend, self._backend = self._backend, None
+            self._line_counter = None
         if backend is not None:
             try:
                 backend.close()
@@ -166,7 +209,7 @@ class CompletionEngine:
             character,
             budget_tokens=budget,
             prefix_ratio=s.prefix_ratio,
-            count_tokens=backend.count_tokens,
+            count_tokens=self._window_counter(backend),
         )
         segments = [
             type(seg)(**{**seg.__dict__, "path": seg.path or (path or "")}) for seg in win.segments

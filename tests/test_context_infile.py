@@ -311,3 +311,22 @@ def test_degenerate_inputs() -> None:
     snap = Snapshot.from_text("a = 1\nb = 2\nc = 3\n", language_id="python")
     w = window(snap, 1, 3, budget_tokens=0, prefix_ratio=2.0, count_tokens=cheap)
     assert (w.prefix, w.suffix) == ("b =", " 2\n")  # the cursor line is always whole
+
+
+def test_header_of_a_definition_whose_body_is_still_empty() -> None:
+    """Typing the first indentation of a new method's body: tree-sitter gives the body block
+    no children there, which must not break the header lookup."""
+    from starcoder_ls.documents import Document
+
+    before = "class A:\n    def g(self):\n        return 1\n\n"
+    after = "\n    def h(self):\n        return 2\n"
+    doc = Document("file:///t.py", "python", 1, before + after)
+    doc.snapshot()
+    line, col = before.count("\n"), 0
+    for ch in "    def f(self, x):\n     ":
+        doc.apply_change(ch, ((line, col), (line, col)))
+        line, col = (line + 1, 0) if ch == "\n" else (line, col + 1)
+        result = window(
+            doc.snapshot(), line, col, budget_tokens=40, prefix_ratio=0.75, count_tokens=len
+        )
+    assert result.prefix.startswith("class A:") and result.prefix.endswith("\n     ")

@@ -43,7 +43,7 @@ def header_end(node: Node) -> Point:
     included), else at the token before its body (Python's ``:``), else after its name."""
     body = node.child_by_field_name("body")
     if body is not None:
-        first = body.child(0)
+        first = body.child(0) if body.child_count else None  # child() raises past the end
         if first is not None and first.type in _OPENING_TOKENS:
             return tuple(body.start_point)  # type: ignore[return-value]
         prev = body.prev_sibling

@@ -197,6 +197,14 @@ class StarcoderServer(LanguageServer):
                 self.backend_ok = False
                 self.show(lsp.MessageType.Error, f"starcoder-ls: {exc}", key="backend")
                 return None
+            except Exception:  # a bug must cost one completion, not the session
+                log.exception("completion failed at %s:%d:%d", uri, line, character)
+                self.show(
+                    lsp.MessageType.Error,
+                    "starcoder-ls: internal error while completing (details in the log)",
+                    key="internal",
+                )
+                return None
             if not self.backend_ok:
                 self.backend_ok = True
                 self._warned.pop("backend", None)

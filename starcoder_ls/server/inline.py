@@ -118,9 +118,7 @@ def register_completion_fallback(server: StarcoderServer) -> None:
             label=label,
             kind=lsp.CompletionItemKind.Snippet,
             detail="starcoder-ls",
-            documentation=lsp.MarkupContent(
-                kind=lsp.MarkupKind.Markdown, value=f"```\n{word + c.text}\n```"
-            ),
+            documentation=word + c.text,  # plain text: every client can show it
             filter_text=word + c.text,
             sort_text="0",
             preselect=True,
