@@ -59,7 +59,8 @@ class LineTokenCounter:
     in-file window is budgeted from cached per-line counts instead of re-tokenizing kilobytes
     on every keystroke. A sum of per-line counts is never below the count of the whole text
     in practice (byte-level BPE only merges more across a line break: "\n" + indentation), so
-    the window stays within budget; the final prompt is still counted exactly.
+    the window stays within budget. Exact counts come from the backend when it generates, and
+    from ``build_prompt(exact=True)`` where a report needs them (``starcoder-ls prompt``).
     """
 
     def __init__(self, count: Callable[[str], int], max_lines: int = 50_000) -> None:
@@ -186,8 +187,14 @@ class CompletionEngine:
         mode: CompletionMode | None = None,
         backend: Backend | None = None,
         context_tokens: int | None = None,
+        exact: bool = True,
     ) -> PromptResult:
-        """The exact prompt for a position (also what `starcoder-ls prompt` prints)."""
+        """The exact prompt for a position (also what `starcoder-ls prompt` prints).
+
+        With ``exact=False`` (the per-keystroke path) token counts come from the cached
+        per-line counts: the budget holds all the same, and the backend reports the true
+        prompt length when it generates.
+        """
         from starcoder_ls.context.infile import decide_mode, window
         from starcoder_ls.prompt.builder import build_prompt
 
@@ -227,7 +234,7 @@ class CompletionEngine:
         prompt = build_prompt(
             fim,
             family,
-            count_tokens=backend.count_tokens,
+            count_tokens=backend.count_tokens if exact else self._window_counter(backend),
             budget_tokens=budget + _TEMPLATE_MARGIN,
             mode=mode,
             segments=segments,
@@ -292,6 +299,7 @@ class CompletionEngine:
             mode=mode,
             backend=backend,
             context_tokens=context_tokens,
+            exact=False,
         )
         if cancel.cancelled:
             return None
@@ -299,11 +307,13 @@ class CompletionEngine:
         key = self.cache.make_key(backend.model_id, built.prompt.text, params)
         raw = self.cache.get(key)
         cached = raw is not None
+        prompt_tokens = built.prompt.tokens
         if raw is None:
             gen = backend.generate(built.prompt, params, cancel)
             if gen.finish_reason == "cancelled" or cancel.cancelled:
                 return None
             raw = gen.text
+            prompt_tokens = gen.prompt_tokens or prompt_tokens
             self.cache.put(key, raw)
         text = postprocess(
             raw,
@@ -323,7 +333,7 @@ class CompletionEngine:
             character=character,
             model=backend.model_id,
             latency_ms=round((time.perf_counter() - t0) * 1000, 2),
-            prompt_tokens=built.prompt.tokens,
+            prompt_tokens=prompt_tokens,
             cached=cached,
             mode=mode,
             request_id=uuid.uuid4().hex,
