@@ -122,6 +122,7 @@ class CompletionEngine:
         self._backend_factory = backend_factory
         self._backend: Backend | None = None
         self._line_counter: LineTokenCounter | None = None
+        self._family: tuple[Backend, str] | None = None
         self._backend_lock = threading.Lock()
         self.cache = CompletionCache(self.settings.cache)
         self.forward = ForwardCache()
@@ -171,9 +172,15 @@ class CompletionEngine:
     def family(self, backend: Backend) -> str:
         if self.settings.family != "auto":
             return self.settings.family
+        known = self._family
+        if known is not None and known[0] is backend:
+            return known[1]
         from starcoder_ls.models.registry import family_for
 
-        return family_for(self.settings.model or backend.model_id, default="starcoder")
+        # Looked up once per backend: it may read the model file's vocabulary.
+        family = family_for(self.settings.model or backend.model_id, default="starcoder")
+        self._family = (backend, family)
+        return family
 
     # -- the pipeline --------------------------------------------------------------------------
 
