@@ -123,8 +123,10 @@ def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
     root = args.workspace or pos.file.resolve().parent
     t0 = time.perf_counter()
     try:
-        built = engine.build_prompt(_snapshot(pos, text), line, col, root=root)
-        result = engine.complete(_snapshot(pos, text), line, col, root=root, invoked=True)
+        snap = _snapshot(pos, text)  # parsed once for both
+        # The exact prompt report (mode, family, exact token count), then the completion.
+        built = engine.build_prompt(snap, line, col, root=root)
+        result = engine.complete(snap, line, col, root=root, invoked=True)
     except BackendError as exc:
         raise RecipeError(str(exc)) from None
     finally:

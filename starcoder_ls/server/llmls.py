@@ -68,16 +68,16 @@ def register(server: StarcoderServer) -> None:
 
     @server.feature(ACCEPT_COMPLETION)
     def accept_completion(ls: StarcoderServer, raw: Any) -> None:
-        params = _plain(raw)
-        request_id = params.get("requestId") if isinstance(params, dict) else None
-        if not isinstance(request_id, str):
-            raise JsonRpcInvalidParams("llm-ls/acceptCompletion needs requestId")
-        ls.stats.accepted(request_id)
+        ls.stats.accepted(_request_id(raw, ACCEPT_COMPLETION))
 
     @server.feature(REJECT_COMPLETION)
     def reject_completion(ls: StarcoderServer, raw: Any) -> None:
-        params = _plain(raw)
-        request_id = params.get("requestId") if isinstance(params, dict) else None
-        if not isinstance(request_id, str):
-            raise JsonRpcInvalidParams("llm-ls/rejectCompletion needs requestId")
-        ls.stats.rejected(request_id)
+        ls.stats.rejected(_request_id(raw, REJECT_COMPLETION))
+
+
+def _request_id(raw: Any, method: str) -> str:
+    params = _plain(raw)
+    request_id = params.get("requestId") if isinstance(params, dict) else None
+    if not isinstance(request_id, str):
+        raise JsonRpcInvalidParams(f"{method} needs requestId")
+    return request_id
