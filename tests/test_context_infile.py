@@ -9,8 +9,10 @@ from bisect import bisect_right
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from starcoder_ls.context.infile import InFileWindow, decide_mode, window
+from starcoder_ls.context.infile import InFileWindow, _Lines, decide_mode, window
 from starcoder_ls.documents import Document, Snapshot
 from starcoder_ls.types import CompletionMode
 
@@ -330,3 +332,32 @@ def test_header_of_a_definition_whose_body_is_still_empty() -> None:
             doc.snapshot(), line, col, budget_tokens=40, prefix_ratio=0.75, count_tokens=len
         )
     assert result.prefix.startswith("class A:") and result.prefix.endswith("\n     ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.integers(0, 90), min_size=1, max_size=40),
+    line=st.integers(0, 45),
+    limit=st.integers(0, 400),
+    bpt=st.sampled_from([1.0, 2.5, 3.3, 4.0]),
+)
+def test_ascii_line_arithmetic_matches_the_row_by_row_walk(
+    rows: list[int], line: int, limit: int, bpt: float
+) -> None:
+    """ASCII rows are costed by binary search over line starts; the general (UTF-8) path walks
+    row by row. Both must choose the same rows."""
+    text = "\n".join("x" * n for n in rows)
+    snap = Document("file:///t.txt", "plaintext", 1, text).snapshot()
+    line = min(line, len(rows) - 1)
+    fast, slow = _Lines(snap), _Lines(snap)
+    assert fast.ascii
+    slow.ascii = False
+    allowance = limit + 0.37  # away from exact ties, where float sums may round either way
+    assert fast.fit_up(line, allowance, bpt) == slow.fit_up(line, allowance, bpt)
+    assert fast.fit_down(line, allowance, bpt) == slow.fit_down(line, allowance, bpt)
+    for rng in (range(line - 1, -1, -1), range(line + 1, fast.n)):
+        full, capped = fast.need(rng, allowance, bpt), slow.need(rng, allowance, bpt)
+        # Past the cap only comparisons with amounts up to the cap are meaningful.
+        assert (full <= allowance) == (capped <= allowance)
+        if capped <= allowance:
+            assert full == pytest.approx(capped)

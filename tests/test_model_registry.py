@@ -3,6 +3,8 @@ its own vocabulary; the GGUF header reader on the real bundled model file."""
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 
@@ -141,7 +143,8 @@ def test_gguf_header_reader_on_the_bundled_model() -> None:
     assert meta["general.architecture"] == "starcoder"
     assert meta["starcoder.context_length"] == 512
     tokens = meta["tokenizer.ggml.tokens"]
-    assert len(tokens) == 8192
+    config = json.loads((BUNDLED_GGUF.parent / "hf" / "config.json").read_text())
+    assert len(tokens) == config["vocab_size"]
     assert tokens[:4] == ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>"]
 
 

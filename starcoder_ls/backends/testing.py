@@ -21,8 +21,9 @@ prefix is optional. Options:
     ``context_length`` in tokens (default 2048).
 ``log``
     A file to which each generation appends one JSON line (``call``, ``finish_reason``,
-    ``prompt_chars``, ``prefix_tail``), so tests of a server in another process can count and
-    inspect the backend calls it made.
+    ``latency_ms``: the generation's own time, the wait included and the log write not,
+    ``prompt_chars``, ``prefix_tail``), so tests and benchmarks of a server in another process
+    can count and inspect the backend calls it made.
 
 Without ``reply`` the answer depends on the prompt in one simple way: if the cursor's line is
 blank so far (the prefix ends with a newline and optional indentation) the reply is ``pass``,
@@ -81,32 +82,35 @@ class TestBackend:
         if cancelled:
             with self._lock:
                 self.cancelled += 1
-            self._log(call, prompt, "cancelled")
-            return Generation(text="", latency_ms=watch.ms(), finish_reason="cancelled")
+            ms = watch.ms()
+            self._log(call, prompt, "cancelled", ms)
+            return Generation(text="", latency_ms=ms, finish_reason="cancelled")
         if self.error is not None:
-            self._log(call, prompt, "error")
+            self._log(call, prompt, "error", watch.ms())
             raise BackendError(self.error)
         text, _ = cut_at_stop(
             self.reply if self.reply is not None else default_reply(prompt),
             stop_strings(prompt.stop, params.stop),
         )
-        self._log(call, prompt, "stop")
         tokens = self.count_tokens(prompt.text)
+        ms = watch.ms()
+        self._log(call, prompt, "stop", ms)
         return Generation(
             text=text,
             prompt_tokens=tokens,
             evaluated_tokens=tokens,
             completion_tokens=estimate_tokens(text),
-            latency_ms=watch.ms(),
+            latency_ms=ms,
             finish_reason="stop",
         )
 
-    def _log(self, call: int, prompt: Prompt, finish_reason: str) -> None:
+    def _log(self, call: int, prompt: Prompt, finish_reason: str, latency_ms: float) -> None:
         if self.log_path is None:
             return
         record = {
             "call": call,
             "finish_reason": finish_reason,
+            "latency_ms": round(latency_ms, 3),
             "prompt_chars": len(prompt.text),
             "prefix_tail": prompt.fim.prefix[-80:],
         }

@@ -31,7 +31,7 @@ pieces are then counted for real, and re-chosen with the measured ratio if they 
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -189,8 +189,13 @@ class _Lines:
         end = self.starts[last + 1] if last + 1 < self.n else self.size
         return self.snap.text[self.starts[first] : end]
 
+    def _end(self, row: int) -> int:
+        return self.starts[row + 1] if row + 1 < self.n else self.size
+
     def fit_up(self, line: int, limit: float, bpt: float) -> int:
         """First row of the longest run ending just above ``line`` that fits ``limit``."""
+        if self.ascii:  # a row's cost is its length: one binary search over the line starts
+            return bisect_left(self.starts, self.starts[line] - limit * bpt, 0, line)
         row, spent = line, 0.0
         while row > 0:
             cost = self.bytes(row - 1) / bpt
@@ -202,6 +207,14 @@ class _Lines:
 
     def fit_down(self, line: int, limit: float, bpt: float) -> int:
         """Last row of the longest run starting just below ``line`` that fits ``limit``."""
+        if line + 1 >= self.n:
+            return line
+        if self.ascii:
+            reach = self.starts[line + 1] + limit * bpt
+            if self.size <= reach:
+                return self.n - 1
+            # rows r whose end (the next row's start) is within reach: r + 1 < bisect_right
+            return max(line, bisect_right(self.starts, reach) - 2)
         row, spent = line, 0.0
         while row + 1 < self.n:
             cost = self.bytes(row + 1) / bpt
@@ -212,7 +225,13 @@ class _Lines:
         return row
 
     def need(self, rows: range, cap: float, bpt: float) -> float:
-        """Cost of ``rows``, summed only until it passes ``cap``."""
+        """Cost of ``rows`` (consecutive, either direction), summed only until it passes
+        ``cap`` (so a caller may only compare the result with amounts up to ``cap``)."""
+        if self.ascii:
+            if not rows:
+                return 0.0
+            first, last = min(rows[0], rows[-1]), max(rows[0], rows[-1])
+            return (self._end(last) - self.starts[first]) / bpt
         total = 0.0
         for row in rows:
             total += self.bytes(row) / bpt

@@ -32,7 +32,7 @@ class BundleConfig:
     """The exact recipe of the bundled model (changing it changes the model card)."""
 
     preset: str = "tiny"
-    vocab_size: int = 8192
+    vocab_size: int = 4096
     seq_len: int = 512
     val_fraction: float = 0.05
     fim_rate: float = 0.8
@@ -47,10 +47,10 @@ class BundleConfig:
     micro_batch: int = 4
     """Small batches: with a few million tokens, more optimizer steps beat larger batches."""
     grad_accum: int = 1
-    max_steps: int = 1900
+    max_steps: int = 2700
     lr: float = 3e-3
     warmup_steps: int = 100
-    eval_every: int = 475
+    eval_every: int = 675
     eval_samples: int = 300
     seed: int = 0
 

@@ -69,13 +69,15 @@ def test_error_option_and_log_file(tmp_path: Path, fim: Callable[..., Prompt]) -
     backend = make(f"test:error=server%20down&log={log}")
     with pytest.raises(BackendError, match="server down"):
         backend.generate(fim("x = "), PARAMS, CancelToken())
-    ok = make(f"log={log}")
-    ok.generate(fim("y = "), PARAMS, CancelToken())
+    slow = make(f"latency_ms=30&log={log}")
+    done = slow.generate(fim("y = "), PARAMS, CancelToken())
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["call"], r["finish_reason"], r["prefix_tail"]) for r in lines] == [
         (1, "error", "x = "),
         (1, "stop", "y = "),
     ]
+    # The logged time is the generation's own, as returned to the caller.
+    assert 30 <= lines[1]["latency_ms"] == round(done.latency_ms, 3)
 
 
 @pytest.mark.parametrize(
