@@ -396,6 +396,8 @@ class Snapshot:
     @cached_property
     def _rows_are_lines(self) -> bool:
         """tree-sitter rows equal LSP lines unless the text has a lone ``\\r`` line break."""
+        if "\r" not in self.text:  # the usual case, one fast scan
+            return True
         return self.text.count("\r") == self.text.count("\r\n")
 
     def point(self, line: int, column: int) -> Point:

@@ -45,13 +45,18 @@ class Stats:
     path: Path | None = None
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     pending: dict[str, _Shown] = field(default_factory=dict)
+    save_delay_s: float = 0.0
+    """0: every change is written at once. More: changes are written together at most once per
+    this many seconds, off the caller's thread (the server: no file write per completion), and
+    by ``flush()``."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _warned: bool = False
+    _timer: threading.Timer | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Stats:
+    def load(cls, path: Path | None = None, *, save_delay_s: float = 0.0) -> Stats:
         path = path or state_dir() / "stats.json"
-        stats = cls(path=path)
+        stats = cls(path=path, save_delay_s=save_delay_s)
         try:
             data = json.loads(path.read_text("utf-8"))
             counts = data.get("languages", {})
@@ -77,7 +82,7 @@ class Stats:
             self.pending[request_id] = _Shown(language or "unknown", len(text), time.time())
             while len(self.pending) > _PENDING_LIMIT:
                 self.pending.pop(next(iter(self.pending)))
-        self.save()
+        self._changed()
 
     def accepted(self, request_id: str) -> bool:
         """False for an unknown (or already judged) request id."""
@@ -87,7 +92,7 @@ class Stats:
                 return False
             self._bump(s.language, "accepted")
             self._bump(s.language, "accepted_chars", s.chars)
-        self.save()
+        self._changed()
         return True
 
     def rejected(self, request_id: str) -> bool:
@@ -96,7 +101,7 @@ class Stats:
             if s is None:
                 return False
             self._bump(s.language, "rejected")
-        self.save()
+        self._changed()
         return True
 
     def summary(self) -> dict[str, Any]:
@@ -110,6 +115,32 @@ class Stats:
             shown = c.get("shown", 0)
             c["acceptance_rate"] = round(c.get("accepted", 0) / shown, 4) if shown else 0.0  # type: ignore[assignment]
         return {"total": total, "languages": langs, "file": str(self.path) if self.path else None}
+
+    def _changed(self) -> None:
+        if self.path is None:
+            return
+        if self.save_delay_s <= 0:
+            self.save()
+            return
+        with self._lock:
+            if self._timer is not None:
+                return  # a write is already on its way and will include this change
+            self._timer = threading.Timer(self.save_delay_s, self._timed_save)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timed_save(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.save()
+
+    def flush(self) -> None:
+        """Write a pending delayed change now (at shutdown)."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            self.save()
 
     def save(self) -> None:
         if self.path is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,27 @@ def test_format_summary_lines(tmp_path: Path) -> None:
         "  lua: shown 1, accepted 0, rejected 1, accepted characters 0",
         "  python: shown 2, accepted 1, rejected 0, accepted characters 8",
     ]
+
+
+def test_a_save_delay_writes_changes_together_off_the_callers_thread(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    stats = Stats.load(path, save_delay_s=0.2)
+    stats.shown("r1", "python", "x")
+    stats.shown("r2", "python", "y")
+    assert stats.accepted("r1") is True
+    assert not path.exists()  # nothing written on the caller's thread
+    deadline = time.monotonic() + 5
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert Stats.load(path).counts == {"python": {"shown": 2, "accepted": 1, "accepted_chars": 1}}
+
+
+def test_flush_writes_a_delayed_change_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    stats = Stats.load(path, save_delay_s=60)
+    stats.shown("r1", "go", "x")
+    assert not path.exists()
+    stats.flush()
+    assert Stats.load(path).counts == {"go": {"shown": 1}}
+    stats.flush()  # nothing pending: no error, no change
+    assert Stats.load(path).counts == {"go": {"shown": 1}}

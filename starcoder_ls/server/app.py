@@ -97,7 +97,8 @@ class StarcoderServer(LanguageServer):
         self.documents = DocumentStore()
         self.engine = CompletionEngine(self.settings)
         self.debouncer = Debouncer(self.settings.debounce_ms)
-        self.stats = Stats.load() if self.settings.stats else Stats()
+        # Written off the event loop, at most every few seconds, and at shutdown.
+        self.stats = Stats.load(save_delay_s=2.0) if self.settings.stats else Stats()
         self.root: Path | None = None
         self.encoding = PositionEncoding.UTF16
         self.inline_supported = False
@@ -297,8 +298,14 @@ class StarcoderServer(LanguageServer):
         el, ec = doc.from_codepoints(line, character)
         return lsp.Position(line=el, character=ec)
 
+    def shutdown(self) -> None:
+        """The transport closed (after ``exit``, or the client went away without it)."""
+        self.stats.flush()
+        super().shutdown()
+
     def shutdown_engine(self) -> None:
         for token in list(self._inflight.values()):
             token.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.engine.close()
+        self.stats.flush()

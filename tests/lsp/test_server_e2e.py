@@ -457,3 +457,80 @@ async def test_missing_model_file_is_reported_at_start(
     uri = open_doc(client, tmp_path / "app.py", SOURCE)
     result = await inline_at(client, uri, 4, 4)
     assert result is not None and not result.items
+
+
+class _Pipe:
+    """The bare JSON-RPC stream of a server process (no LSP client library in between)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc, self._id = proc, 0
+
+    def send(self, method: str, params: object, *, request: bool = True) -> int:
+        msg: dict[str, object] = {"jsonrpc": "2.0", "method": method, "params": params}
+        if request:
+            self._id += 1
+            msg["id"] = self._id
+        body = json.dumps(msg).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        return self._id
+
+    async def request(self, method: str, params: object) -> object:
+        rid = self.send(method, params)
+        assert self.proc.stdout is not None
+        while True:
+            length = 0
+            while (line := await self.proc.stdout.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            msg = json.loads(await self.proc.stdout.readexactly(length))
+            if msg.get("id") == rid and "method" not in msg:
+                return msg.get("result")
+
+
+async def test_acceptance_statistics_outlive_the_session_and_the_cli_reads_them(
+    tmp_path: Path,
+) -> None:
+    env = {"STARCODER_LS_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starcoder_ls", cwd=ROOT, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    rpc = _Pipe(proc)
+    options = {"backend": "test", "debounceMs": 0}
+    caps = {"textDocument": {"inlineCompletion": {}}}
+    await rpc.request(
+        "initialize", {"processId": None, "capabilities": caps, "initializationOptions": options}
+    )
+    rpc.send("initialized", {}, request=False)
+    doc = {"uri": "file:///w/app.py", "languageId": "python", "version": 1, "text": SOURCE}
+    rpc.send("textDocument/didOpen", {"textDocument": doc}, request=False)
+    result = await rpc.request(
+        "textDocument/inlineCompletion",
+        {
+            "textDocument": {"uri": doc["uri"]},
+            "position": {"line": 4, "character": 4},
+            "context": {"triggerKind": 1},
+        },
+    )
+    assert isinstance(result, dict)
+    [item] = result["items"]
+    assert item["insertText"] == "pass"
+    accepted = await rpc.request(
+        "workspace/executeCommand",
+        {"command": item["command"]["command"], "arguments": item["command"]["arguments"]},
+    )
+    assert accepted is True
+    await rpc.request("shutdown", None)
+    rpc.send("exit", None, request=False)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", "stats", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    report = json.loads(cli.stdout)
+    assert report["languages"]["python"]["shown"] == 1
+    assert report["languages"]["python"]["accepted"] == 1
+    assert report["total"]["acceptance_rate"] == 1.0
