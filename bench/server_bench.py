@@ -166,7 +166,6 @@ async def server_overhead(n: int, latency_ms: float, state: Path) -> dict[str, A
         "backend": "test",
         "model": f"test:latency_ms={latency_ms:g}&reply=x&log={calls_log}",
         "debounceMs": 0,
-        "cache": {"enabled": False},
     }
     client = await RawClient.start(state)
     caps = {"textDocument": {"inlineCompletion": {}}}

@@ -157,3 +157,31 @@ def test_recipe_pipeline_end_to_end(tmp_path: Path) -> None:
     assert hf["perplexity"]["tokens"] == q8["perplexity"]["tokens"]
     assert q8["perplexity"]["perplexity"] == pytest.approx(hf["perplexity"]["perplexity"], rel=0.02)
     assert (tmp_path / "run" / "loss.png").is_file()
+
+
+def test_models_list_names_the_bundled_model_first_with_its_files() -> None:
+    proc = scl("models", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    models = json.loads(proc.stdout)
+    bundled = models[0]
+    assert (bundled["id"], bundled["family"]) == ("starcoder-ls-tiny", "starcoder-ls")
+    assert Path(bundled["gguf_path"]).is_file() and Path(bundled["hf_path"], "config.json").is_file()
+    families = {m["family"] for m in models}
+    assert {"starcoder", "starcoder2", "codellama", "deepseek-coder"} <= families
+    table = scl("models", "list")
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split()[:2] == ["starcoder-ls-tiny", "starcoder-ls"]
+
+
+def test_a_closed_pipe_ends_output_quietly() -> None:
+    """``starcoder-ls models list | head -1``: no traceback when the reader stops early."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starcoder_ls", "models", "list", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, bufsize=0,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(1)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err
