@@ -9,12 +9,11 @@ thread-safe because the server computes completions on worker threads.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,8 @@ from starcoder_ls.types import GenerationParams
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1
+KEY_VERSION = 2
+_PARAM_FIELDS = tuple(f.name for f in fields(GenerationParams))
 """Part of every key: bump it when what is stored for a key changes meaning, so entries written
 by an older version on disk are never served."""
 
@@ -55,14 +55,20 @@ class CompletionCache:
 
     @staticmethod
     def make_key(model_id: str, prompt: str, params: GenerationParams) -> str:
-        """A stable digest: the same inputs give the same key in every process."""
-        material = json.dumps(
-            [KEY_VERSION, model_id, prompt, asdict(params)],
-            ensure_ascii=False,
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-        return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+        """A stable digest: the same inputs give the same key in every process. Each part is
+        length-prefixed, so no two different inputs run together into the same bytes."""
+        h = hashlib.sha256()
+        for part in (
+            str(KEY_VERSION),
+            model_id,
+            prompt,
+            # repr of ints, floats and str tuples is stable across runs and Python versions
+            repr(tuple(getattr(params, name) for name in _PARAM_FIELDS)),
+        ):
+            data = part.encode("utf-8", "surrogatepass")
+            h.update(b"%d:" % len(data))
+            h.update(data)
+        return h.hexdigest()
 
     def get(self, key: str) -> str | None:
         if not self.settings.enabled:

@@ -70,23 +70,20 @@ class LineTokenCounter:
         self._lock = threading.Lock()
 
     def __call__(self, text: str) -> int:
-        total = 0
-        missing: list[str] = []
+        lines = text.splitlines(keepends=True)
+        cache = self._cache
         with self._lock:
-            for line in text.splitlines(keepends=True):
-                n = self._cache.get(line)
-                if n is None:
-                    missing.append(line)
-                else:
-                    total += n
-        for line in missing:
-            n = self._count(line)
-            total += n
-            with self._lock:
-                if len(self._cache) >= self._max:
-                    self._cache.clear()
-                self._cache[line] = n
-        return total
+            missing = set(lines).difference(cache)
+        counted = {line: self._count(line) for line in missing}  # the tokenizer, unlocked
+        with self._lock:
+            if len(cache) + len(counted) > self._max:
+                cache.clear()
+            cache.update(counted)
+            try:
+                return sum(map(cache.__getitem__, lines))
+            except KeyError:  # cleared just now: lines counted before are gone
+                pass
+        return sum(counted[line] if line in counted else self._count(line) for line in lines)
 
 
 @dataclass

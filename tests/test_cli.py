@@ -165,7 +165,9 @@ def test_models_list_names_the_bundled_model_first_with_its_files() -> None:
     models = json.loads(proc.stdout)
     bundled = models[0]
     assert (bundled["id"], bundled["family"]) == ("starcoder-ls-tiny", "starcoder-ls")
-    assert Path(bundled["gguf_path"]).is_file() and Path(bundled["hf_path"], "config.json").is_file()
+    assert (
+        Path(bundled["gguf_path"]).is_file() and Path(bundled["hf_path"], "config.json").is_file()
+    )
     families = {m["family"] for m in models}
     assert {"starcoder", "starcoder2", "codellama", "deepseek-coder"} <= families
     table = scl("models", "list")

@@ -12,7 +12,7 @@ import pytest
 
 from starcoder_ls.backends.testing import TestBackend
 from starcoder_ls.documents import Snapshot
-from starcoder_ls.engine import CompletionEngine, relative_path
+from starcoder_ls.engine import CompletionEngine, LineTokenCounter, relative_path
 from starcoder_ls.settings import CacheSettings, Settings
 from starcoder_ls.types import BackendError, CancelToken, CompletionMode
 
@@ -192,3 +192,25 @@ def test_a_context_too_small_for_max_tokens_is_a_clear_error() -> None:
         eng.complete(snap("def f():\n    \n"), 1, 4)
     eng.update_settings(Settings(backend="test", model="test:ctx=96", max_tokens=16))
     assert eng.complete(snap("def f():\n    \n"), 1, 4) is not None
+
+
+def test_line_token_counter_sums_lines_and_counts_each_distinct_line_once() -> None:
+    seen: list[str] = []
+
+    def count(text: str) -> int:
+        seen.append(text)
+        return len(text.split()) + 1
+
+    counter = LineTokenCounter(count, max_lines=4)
+    text = "a b\nc\n\na b\nlast line here"
+    expected = sum(count(line) for line in text.splitlines(keepends=True))
+    seen.clear()
+    assert counter(text) == expected
+    assert sorted(seen) == sorted({"a b\n", "c\n", "\n", "last line here"})
+    seen.clear()
+    assert counter(text) == expected and seen == []  # all cached
+    # Past max_lines the cache starts over; totals stay exact.
+    more = "x\ny\nz\nw\n" + text
+    assert counter(more) == sum(count(line) for line in more.splitlines(keepends=True))
+    assert counter(text) == expected
+    assert counter("") == 0

@@ -4,7 +4,6 @@ its own vocabulary; the GGUF header reader on the real bundled model file."""
 from __future__ import annotations
 
 import json
-
 import shutil
 from pathlib import Path
 

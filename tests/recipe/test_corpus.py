@@ -119,7 +119,7 @@ def tree(tmp_path: Path) -> Path:
     )
     write(
         root / "src/cp9999.py",  # signed like CPython's encodings/cp*.py tables
-        "\"\"\" Python Character Mapping Codec cp9999 generated from 'CP9999.TXT' with gencodec.py.\n"
+        '""" Python Character Mapping Codec cp9999 generated from \'CP9999.TXT\' with gencodec.py.\n'
         + python_file(16),
     )
     write(root / "src/empty.py", "\n   \n")
