@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def _skipped(corpus: dict[str, Any]) -> str:
+    skipped = corpus.get("skipped") or {}
+    parts = [f"{reason.replace('_', ' ')} {n}" for reason, n in skipped.items() if n]
+    return ", ".join(parts) or "none"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -81,6 +87,8 @@ the last checkpoint in `runs/bundle`.
   {corpus.get("kept_validation", "?")} held out for validation (split by content hash,
   {_pct(cfg["val_fraction"])}); exact duplicates removed {corpus.get("exact_duplicates", "?")}, near duplicates
   {corpus.get("near_duplicates", "?")}; PII/secret redactions {corpus.get("redactions", "?")}.
+- Skipped: {_skipped(corpus)} (generated files include CPython's codec tables in
+  `encodings/`, signed "generated from ... with gencodec.py").
 - Tokens: {train_rows["tokens"]:,} training tokens in rows of {cfg["seq_len"]}
   ({train_rows["documents"]:,} documents), {val_rows.get("tokens", 0):,} validation tokens.
 - FIM: bigcode's character-level transform, fim_rate {cfg["fim_rate"]}, spm_rate {cfg["spm_rate"]}

@@ -3,12 +3,12 @@ KV reuse, stops by id, cancellation, and bad model folders."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import special_opening
 from starcoder_ls.models import BUNDLED_HF
 
 from starcoder_ls.types import BackendError, CancelToken, GenerationParams, Prompt
@@ -71,11 +71,8 @@ def test_extending_the_prompt_evaluates_only_the_new_tokens(
 def test_family_stop_token_ends_generation_by_id(
     hf_backend: Any, raw: Callable[..., Prompt]
 ) -> None:
-    text = "<file_sep>a.py\nx = 1\n"  # the bundled model opens with a FIM sentinel here
-    free = hf_backend.generate(raw(text, stop=()), GREEDY, CancelToken())
-    first = re.match(r"<[a-z_|]+>", free.text)
-    assert first, free.text
-    stopped = hf_backend.generate(raw(text, stop=(first.group(),)), GREEDY, CancelToken())
+    text, first = special_opening(hf_backend, GREEDY)
+    stopped = hf_backend.generate(raw(text, stop=(first,)), GREEDY, CancelToken())
     assert (stopped.text, stopped.completion_tokens, stopped.finish_reason) == ("", 0, "stop")
 
 

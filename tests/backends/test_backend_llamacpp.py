@@ -3,12 +3,12 @@ and bad model files."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import special_opening
 from starcoder_ls.models import BUNDLED_GGUF
 
 from starcoder_ls.backends.llamacpp import LlamaCppBackend
@@ -77,12 +77,8 @@ def test_stop_string_cuts_the_text(gguf_backend: Any, fim: Callable[..., Prompt]
 def test_family_stop_token_ends_generation_by_id(
     gguf_backend: Any, raw: Callable[..., Prompt]
 ) -> None:
-    # After a file separator header the bundled model opens with a FIM sentinel.
-    text = "<file_sep>a.py\nx = 1\n"
-    free = gguf_backend.generate(raw(text, stop=()), GREEDY, CancelToken())
-    first = re.match(r"<[a-z_|]+>", free.text)  # special tokens are spelled out in the text
-    assert first, free.text
-    stopped = gguf_backend.generate(raw(text, stop=(first.group(),)), GREEDY, CancelToken())
+    text, first = special_opening(gguf_backend, GREEDY)
+    stopped = gguf_backend.generate(raw(text, stop=(first,)), GREEDY, CancelToken())
     # Stopped by id before the token was kept: a stop found in the decoded text would have
     # counted the token it came from.
     assert (stopped.text, stopped.completion_tokens, stopped.finish_reason) == ("", 0, "stop")
