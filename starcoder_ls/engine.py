@@ -52,6 +52,10 @@ _BACKEND_FIELDS = (
 _TEMPLATE_MARGIN = 16
 
 
+_RECENT_TEXTS = 256
+"""Whole texts whose sums ``LineTokenCounter`` remembers (a few requests' worth of pieces)."""
+
+
 class LineTokenCounter:
     """Token counts summed line by line, each distinct line counted once.
 
@@ -67,9 +71,21 @@ class LineTokenCounter:
         self._count = count
         self._max = max_lines
         self._cache: dict[str, int] = {}
+        self._texts: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __call__(self, text: str) -> int:
+        known = self._texts.get(text)  # whole pieces recur: retries of the window, headers
+        if known is not None:
+            return known
+        total = self._sum_lines(text)
+        with self._lock:
+            if len(self._texts) >= _RECENT_TEXTS:
+                self._texts.clear()
+            self._texts[text] = total
+        return total
+
+    def _sum_lines(self, text: str) -> int:
         lines = text.splitlines(keepends=True)
         cache = self._cache
         with self._lock:
