@@ -47,10 +47,10 @@ class BundleConfig:
     micro_batch: int = 4
     """Small batches: with a few million tokens, more optimizer steps beat larger batches."""
     grad_accum: int = 1
-    max_steps: int = 2700
+    max_steps: int = 3500
     lr: float = 3e-3
     warmup_steps: int = 100
-    eval_every: int = 675
+    eval_every: int = 875
     eval_samples: int = 300
     seed: int = 0
 
@@ -233,7 +233,7 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "bundle",
         help="reproduce the bundled model (stdlib corpus -> ... -> models/starcoder-ls-tiny)",
         description="Train the bundled offline model from scratch on this interpreter's standard "
-        "library and write it, with its model card, to --output. About 45 minutes on 2 CPU cores.",
+        "library and write it, with its model card, to --output. About 35 minutes on 2 CPU cores.",
     )
     from starcoder_ls.models import BUNDLED_DIR
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import special_opening
+from backend_helpers import special_opening
 from starcoder_ls.models import BUNDLED_HF
 
 from starcoder_ls.types import BackendError, CancelToken, GenerationParams, Prompt
