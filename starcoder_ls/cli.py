@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     lsp.set_defaults(func=_run_lsp)
 
     complete.cli_register(sub)
+    from starcoder_ls.context import evaluate
+
+    evaluate.cli_register(sub)
 
     models = sub.add_parser(
         "models",

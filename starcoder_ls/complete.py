@@ -30,6 +30,7 @@ _FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--temperature", "temperature", float),
     ("--context-tokens", "contextTokens", int),
     ("--timeout-ms", "timeoutMs", int),
+    ("--cross-file-tokens", "crossFileTokens", int),
 )
 
 
@@ -104,7 +105,30 @@ def _engine_for(args: argparse.Namespace) -> Any:
         engine.backend()
     except BackendError as exc:
         raise RecipeError(str(exc)) from None
+    if args.workspace is not None:
+        attach_workspace(engine, args.workspace, progress=sys.stderr.isatty())
     return engine
+
+
+def attach_workspace(engine: Any, root: Path, *, progress: bool = False) -> Any:
+    """Index ``root`` and give the engine cross-file context from it; returns the index."""
+    from starcoder_ls.context.crossfile import CrossFileContext
+    from starcoder_ls.context.workspaces import build_for_cli
+
+    if not root.is_dir():
+        raise RecipeError(f"--workspace {root} is not a directory")
+    if not engine.settings.cross_file or not engine.settings.workspace.index:
+        return None
+    index = build_for_cli(root, engine.settings.workspace, progress=progress)
+
+    def index_for(uri: str) -> Any:
+        from starcoder_ls.context.workspaces import uri_to_path
+
+        path = uri_to_path(uri)
+        return index if path is not None and index.relative(path) else None
+
+    engine.crossfile = CrossFileContext(index_for)
+    return index
 
 
 def _snapshot(pos: Position, text: str) -> Any:
@@ -180,7 +204,12 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "bundled offline model unless --model/--backend say otherwise.",
     )
     p.add_argument("position", metavar="FILE:LINE:COL")
-    p.add_argument("--workspace", type=Path, help="workspace root (default: the file's folder)")
+    p.add_argument(
+        "--workspace",
+        type=Path,
+        help="workspace root: index it and add context from its other files (default: no "
+        "cross-file context; paths relative to the file's folder)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON object")
     add_settings_flags(p)
     p.set_defaults(func=_cli_complete)
@@ -192,7 +221,12 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "and the context segments it was built from.",
     )
     q.add_argument("position", metavar="FILE:LINE:COL")
-    q.add_argument("--workspace", type=Path, help="workspace root (default: the file's folder)")
+    q.add_argument(
+        "--workspace",
+        type=Path,
+        help="workspace root: index it and add context from its other files (default: no "
+        "cross-file context; paths relative to the file's folder)",
+    )
     q.add_argument("--json", action="store_true", help="print a JSON object")
     add_settings_flags(q)
     q.set_defaults(func=_cli_prompt)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starcoder_ls.settings import Settings
 from starcoder_ls.types import (
@@ -29,7 +29,11 @@ from starcoder_ls.types import (
     FimInput,
     GenerationParams,
     Prompt,
+    Segment,
 )
+
+if TYPE_CHECKING:
+    from starcoder_ls.context.crossfile import CrossFileContext
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,9 @@ _BACKEND_FIELDS = (
     "timeout_ms",
     "retries",
 )
+_BEFORE_LINES = 60
+_AFTER_LINES = 20
+"""Lines around the cursor that cross-file retrieval looks at (identifiers, similar code)."""
 # Room left for the template's sentinels and file headers when budgeting the in-file window.
 _TEMPLATE_MARGIN = 16
 
@@ -139,6 +146,11 @@ class CompletionEngine:
         self._backend_lock = threading.Lock()
         self.cache = CompletionCache(self.settings.cache)
         self.forward = ForwardCache()
+        self.crossfile: CrossFileContext | None = None
+        """Cross-file retrieval (set by the server and the CLI when there is a workspace)."""
+        self.open_lines: Callable[[Path], list[str] | None] | None = None
+        """Lines of an open document by file path (the server's documents are newer than
+        the files on disk)."""
 
     # -- backend lifecycle -------------------------------------------------------------------
 
@@ -230,13 +242,15 @@ class CompletionEngine:
                 f"prompt with maxTokens={s.max_tokens}; lower maxTokens"
             )
         path = relative_path(_uri_path(snapshot.uri), root)
+        counter = self._window_counter(backend)
+        extras = self._cross_file(snapshot, line, character, budget, counter)
         win = window(
             snapshot,
             line,
             character,
-            budget_tokens=budget,
+            budget_tokens=budget - sum(seg.tokens for seg in extras),
             prefix_ratio=s.prefix_ratio,
-            count_tokens=self._window_counter(backend),
+            count_tokens=counter,
         )
         segments = [
             type(seg)(**{**seg.__dict__, "path": seg.path or (path or "")}) for seg in win.segments
@@ -247,6 +261,7 @@ class CompletionEngine:
             path=path,
             language=snapshot.language_id,
             repo_name=root.name if root is not None else None,
+            extra=tuple(extras),
         )
         family = self.family(backend)
         from starcoder_ls.prompt.templates import spm_families
@@ -261,6 +276,46 @@ class CompletionEngine:
             fim_mode=s.fim_mode if family in spm_families() else "psm",
         )
         return PromptResult(prompt, mode, win.prefix, win.suffix)
+
+    def _cross_file(
+        self, snapshot: Any, line: int, character: int, budget: int, count: Callable[[str], int]
+    ) -> list[Segment]:
+        """Context from other files, within ``crossFileTokens`` (at most half the budget)."""
+        s = self.settings
+        ctx = self.crossfile
+        if ctx is None or not s.cross_file or s.cross_file_tokens <= 0:
+            return []
+        from starcoder_ls.context.crossfile import Request
+
+        index = ctx.index_for(snapshot.uri)
+        file_path = _uri_path(snapshot.uri)
+        rel = index.relative(file_path) if index is not None and file_path else None
+        first = max(0, line - _BEFORE_LINES)
+        before = (
+            "".join(snapshot.line_text(i) + "\n" for i in range(first, line))
+            + snapshot.line_text(line)[:character]
+        )
+        after = snapshot.line_text(line)[character:] + "".join(
+            "\n" + snapshot.line_text(i)
+            for i in range(line + 1, min(snapshot.line_count, line + _AFTER_LINES))
+        )
+        try:
+            return ctx.segments(
+                Request(
+                    uri=snapshot.uri,
+                    path=rel,
+                    language=snapshot.language_id,
+                    before=before,
+                    after=after,
+                    line=line,
+                    budget=min(s.cross_file_tokens, budget // 2),
+                    count_tokens=count,
+                    open_lines=self.open_lines,
+                )
+            )
+        except Exception:  # context is a bonus: a retrieval bug must not cost the completion
+            log.exception("cross-file retrieval failed")
+            return []
 
     def params(self, mode: CompletionMode) -> GenerationParams:
         s = self.settings

@@ -46,6 +46,26 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class WorkspaceSettings:
+    """The workspace index behind cross-file context."""
+
+    index: bool = True
+    """Index the workspace folders in the background (needs ``crossFile``)."""
+    include: tuple[str, ...] = ()
+    """gitignore-style patterns; when given, only matching files are indexed."""
+    exclude: tuple[str, ...] = ()
+    """gitignore-style patterns never indexed (on top of .gitignore, vendored directories and
+    secret files, which are always left out)."""
+    max_files: int = 10_000
+    """Files indexed per workspace folder; a larger workspace is indexed up to this many (the
+    server says so) and keeps serving what it has."""
+    max_file_kb: int = 512
+    """Larger files are skipped (minified bundles, data dumps)."""
+    persist: bool = True
+    """Keep the index in the cache directory between runs (validated by size, mtime and hash)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     backend: str = "llamacpp"
     model: str = ""
@@ -71,6 +91,7 @@ class Settings:
     cross_file: bool = True
     cross_file_tokens: int = 512
     """Part of the prompt budget for context from other files."""
+    workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     debounce_ms: int = 150
     """Base delay before an automatic request reaches the backend (adapted to typing speed)."""
     timeout_ms: int = 10_000
@@ -132,6 +153,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "n_ctx": (0, 1_048_576),
     "memory_entries": (0, 1_000_000),
     "disk_size_mb": (1, 1_000_000),
+    "max_files": (1, 1_000_000),
+    "max_file_kb": (1, 1_000_000),
 }
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A pasted token rather than a variable name: Hugging Face tokens are valid identifiers, and so
@@ -156,6 +179,8 @@ def _to_json(obj: Any) -> dict[str, Any]:
             value = _to_json(value)
         elif isinstance(value, dict):
             value = dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
         out[_camel(f.name)] = value
     return out
 
@@ -189,6 +214,10 @@ def _check(name: str, value: Any, default: Any) -> tuple[Any, str | None]:
         ):
             return None, f"{_camel(name)} must map language ids to true/false, got {value!r}"
         return dict(value), None
+    elif kind is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return None, f"{_camel(name)} must be a list of strings, got {value!r}"
+        return tuple(value), None
     if name in _RANGES:
         lo, hi = _RANGES[name]
         if not lo <= value <= hi:

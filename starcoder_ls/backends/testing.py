@@ -19,10 +19,15 @@ prefix is optional. Options:
     Every generation raises ``BackendError`` with this message (a backend that is down).
 ``ctx``
     ``context_length`` in tokens (default 2048).
+``pick``
+    A regular expression searched in the prompt: the reply is its last match (group 1 when the
+    pattern has a group), or nothing when it does not match. A stand-in for a model that uses
+    its context: ``pick=def%20(apply_%5Cw%2B)`` answers with a function name only when the
+    prompt shows its definition.
 ``log``
     A file to which each generation appends one JSON line (``call``, ``finish_reason``,
     ``latency_ms``: the generation's own time, the wait included and the log write not,
-    ``prompt_chars``, ``prefix_tail``), so tests and benchmarks of a server in another process
+    ``prompt_chars``, ``prefix_tail``, ``segments``: [kind, path] of each prompt segment), so tests and benchmarks of a server in another process
     can count and inspect the backend calls it made.
 
 Without ``reply`` the answer depends on the prompt in one simple way: if the cursor's line is
@@ -34,6 +39,7 @@ otherwise it is ``None``. So ``def f():\\n    |`` completes to ``pass`` and ``x 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import deque
 from pathlib import Path
@@ -42,7 +48,7 @@ from urllib.parse import unquote
 from starcoder_ls.backends.base import Stopwatch, cut_at_stop, estimate_tokens, stop_strings
 from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
 
-_OPTIONS = ("latency_ms", "reply", "error", "ctx", "log")
+_OPTIONS = ("latency_ms", "reply", "error", "ctx", "log", "pick")
 
 
 class TestBackend:
@@ -57,6 +63,10 @@ class TestBackend:
         self.model_id = "test:" + _body(spec) if _body(spec) else "test"
         self.latency_ms = _number(options, "latency_ms", 0.0)
         self.reply: str | None = options.get("reply")
+        try:
+            self.pick = re.compile(options["pick"]) if "pick" in options else None
+        except re.error as exc:
+            raise BackendError(f"test backend: pick is not a regular expression: {exc}") from None
         self.error: str | None = options.get("error")
         self.context_length = int(_number(options, "ctx", 2048))
         self.log_path = Path(options["log"]).expanduser() if options.get("log") else None
@@ -88,8 +98,13 @@ class TestBackend:
         if self.error is not None:
             self._log(call, prompt, "error", watch.ms())
             raise BackendError(self.error)
+        if self.pick is not None:
+            found = list(self.pick.finditer(prompt.text))
+            reply = (found[-1].group(1 if self.pick.groups else 0)) if found else ""
+        else:
+            reply = self.reply if self.reply is not None else default_reply(prompt)
         text, _ = cut_at_stop(
-            self.reply if self.reply is not None else default_reply(prompt),
+            reply,
             stop_strings(prompt.stop, params.stop),
         )
         tokens = self.count_tokens(prompt.text)
@@ -113,6 +128,7 @@ class TestBackend:
             "latency_ms": round(latency_ms, 3),
             "prompt_chars": len(prompt.text),
             "prefix_tail": prompt.fim.prefix[-80:],
+            "segments": [[seg.kind, seg.path] for seg in prompt.segments],
         }
         with self._lock, self.log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

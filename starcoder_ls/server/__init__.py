@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def create_server(settings: Settings | None = None) -> object:
-    from starcoder_ls.server import commands, inline, lifecycle, llmls
+    from starcoder_ls.server import commands, inline, lifecycle, llmls, workspace
     from starcoder_ls.server.app import StarcoderServer
 
     server = StarcoderServer(settings)
@@ -23,6 +23,7 @@ def create_server(settings: Settings | None = None) -> object:
     inline.register(server)
     llmls.register(server)
     commands.register(server)
+    workspace.register(server)
     return server
 
 

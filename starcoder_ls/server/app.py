@@ -100,6 +100,12 @@ class StarcoderServer(LanguageServer):
         # Written off the event loop, at most every few seconds, and at shutdown.
         self.stats = Stats.load(save_delay_s=2.0) if self.settings.stats else Stats()
         self.root: Path | None = None
+        self.roots: list[Path] = []
+        """Every workspace folder (``root`` is the first: paths in prompts are relative to it)."""
+        self.init_params: lsp.InitializeParams | None = None
+        from starcoder_ls.server.workspace import WorkspaceSupport
+
+        self.workspace_support = WorkspaceSupport(self)
         self.encoding = PositionEncoding.UTF16
         self.inline_supported = False
         self.client_pulls_configuration = False
@@ -154,8 +160,10 @@ class StarcoderServer(LanguageServer):
 
     def apply_settings(self, raw: Any, *, base: Settings | None = None) -> list[str]:
         settings, errors = parse_settings(raw, base or self.settings)
-        self.settings = settings
+        old, self.settings = self.settings, settings
         self.engine.update_settings(settings)
+        if (old.workspace, old.cross_file) != (settings.workspace, settings.cross_file):
+            self.workspace_support.settings_changed()
         self.debouncer.base_ms = settings.debounce_ms
         for message in errors:
             self.show(lsp.MessageType.Warning, f"starcoder-ls settings: {message}", key=message)
@@ -195,6 +203,8 @@ class StarcoderServer(LanguageServer):
         if doc is None:
             log.info("completion requested for a document that is not open: %s", uri)
             return None
+        if 0 <= line < doc.line_count:
+            self.workspace_support.viewed(doc, line)
         return await self.run_completion_on(
             doc, line, character, invoked=invoked, live=doc, context_tokens=context_tokens
         )
@@ -307,5 +317,6 @@ class StarcoderServer(LanguageServer):
         for token in list(self._inflight.values()):
             token.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.workspace_support.shutdown()
         self.engine.close()
         self.stats.flush()

@@ -15,19 +15,19 @@ from starcoder_ls.types import BackendError
 log = logging.getLogger(__name__)
 
 
-def _root(params: lsp.InitializeParams) -> Path | None:
-    from urllib.parse import unquote, urlparse
+def _roots(params: lsp.InitializeParams) -> list[Path]:
+    """The workspace folders (or the single root of older clients)."""
+    from starcoder_ls.context.workspaces import uri_to_path
 
-    uri = None
     if params.workspace_folders:
-        uri = params.workspace_folders[0].uri
+        uris = [f.uri for f in params.workspace_folders]
     elif params.root_uri:
-        uri = params.root_uri
+        uris = [params.root_uri]
     elif params.root_path:
-        return Path(params.root_path)
-    if uri and uri.startswith("file://"):
-        return Path(unquote(urlparse(uri).path))
-    return None
+        return [Path(params.root_path)]
+    else:
+        return []
+    return [p for uri in uris if uri.startswith("file://") and (p := uri_to_path(uri))]
 
 
 def _plain(value: Any) -> Any:
@@ -44,7 +44,9 @@ def _plain(value: Any) -> Any:
 def register(server: StarcoderServer) -> None:
     @server.feature(lsp.INITIALIZE)
     def initialize(ls: StarcoderServer, params: lsp.InitializeParams) -> None:
-        ls.root = _root(params)
+        ls.init_params = params
+        ls.roots = _roots(params)
+        ls.root = ls.roots[0] if ls.roots else None
         ls.set_encoding(ls.workspace.position_encoding)
         caps = params.capabilities.text_document
         ls.inline_supported = bool(caps and caps.inline_completion is not None)
@@ -73,6 +75,9 @@ def register(server: StarcoderServer) -> None:
                 ls.show(lsp.MessageType.Error, f"starcoder-ls: cannot load the model: {exc}")
 
         threading.Thread(target=warm, name="starcoder-warmup", daemon=True).start()
+        from starcoder_ls.server import workspace
+
+        workspace.initialized(ls, ls.init_params)
 
     @server.feature(lsp.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(
@@ -101,7 +106,8 @@ def register(server: StarcoderServer) -> None:
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: StarcoderServer, params: lsp.DidOpenTextDocumentParams) -> None:
         d = params.text_document
-        ls.documents.open(d.uri, d.language_id, d.version, d.text)
+        doc = ls.documents.open(d.uri, d.language_id, d.version, d.text)
+        ls.workspace_support.opened(doc)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: StarcoderServer, params: lsp.DidChangeTextDocumentParams) -> None:
@@ -119,10 +125,19 @@ def register(server: StarcoderServer) -> None:
             else:
                 doc.apply_change(change.text)
         doc.version = params.text_document.version
+        first = params.content_changes[0] if params.content_changes else None
+        # A whole-text change does not say where the user typed: index it, record no chunk.
+        line = (
+            first.range.start.line
+            if isinstance(first, lsp.TextDocumentContentChangePartial)
+            else None
+        )
+        ls.workspace_support.changed(doc, None if line is None else min(line, doc.line_count - 1))
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: StarcoderServer, params: lsp.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         ls.documents.close(uri)
+        ls.workspace_support.closed(uri)
         ls.engine.forward.forget(uri)
         ls.debouncer.forget(uri)

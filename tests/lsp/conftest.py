@@ -17,7 +17,11 @@ STATE_DIR = Path(os.environ.get("PYTEST_LSP_STATE", "/tmp")) / f"starcoder-ls-e2
 @pytest_lsp.fixture(
     config=ClientServerConfig(
         server_command=[sys.executable, "-m", "starcoder_ls", "--log-level", "WARNING"],
-        server_env={**os.environ, "STARCODER_LS_STATE_DIR": str(STATE_DIR)},
+        server_env={
+            **os.environ,
+            "STARCODER_LS_STATE_DIR": str(STATE_DIR),
+            "XDG_CACHE_HOME": str(STATE_DIR / "cache"),  # the persisted workspace index
+        },
     ),
 )
 async def client(lsp_client: LanguageClient) -> AsyncIterator[None]:

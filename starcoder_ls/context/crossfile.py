@@ -1,0 +1,370 @@
+"""Cross-file context: what other files of the workspace put into the prompt, within a budget.
+
+Four sources, each scored and given a share of the cross-file token budget (a source that has
+less to say than its share passes the rest on):
+
+1. **import**: the current file's imports resolved to workspace files, as outlines of the
+   imported definitions (those used near the cursor first);
+2. **definition**: definitions of the identifiers near the cursor (and of the classes of the
+   variables there) looked up in the workspace's symbol table;
+3. **similar**: RepoCoder-style windows of other files most like the lines before the cursor;
+4. **recent**: chunks the user recently edited or looked at (llama.vim's ring).
+
+Segments are ordered by how rarely they change (imports, then definitions, then similar code,
+then recent edits), and a document's context is reused as long as the cursor stays on the same
+line, the resolvable identifiers near it stay the same and no other file changed: the prompt's
+start then stays identical between keystrokes, so a backend's KV cache covers it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from starcoder_ls.context import outlines
+from starcoder_ls.context.index import WorkspaceIndex
+from starcoder_ls.context.recent import RecentRing
+from starcoder_ls.context.similar import identifiers
+from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol
+from starcoder_ls.languages.registry import language_for
+from starcoder_ls.types import Segment
+
+SHARES: dict[str, float] = {"import": 0.35, "definition": 0.3, "similar": 0.2, "recent": 0.15}
+KIND_ORDER = ("import", "definition", "similar", "recent")
+NEAR_LINES = 4
+"""Lines before the cursor (with the cursor's own) whose identifiers are looked up."""
+QUERY_LINES = 20
+"""Lines before the cursor that similar windows are matched against (RepoCoder's window)."""
+_TYPED_VAR = re.compile(
+    r"\b([A-Za-z_]\w*)\s*(?::\s*([A-Z]\w*)|=\s*(?:new\s+|await\s+|&)?([A-Z]\w*)\s*[({<])"
+)
+_DECLARED_VAR = re.compile(r"\b([A-Z]\w*)(?:<[^>]*>)?\s*[*&]?\s+([a-z_]\w*)\s*[=;,)]")
+_IDENT_RE = re.compile(r"[A-Za-z_]\w*")
+
+
+@dataclass
+class Request:
+    """Where the cursor is, in the shape retrieval needs."""
+
+    uri: str
+    path: str | None
+    """Workspace-relative path of the current file (None: outside every workspace folder)."""
+    language: str | None
+    before: str
+    """Up to the cursor: the last lines of the document before it, with the cursor line's start."""
+    after: str
+    """From the cursor: the rest of the line and a few lines below."""
+    line: int
+    budget: int
+    count_tokens: Callable[[str], int]
+    open_lines: Callable[[Path], list[str] | None] | None = None
+    """Current lines of an open document by file path (newer than the file on disk)."""
+
+
+@dataclass
+class _Candidate:
+    kind: str
+    path: str
+    start: int
+    end: int
+    text: str
+    score: float
+    key: tuple[str, int]
+
+
+class CrossFileContext:
+    """Retrieval over one or more workspace indexes and the recent ring; thread-safe."""
+
+    def __init__(
+        self,
+        index_for: Callable[[str], WorkspaceIndex | None],
+        recent: RecentRing | None = None,
+    ) -> None:
+        self.index_for = index_for
+        """The index of the workspace folder that holds a URI (None outside any)."""
+        self.recent = recent
+        self._memo: dict[str, tuple[tuple[object, ...], list[Segment]]] = {}
+        self._lock = threading.Lock()
+
+    def segments(self, req: Request) -> list[Segment]:
+        if req.budget <= 0:
+            return []
+        index = self.index_for(req.uri)
+        near = _near_identifiers(req.before, req.after)
+        names = _resolvable(index, near, req.path)
+        key = (
+            req.line,
+            req.budget,
+            names,
+            index.generation(req.path) if index is not None else -1,
+            self.recent.version(req.uri) if self.recent is not None else 0,
+            id(index),
+        )
+        with self._lock:
+            memo = self._memo.get(req.uri)
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        found = self._gather(index, req, names)
+        with self._lock:
+            if len(self._memo) > 64:
+                self._memo.clear()
+            self._memo[req.uri] = (key, found)
+        return found
+
+    def _gather(
+        self, index: WorkspaceIndex | None, req: Request, names: tuple[str, ...]
+    ) -> list[Segment]:
+        pools: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
+        taken: set[tuple[str, int]] = set()
+        if index is not None:
+            pools["import"] = _imports(index, req)
+            taken = {c.key for c in pools["import"]}
+            pools["definition"] = [c for c in _definitions(index, req, names) if c.key not in taken]
+            pools["similar"] = _similar(index, req)
+        if self.recent is not None:
+            pools["recent"] = _recent(self.recent, req)
+        return _fill(pools, req)
+
+
+# -- identifiers near the cursor --------------------------------------------------------------
+
+
+def _near_identifiers(before: str, after: str) -> list[str]:
+    """Identifiers of the cursor line and the few lines above, closest first, plus the classes
+    of variables used there when the code before says what they are."""
+    lines = before.split("\n")[-NEAR_LINES:]
+    lines[-1] += after.split("\n", 1)[0]
+    ordered: list[str] = []
+    for line in reversed(lines):
+        for ident in reversed(_IDENT_RE.findall(line)):
+            if ident not in ordered:
+                ordered.append(ident)
+    types: dict[str, str] = {}
+    for m in _TYPED_VAR.finditer(before):
+        types[m.group(1)] = m.group(2) or m.group(3)
+    for m in _DECLARED_VAR.finditer(before):
+        types[m.group(2)] = m.group(1)
+    out: list[str] = []
+    for ident in ordered:
+        out.append(ident)
+        if ident in types and types[ident] not in ordered:
+            out.append(types[ident])
+    return out
+
+
+def _resolvable(index: WorkspaceIndex | None, near: list[str], path: str | None) -> tuple[str, ...]:
+    """The near identifiers the workspace defines outside the current file, in order."""
+    if index is None:
+        return ()
+    return tuple(
+        name
+        for name in dict.fromkeys(near)
+        if len(name) > 1 and any(p != path for p, _ in index.definitions(name))
+    )
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+
+def _current_outline(index: WorkspaceIndex, req: Request) -> FileOutline:
+    entry = index.entry(req.path) if req.path else None
+    if entry is not None:
+        return entry.outline
+    from starcoder_ls.context.tags import outline
+
+    return outline(req.before + req.after, req.language, req.path)
+
+
+def _imports(index: WorkspaceIndex, req: Request) -> list[_Candidate]:
+    info = language_for(req.language, req.path)
+    if info is None or req.path is None:
+        return []
+    current = _current_outline(index, req)
+    window_use = Counter(_IDENT_RE.findall(req.before)) + Counter(_IDENT_RE.findall(req.after))
+    near = set(_near_identifiers(req.before, req.after))
+    out: dict[tuple[str, int], _Candidate] = {}
+    for ref in current.imports:
+        for target in index.resolve(ref, req.path, info.name)[:4]:
+            entry = index.entry(target)
+            if entry is None:
+                continue
+            for sym, score in _imported_symbols(ref, entry.outline, window_use, near):
+                key = (target, sym.line)
+                if key not in out or out[key].score < score:
+                    text = outlines.render(sym, entry.outline.symbols, entry.language)
+                    out[key] = _Candidate(
+                        "import", target, sym.line, sym.end_line, text, score, key
+                    )
+    return list(out.values())
+
+
+def _imported_symbols(
+    ref: ImportRef, target: FileOutline, use: Counter[str], near: set[str]
+) -> list[tuple[Symbol, float]]:
+    top = [s for s in target.symbols if not s.parent]
+    named = [n for n in ref.names if n != "*"]
+    chosen = [s for s in top if s.name in named]
+    explicit = bool(chosen)
+    if not chosen:
+        chosen = top  # a module imported whole, a wildcard, or a name that is a submodule
+    scored = []
+    for sym in chosen:
+        score = 1.0 if explicit else 0.3
+        if sym.name in near:
+            score += 1.0
+        score += 0.3 * min(use[sym.name], 5)
+        if not explicit and use[sym.name] == 0:
+            score -= 0.2
+        scored.append((sym, round(score, 3)))
+    return scored
+
+
+def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) -> list[_Candidate]:
+    out: list[_Candidate] = []
+    here = req.path.rsplit("/", 1)[0] if req.path and "/" in req.path else ""
+    for rank, name in enumerate(names[:12]):
+        found = [(p, s) for p, s in index.definitions(name) if p != req.path]
+        if not found:
+            continue
+        weight = 1.0 / (1.0 + 0.25 * rank) / math.sqrt(len(found))
+        for path, sym in found[:6]:
+            entry = index.entry(path)
+            if entry is None:
+                continue
+            bonus = 0.2 if here and path.startswith(here + "/") else 0.0
+            if sym.kind in outlines.CONTAINER_KINDS:
+                bonus += 0.1
+            text = outlines.render(sym, entry.outline.symbols, entry.language)
+            out.append(
+                _Candidate(
+                    "definition",
+                    path,
+                    sym.line,
+                    sym.end_line,
+                    text,
+                    round(weight + bonus, 3),
+                    (path, sym.line),
+                )
+            )
+    return out
+
+
+def _lines_of(index: WorkspaceIndex, req: Request, path: str) -> list[str] | None:
+    if req.open_lines is not None:
+        lines = req.open_lines(index.root / path)
+        if lines is not None:
+            return lines
+    return index.read_lines(path)
+
+
+def _similar(index: WorkspaceIndex, req: Request) -> list[_Candidate]:
+    query = identifiers("\n".join(req.before.split("\n")[-QUERY_LINES:]))
+    out = []
+    for m in index.similar(query, k=3, exclude=req.path):
+        lines = _lines_of(index, req, m.path)
+        if not lines:
+            continue
+        text = "".join(lines[m.start_line : m.end_line + 1])
+        if not text.strip() or text.strip() in req.before:
+            continue
+        end = min(m.end_line, len(lines) - 1)
+        out.append(
+            _Candidate(
+                "similar", m.path, m.start_line, end, text, m.score, (m.path, -1 - m.start_line)
+            )
+        )
+    return out
+
+
+def _recent(ring: RecentRing, req: Request) -> list[_Candidate]:
+    out = []
+    window = req.before + req.after
+    for age, chunk in enumerate(ring.chunks()):
+        if chunk.text.strip() and chunk.text.strip() in window:
+            continue  # already in the prompt as the current file's own text
+        if chunk.uri == req.uri and abs(chunk.start_line - req.line) < 2 * len(
+            chunk.text.split("\n")
+        ):
+            continue
+        score = round((1.0 if chunk.edited else 0.6) / (1 + age), 3)
+        out.append(
+            _Candidate(
+                "recent",
+                chunk.path,
+                chunk.start_line,
+                chunk.end_line,
+                chunk.text,
+                score,
+                (chunk.path, -10_000 - chunk.start_line),
+            )
+        )
+    return out
+
+
+# -- budget ----------------------------------------------------------------------------------
+
+
+def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
+    """An outline already shown inside another chosen outline (a method of a chosen class)."""
+    if cand.kind not in ("import", "definition"):
+        return False
+    return any(
+        c.path == cand.path and c.start <= cand.start and cand.end <= c.end and c is not cand
+        for kind in ("import", "definition")
+        for c in chosen[kind]
+    )
+
+
+def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
+    """Best-scored candidates of each source within its share; unused shares are passed on."""
+    costs = {
+        id(c): req.count_tokens(c.text) + req.count_tokens(c.path) + 2
+        for pool in pools.values()
+        for c in pool
+    }
+    chosen: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
+    spent = dict.fromkeys(KIND_ORDER, 0)
+    for kind in KIND_ORDER:
+        pools[kind].sort(key=lambda c: (-c.score, c.path, c.start))
+    # First pass: each source within its share. Second: whatever is left, in source order.
+    for pass_budget in ("share", "rest"):
+        for kind in KIND_ORDER:
+            if pass_budget == "share":
+                limit = int(req.budget * SHARES[kind])
+            else:
+                limit = spent[kind] + req.budget - sum(spent.values())
+            for cand in pools[kind]:
+                if cand in chosen[kind] or _covered(cand, chosen):
+                    continue
+                cost = costs[id(cand)]
+                if spent[kind] + cost <= limit:
+                    chosen[kind].append(cand)
+                    spent[kind] += cost
+    segments: list[Segment] = []
+    for kind in KIND_ORDER:
+        # One segment per file and source, its parts in source order; files by path, so the
+        # prompt's start does not move when scores shift.
+        by_path: dict[str, list[_Candidate]] = {}
+        for cand in chosen[kind]:
+            by_path.setdefault(cand.path, []).append(cand)
+        paths = sorted(by_path) if kind in ("import", "definition") else list(by_path)
+        for path in paths:
+            parts = sorted(by_path[path], key=lambda c: c.start)
+            text = "".join(p.text if p.text.endswith("\n") else p.text + "\n" for p in parts)
+            segments.append(
+                Segment(
+                    kind=kind,
+                    path=path,
+                    start_line=min(p.start for p in parts) + 1,
+                    end_line=max(p.end for p in parts) + 1,
+                    text=text,
+                    tokens=sum(costs[id(p)] for p in parts),
+                    score=max(p.score for p in parts),
+                )
+            )
+    return segments

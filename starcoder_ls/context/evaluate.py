@@ -1,0 +1,296 @@
+"""``starcoder-ls eval``: does cross-file context put the right definitions into the prompt, and
+does the model complete better with it? CrossCodeEval's question, asked of the user's own code.
+
+Samples are lines that use a symbol defined in another file of the workspace, one that the
+file's own imports lead to (so the answer is knowable from the repository, as in CrossCodeEval):
+the line is hidden, the cursor put at its first non-blank character, and prompts are built with
+and without cross-file context exactly as the language server builds them.
+
+- **definition recall**: the share of samples whose prompt contains the first line of the
+  symbol's definition (its signature line), i.e. the model was shown what it needs;
+- with generation (the default; ``--recall-only`` skips it): exact match and edit similarity of
+  the generated line against the hidden one, with and without context, on the same samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI registers this command without loading the index (numpy, grammars)
+    from starcoder_ls.context.index import WorkspaceIndex
+    from starcoder_ls.context.symbols import Symbol
+
+_MAX_PER_FILE = 4
+_SKIP_NAMES = frozenset({"self", "cls", "this", "super", "None", "True", "False", "null"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str
+    line: int
+    """0-based line that is hidden."""
+    indent: str
+    target: str
+    """The hidden line without its indentation."""
+    symbol: str
+    definition_path: str
+    signature: str
+    """First line of the definition's signature: what the prompt must contain."""
+
+
+@dataclass
+class Result:
+    workspace: str
+    samples: int
+    candidates: int
+    recall_with: float = 0.0
+    recall_without: float = 0.0
+    exact_with: float | None = None
+    exact_without: float | None = None
+    edit_sim_with: float | None = None
+    edit_sim_without: float | None = None
+    cross_file_tokens: float = 0.0
+    """Mean prompt tokens given to cross-file context."""
+    recall_by_kind: dict[str, float] = field(default_factory=dict)
+    """Share of samples whose definition came in through each kind of segment."""
+    seconds: float = 0.0
+    model: str = ""
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _first_line(signature: str) -> str:
+    return signature.strip().split("\n", 1)[0].strip()
+
+
+def _imported_definitions(index: WorkspaceIndex, path: str) -> dict[str, tuple[str, Symbol]]:
+    """Names defined in the files this file's imports resolve to (unambiguous ones only)."""
+    entry = index.entry(path)
+    if entry is None:
+        return {}
+    found: dict[str, tuple[str, Symbol] | None] = {}
+    for ref in entry.outline.imports:
+        for target in index.resolve(ref, path, entry.language):
+            other = index.entry(target)
+            if other is None:
+                continue
+            for sym in other.outline.symbols:
+                if len(sym.name) < 3 or sym.name.startswith("__"):
+                    continue
+                key = sym.name
+                if key in found and found[key] is not None and found[key] != (target, sym):
+                    found[key] = None  # two definitions: the line does not say which
+                elif key not in found:
+                    found[key] = (target, sym)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def sample_positions(index: WorkspaceIndex, n: int, seed: int = 0) -> tuple[list[Sample], int]:
+    """Up to ``n`` samples (at most a few per file) and the number of candidate lines."""
+    from starcoder_ls.context.similar import IDENT
+
+    candidates: list[Sample] = []
+    for entry in index.iter_entries():
+        defined_here = {s.name for s in entry.outline.symbols}
+        imported = _imported_definitions(index, entry.path)
+        if not imported:
+            continue
+        lines = index.read_lines(entry.path)
+        if not lines:
+            continue
+        skip = {ref.line for ref in entry.outline.imports}
+        skip |= {s.line for s in entry.outline.symbols}
+        per_file: list[Sample] = []
+        for i, raw in enumerate(lines):
+            stripped = raw.strip()
+            if i in skip or len(stripped) < 6 or stripped.startswith(("#", "//", "/*", "*")):
+                continue
+            for name in IDENT.findall(stripped):
+                if name in _SKIP_NAMES or name in defined_here or name not in imported:
+                    continue
+                target, sym = imported[name]
+                indent = raw[: len(raw) - len(raw.lstrip())]
+                per_file.append(
+                    Sample(
+                        entry.path, i, indent, stripped, name, target, _first_line(sym.signature)
+                    )
+                )
+                break
+        rng = random.Random(f"{seed}:{entry.path}")
+        rng.shuffle(per_file)
+        candidates.extend(per_file[:_MAX_PER_FILE])
+    total = len(candidates)
+    random.Random(seed).shuffle(candidates)
+    return sorted(candidates[:n], key=lambda s: (s.path, s.line)), total
+
+
+def _hidden_text(lines: list[str], sample: Sample) -> str:
+    hidden = list(lines)
+    hidden[sample.line] = sample.indent + "\n"
+    return "".join(hidden)
+
+
+def run(
+    root: Path,
+    *,
+    settings: Any,
+    samples: int = 100,
+    seed: int = 0,
+    generate: bool = True,
+    progress: bool = False,
+    index: WorkspaceIndex | None = None,
+) -> Result:
+    from starcoder_ls.context.crossfile import CrossFileContext
+    from starcoder_ls.context.workspaces import build_for_cli
+    from starcoder_ls.documents import Snapshot
+    from starcoder_ls.engine import CompletionEngine
+    from starcoder_ls.recipe.evaluate import edit_similarity
+
+    t0 = time.perf_counter()
+    if index is None:
+        index = build_for_cli(root, settings.workspace, progress=progress)
+    chosen, total = sample_positions(index, samples, seed)
+    result = Result(str(root), len(chosen), total)
+    if not chosen:
+        result.seconds = time.perf_counter() - t0
+        return result
+    engine = CompletionEngine(settings)
+    result.model = engine.backend().model_id
+    context = CrossFileContext(lambda uri: index)
+    hits = {"with": 0, "without": 0}
+    exact = {"with": 0, "without": 0}
+    sims = {"with": 0.0, "without": 0.0}
+    kinds: dict[str, int] = {}
+    xf_tokens = 0
+    for sample in chosen:
+        lines = index.read_lines(sample.path) or []
+        original = "".join(lines)
+        text = _hidden_text(lines, sample)
+        index.update(sample.path, text)  # the index must not know the hidden line either
+        snap = Snapshot.from_text(text, uri=(index.root / sample.path).as_uri(), path=sample.path)
+        col = len(sample.indent)
+        detail: dict[str, Any] = asdict(sample)
+        for arm in ("with", "without"):
+            engine.crossfile = context if arm == "with" else None
+            built = engine.build_prompt(snap, sample.line, col, root=index.root)
+            found = sample.signature in built.prompt.text
+            hits[arm] += found
+            detail[f"recall_{arm}"] = found
+            if arm == "with":
+                xf = [
+                    s for s in built.prompt.segments if s.kind not in ("prefix", "suffix", "header")
+                ]
+                xf_tokens += sum(s.tokens for s in xf)
+                for kind in {s.kind for s in xf if sample.signature in s.text}:
+                    kinds[kind] = kinds.get(kind, 0) + 1
+            if generate:
+                done = engine.complete(snap, sample.line, col, root=index.root, invoked=True)
+                line = (done.text if done else "").split("\n", 1)[0].strip()
+                exact[arm] += line == sample.target
+                sims[arm] += edit_similarity(line, sample.target)
+                detail[f"completion_{arm}"] = line
+        index.update(sample.path, original)
+        result.details.append(detail)
+    engine.close()
+    n = len(chosen)
+    result.recall_with = hits["with"] / n
+    result.recall_without = hits["without"] / n
+    result.recall_by_kind = {k: v / n for k, v in sorted(kinds.items())}
+    result.cross_file_tokens = xf_tokens / n
+    if generate:
+        result.exact_with, result.exact_without = exact["with"] / n, exact["without"] / n
+        result.edit_sim_with, result.edit_sim_without = sims["with"] / n, sims["without"] / n
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def format_result(result: Result) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    rows = [
+        f"workspace        {result.workspace}",
+        f"model            {result.model}",
+        f"samples          {result.samples} (of {result.candidates} candidate lines)",
+        f"definition recall  with context {pct(result.recall_with)}   without "
+        f"{pct(result.recall_without)}",
+    ]
+    if result.recall_by_kind:
+        rows.append(
+            "  found through  "
+            + ", ".join(f"{k} {pct(v)}" for k, v in result.recall_by_kind.items())
+        )
+    if result.exact_with is not None:
+        rows.append(
+            f"exact match      with context {pct(result.exact_with)}   without "
+            f"{pct(result.exact_without)}"
+        )
+        rows.append(
+            f"edit similarity  with context {result.edit_sim_with:.3f}   without "
+            f"{result.edit_sim_without:.3f}"
+        )
+    rows.append(f"cross-file tokens per prompt  {result.cross_file_tokens:.0f}")
+    rows.append(f"time             {result.seconds:.1f} s")
+    return "\n".join(rows)
+
+
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from starcoder_ls.complete import add_settings_flags
+
+    p = subparsers.add_parser(
+        "eval",
+        help="measure cross-file context on a workspace (definition recall, exact match)",
+        description="Hide lines that use a symbol defined in another file of the workspace and "
+        "compare prompts (and, unless --recall-only, completions) with and without cross-file "
+        "context: definition recall, exact match and edit similarity.",
+    )
+    p.add_argument("--workspace", type=Path, required=True, help="the workspace folder")
+    p.add_argument("--samples", type=int, default=100, help="lines to hide (default: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recall-only", action="store_true", help="build prompts, do not generate")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--details", action="store_true", help="with --json: every sample")
+    add_settings_flags(p)
+    p.set_defaults(func=_cli_eval)
+
+
+def _cli_eval(args: argparse.Namespace) -> int:
+    from starcoder_ls.complete import settings_from_args
+    from starcoder_ls.recipe.errors import RecipeError
+    from starcoder_ls.types import BackendError
+
+    if not args.workspace.is_dir():
+        raise RecipeError(f"--workspace {args.workspace} is not a directory")
+    if args.samples < 1:
+        raise RecipeError("--samples must be at least 1")
+    settings = settings_from_args(args)
+    try:
+        result = run(
+            args.workspace.resolve(),
+            settings=settings,
+            samples=args.samples,
+            seed=args.seed,
+            generate=not args.recall_only,
+            progress=sys.stderr.isatty(),
+        )
+    except BackendError as exc:
+        raise RecipeError(str(exc)) from None
+    if not args.json or not args.details:
+        result.details = []
+    if args.json:
+        print(json.dumps(asdict(result), indent=1))
+    else:
+        print(format_result(result))
+        if result.samples == 0:
+            print(
+                "no samples: no line uses a definition that the file imports from another "
+                "file of this workspace",
+                file=sys.stderr,
+            )
+    return 0

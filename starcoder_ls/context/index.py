@@ -1,0 +1,348 @@
+"""The workspace index: every file's outline (definitions, imports), a symbol table, the import
+resolver's view of the tree, and the similar-code windows, for one workspace folder.
+
+It is built in the background and updated file by file; readers (completion requests) take a
+short lock and see whatever has been indexed so far, so a completion never waits for indexing.
+Between runs the outlines are kept in the cache directory and reused for files whose size, mtime
+and content hash still match, so a restart re-reads files but does not re-parse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starcoder_ls.context.imports import WorkspaceFiles, resolve_import
+from starcoder_ls.context.similar import Match, WindowIndex
+from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol
+from starcoder_ls.context.tags import outline
+from starcoder_ls.context.workspace import FileFilter, read_source, scan, stat_key
+from starcoder_ls.languages.registry import language_for
+from starcoder_ls.settings import WorkspaceSettings
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+"""Version of the persisted file; a different one is ignored (rebuilt)."""
+_CONFIG_FILES = ("go.mod", "tsconfig.json", "jsconfig.json", "package.json", "composer.json")
+
+
+@dataclass
+class FileEntry:
+    path: str
+    language: str
+    mtime_ns: int
+    size: int
+    digest: str
+    outline: FileOutline
+    windows: range = range(0)
+
+
+@dataclass
+class BuildReport:
+    files: int = 0
+    reused: int = 0
+    """Outlines taken from the persisted index (file unchanged)."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    capped: bool = False
+    seconds: float = 0.0
+    symbols: int = 0
+
+    def summary(self) -> str:
+        text = f"indexed {self.files} files ({self.symbols} definitions) in {self.seconds:.1f} s"
+        if self.capped:
+            text += f"; capped at {self.files} files (workspace.maxFiles), the rest is not indexed"
+        return text
+
+
+def digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=12).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "starcoder-ls" / "index"
+
+
+class WorkspaceIndex:
+    """One workspace folder's index. All public methods are thread-safe."""
+
+    def __init__(
+        self,
+        root: Path,
+        settings: WorkspaceSettings | None = None,
+        *,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.settings = settings or WorkspaceSettings()
+        self.cache_dir = cache_dir
+        self.filter = FileFilter(self.root, self.settings)
+        self._lock = threading.RLock()
+        self._files: dict[str, FileEntry] = {}
+        self._symbols: dict[str, list[tuple[str, int]]] = {}
+        self._resolver = WorkspaceFiles(read=self._read_config)
+        self._windows = WindowIndex()
+        self._config_cache: dict[str, str | None] = {}
+        self._changes: Counter[str] = Counter()
+        self._generation = 0
+        self.report = BuildReport()
+        self.ready = threading.Event()
+        """Set when the first full build has finished."""
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._files)
+
+    def __contains__(self, path: object) -> bool:
+        with self._lock:
+            return path in self._files
+
+    def generation(self, excluding: str | None = None) -> int:
+        """Changes so far to files other than ``excluding``: retrieved context is reused while
+        this stays the same (the prompt's start then stays identical between keystrokes)."""
+        with self._lock:
+            return self._generation - (self._changes[excluding] if excluding else 0)
+
+    def entry(self, path: str) -> FileEntry | None:
+        with self._lock:
+            return self._files.get(path)
+
+    def paths(self) -> list[str]:
+        with self._lock:
+            return sorted(self._files)
+
+    def relative(self, path: str | Path) -> str | None:
+        """``path`` relative to the root, or None when it is outside (symlinks resolved)."""
+        try:
+            rel = Path(path).resolve().relative_to(self.root).as_posix()
+        except (ValueError, OSError, RuntimeError):
+            return None
+        return rel if rel != "." else None
+
+    def definitions(self, name: str) -> list[tuple[str, Symbol]]:
+        """Every indexed definition called ``name``, as (path, symbol)."""
+        with self._lock:
+            found = []
+            for path, i in self._symbols.get(name, ()):
+                entry = self._files.get(path)
+                if entry is not None and i < len(entry.outline.symbols):
+                    found.append((path, entry.outline.symbols[i]))
+            return found
+
+    def resolve(self, ref: ImportRef, from_path: str, language: str) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(
+                p
+                for p in resolve_import(ref, from_path, language, self._resolver)
+                if p != from_path
+            )
+
+    def similar(self, tokens: set[str], *, k: int, exclude: str | None) -> list[Match]:
+        with self._lock:
+            return self._windows.query(tokens, k=k, exclude=exclude)
+
+    def read_lines(self, path: str) -> list[str] | None:
+        """A file's current lines from disk (the index keeps no text)."""
+        text, _ = read_source(self.root, path, self.settings.max_file_kb * 1024)
+        return None if text is None else text.splitlines(keepends=True)
+
+    # -- building -----------------------------------------------------------------------------
+
+    def build(
+        self,
+        progress: Callable[[int, int, str], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> BuildReport:
+        """Scan and index the folder; ``progress(done, total, path)`` every few files."""
+        t0 = time.perf_counter()
+        result = scan(self.root, self.settings, stop)
+        persisted = self._load() if self.settings.persist else {}
+        report = BuildReport(skipped=result.skipped, capped=result.capped)
+        total = len(result.files)
+        wanted = set(result.files)
+        with self._lock:
+            for gone in [p for p in self._files if p not in wanted]:
+                self._remove_locked(gone)
+        last = 0.0
+        for n, rel in enumerate(result.files):
+            if stop is not None and stop.is_set():
+                break
+            reused = self._index_file(rel, None, persisted.get(rel))
+            if reused is None:
+                report.skipped["unreadable"] += 1
+            elif reused:
+                report.reused += 1
+            now = time.perf_counter()
+            if progress is not None and (now - last > 0.2 or n + 1 == total):
+                last = now
+                progress(n + 1, total, rel)
+            if n % 16 == 15:
+                time.sleep(0)  # let completion threads in between files
+        with self._lock:
+            report.files = len(self._files)
+            report.symbols = sum(len(e.outline.symbols) for e in self._files.values())
+        report.seconds = time.perf_counter() - t0
+        self.report = report
+        if self.settings.persist:
+            self.save()
+        self.ready.set()
+        log.info("%s: %s", self.root, report.summary())
+        return report
+
+    def update(self, path: str, text: str | None = None) -> bool:
+        """(Re-)index one file, from ``text`` (an open document) or from disk.
+
+        Returns False when the file is not indexable (filtered, gone, binary): it is then
+        removed from the index.
+        """
+        if self.filter.reason(path) is not None:
+            self.remove(path)
+            return False
+        return self._index_file(path, text, None) is not None
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            self._remove_locked(path)
+
+    def _index_file(self, rel: str, text: str | None, old: dict | None) -> bool | None:
+        """Index one file; True when the persisted outline was reused, None when unreadable."""
+        info = language_for(None, rel)
+        if info is None:
+            return None
+        key = stat_key(self.root, rel)
+        if text is None:
+            text, _reason = read_source(self.root, rel, self.settings.max_file_kb * 1024)
+            if text is None or key is None:
+                self.remove(rel)
+                return None
+        elif len(text) > self.settings.max_file_kb * 1024:
+            self.remove(rel)
+            return None
+        data = text.encode("utf-8", "surrogatepass")
+        hashed = digest(data)
+        current = self.entry(rel)
+        if current is not None and current.digest == hashed:
+            return True  # nothing changed (a save without edits, a re-scan)
+        reused = False
+        parsed: FileOutline | None = None
+        if old is not None and old.get("digest") == hashed:
+            try:
+                parsed = FileOutline.from_json(old["outline"])
+                reused = True
+            except (KeyError, TypeError, ValueError):
+                parsed = None
+        if parsed is None:
+            parsed = outline(text, info, rel)
+        mtime, size = key if key is not None else (0, len(data))
+        lines = text.splitlines(keepends=True)
+        with self._lock:
+            self._remove_locked(rel)
+            entry = FileEntry(rel, info.name, mtime, size, hashed, parsed)
+            entry.windows = self._windows.add(rel, lines)
+            self._files[rel] = entry
+            for i, sym in enumerate(parsed.symbols):
+                self._symbols.setdefault(sym.name, []).append((rel, i))
+            self._resolver.add(rel, parsed.package)
+            self._changes[rel] += 1
+            self._generation += 1
+            if rel.rsplit("/", 1)[-1] in _CONFIG_FILES:
+                self._config_cache.clear()
+        return reused
+
+    def _remove_locked(self, rel: str) -> None:
+        entry = self._files.pop(rel, None)
+        if entry is None:
+            return
+        self._changes[rel] += 1
+        self._generation += 1
+        self._windows.remove(entry.windows)
+        for sym in entry.outline.symbols:
+            refs = self._symbols.get(sym.name)
+            if refs is not None:
+                refs[:] = [r for r in refs if r[0] != rel]
+                if not refs:
+                    del self._symbols[sym.name]
+        self._resolver.remove(rel)
+
+    def _read_config(self, rel: str) -> str | None:
+        """Small config files (go.mod, tsconfig.json, ...) for import resolution, cached."""
+        if rel in self._config_cache:
+            return self._config_cache[rel]
+        text, _ = (
+            read_source(self.root, rel, 256 * 1024) if not rel.startswith("..") else (None, None)
+        )
+        if text is None:
+            try:  # not a source language (go.mod): read it directly, it is small and not secret
+                path = self.root / rel
+                if (
+                    path.is_file()
+                    and self.relative(path) == rel
+                    and path.stat().st_size < 256 * 1024
+                ):
+                    text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = None
+        self._config_cache[rel] = text
+        return text
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def _store(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        name = hashlib.sha256(str(self.root).encode()).hexdigest()[:24]
+        return self.cache_dir / f"{name}.json"
+
+    def _load(self) -> dict[str, dict]:
+        store = self._store()
+        if store is None:
+            return {}
+        try:
+            data = json.loads(store.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT or data.get("root") != str(self.root):
+                return {}
+            files = data["files"]
+            return files if isinstance(files, dict) else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}  # no index yet, or a corrupt one: rebuild
+
+    def save(self) -> None:
+        store = self._store()
+        if store is None:
+            return
+        with self._lock:
+            files = {
+                rel: {
+                    "mtime_ns": e.mtime_ns,
+                    "size": e.size,
+                    "digest": e.digest,
+                    "outline": e.outline.to_json(),
+                }
+                for rel, e in self._files.items()
+            }
+        payload = {"format": FORMAT, "root": str(self.root), "files": files}
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".index-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(payload, f, separators=(",", ":"))
+            os.replace(tmp, store)
+        except OSError as exc:
+            log.warning("could not save the workspace index to %s: %s", store, exc)
+
+    def iter_entries(self) -> Iterator[FileEntry]:
+        with self._lock:
+            entries = list(self._files.values())
+        yield from entries

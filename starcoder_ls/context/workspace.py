@@ -1,0 +1,181 @@
+"""Which files of a workspace folder the index may read, and reading them safely.
+
+The index reads the user's files on their own machine, but what it reads can end up in a prompt,
+and a prompt may go to a remote backend. So the rules are strict and checked before any read:
+never a secret file (keys, certificates, ``.env``, credential stores), never a path outside the
+workspace root (``..``, a symlink pointing out, a symlink loop), only files the project owns
+(``.gitignore`` honoured, vendored directories pruned), only text in a known language and of
+sane size. A workspace larger than ``maxFiles`` is indexed up to the cap, and the scan says so.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from starcoder_ls.files import inside, list_git, quality_problem, read_text_file, walk
+from starcoder_ls.languages.registry import language_for
+from starcoder_ls.settings import WorkspaceSettings
+
+SECRET_PATTERNS: tuple[str, ...] = (
+    ".env",
+    ".env.*",
+    "*.env",
+    ".envrc",
+    "*.pem",
+    "*.key",
+    "*.crt",
+    "*.cer",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "*.kdbx",
+    "*.gpg",
+    "*.asc",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.ppk",
+    ".netrc",
+    "_netrc",
+    ".npmrc",
+    ".pypirc",
+    ".git-credentials",
+    ".htpasswd",
+    "credentials",
+    "credentials.*",
+    "*credentials*.json",
+    "secrets.*",
+    "*.secret",
+    "*.secrets",
+    "*secret*.y*ml",
+    "service-account*.json",
+    "terraform.tfstate*",
+    "*.tfvars",
+    ".aws/",
+    ".ssh/",
+    ".gnupg/",
+    ".docker/config.json",
+    ".kube/config",
+)
+"""Files never read for context, whatever the settings say (gitignore syntax)."""
+
+_SECRETS = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
+
+
+def is_secret(rel_path: str) -> bool:
+    """A file that may hold credentials: never read, never put in a prompt."""
+    return _SECRETS.match_file(rel_path)
+
+
+@dataclass
+class ScanResult:
+    files: list[str]
+    """Workspace-relative posix paths, sorted, at most ``maxFiles``."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Why files were left out: secret, excluded, vendored, unknown_language, outside."""
+    capped: bool = False
+    """The workspace has more candidate files than ``maxFiles``."""
+    seen: int = 0
+
+
+def _spec(patterns: tuple[str, ...]) -> pathspec.GitIgnoreSpec | None:
+    return pathspec.GitIgnoreSpec.from_lines(patterns) if patterns else None
+
+
+class FileFilter:
+    """The path-only rules (no reads): secrets, include/exclude, language, vendored."""
+
+    def __init__(self, root: Path, settings: WorkspaceSettings) -> None:
+        self.root = root
+        self.include = _spec(settings.include)
+        self.exclude = _spec(settings.exclude)
+        self.max_bytes = settings.max_file_kb * 1024
+
+    def reason(self, rel: str) -> str | None:
+        """Why ``rel`` is not indexed, or None when it may be read."""
+        if rel.startswith("../") or rel.startswith("/") or "/../" in f"/{rel}":
+            return "outside"
+        if is_secret(rel):
+            return "secret"
+        if self.exclude is not None and self.exclude.match_file(rel):
+            return "excluded"
+        if self.include is not None and not self.include.match_file(rel):
+            return "excluded"
+        if rel.endswith((".min.js", ".min.css", ".bundle.js", ".map", ".lock")):
+            return "generated"
+        if language_for(None, rel) is None:
+            return "unknown_language"
+        from starcoder_ls.files import vendored_dir
+
+        if vendored_dir(self.root, rel) is not None:
+            return "vendored"
+        return None
+
+
+def scan(
+    root: Path, settings: WorkspaceSettings, stop: threading.Event | None = None
+) -> ScanResult:
+    """The files of ``root`` to index, as git lists them (or a gitignore-aware walk)."""
+    root = root.resolve()
+    result = ScanResult(files=[])
+    rules = FileFilter(root, settings)
+    listed = list_git(root) if (root / ".git").exists() else None
+    escaping: list[str] = []
+    candidates = listed if listed is not None else walk(root, set(), escaping)
+    for rel in candidates:
+        if stop is not None and stop.is_set():
+            break
+        result.seen += 1
+        reason = rules.reason(rel)
+        if reason is not None:
+            result.skipped[reason] += 1
+            continue
+        if len(result.files) >= settings.max_files:
+            result.capped = True
+            result.skipped["over_cap"] += 1
+            if listed is None and result.skipped["over_cap"] > settings.max_files:
+                break  # a huge plain tree: stop walking, the count is a lower bound
+            continue
+        result.files.append(rel)
+    result.skipped["outside"] += len(escaping)
+    result.files.sort()
+    return result
+
+
+def read_source(root: Path, rel: str, max_bytes: int) -> tuple[str | None, str | None]:
+    """(text, None) or (None, reason) for one workspace file, re-checking the path rules that
+    the file system may have changed since the scan (a file replaced by a symlink)."""
+    if is_secret(rel):
+        return None, "secret"
+    path = root / rel
+    try:
+        if path.is_symlink() and not inside(path, root):
+            return None, "outside"
+        if not path.is_file():
+            return None, "missing"
+    except OSError:
+        return None, "unreadable"
+    text, reason = read_text_file(path, max_bytes)
+    if text is None:
+        return None, reason
+    problem = quality_problem(text)
+    if problem == "generated":
+        return None, "generated"
+    return text, None
+
+
+def stat_key(root: Path, rel: str) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a file, or None when it is gone or unreadable."""
+    try:
+        st = os.stat(root / rel)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

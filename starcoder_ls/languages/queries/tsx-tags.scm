@@ -1,0 +1,2 @@
+; inherits: typescript
+; The TSX grammar shares the TypeScript node names.

@@ -1,0 +1,215 @@
+"""Cross-file retrieval end to end below the server: a fixture repository, the real index, the
+real engine and prompt templates, the test backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from starcoder_ls.context.crossfile import CrossFileContext, Request
+from starcoder_ls.context.index import WorkspaceIndex
+from starcoder_ls.context.recent import RecentRing
+from starcoder_ls.documents import Snapshot
+from starcoder_ls.engine import CompletionEngine
+from starcoder_ls.settings import Settings, WorkspaceSettings
+
+MODELS = '''\
+"""Domain objects of the shop."""
+
+
+class Cart:
+    """A shopping cart: items by SKU with quantities."""
+
+    def add_item(self, sku: str, qty: int = 1) -> None:
+        self.items[sku] = self.items.get(sku, 0) + qty
+
+    def total(self) -> float:
+        """Sum of the prices of every item."""
+        return sum(PRICES[s] * q for s, q in self.items.items())
+
+
+class Customer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+'''
+
+PRICING = '''\
+def apply_discount(amount: float, code: str) -> float:
+    """Price after a discount code (unknown codes change nothing)."""
+    return amount * RATES.get(code, 1.0)
+
+
+def tax_for(region: str) -> float:
+    return 0.2
+'''
+
+MAIN = """\
+from shop.models import Cart
+from shop.pricing import apply_discount
+
+
+def checkout(cart: Cart, code: str) -> float:
+    subtotal = cart.total()
+    return apply_discount(
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "shopapp"
+    (root / "shop").mkdir(parents=True)
+    (root / "app").mkdir()
+    (root / "shop" / "__init__.py").write_text("")
+    (root / "shop" / "models.py").write_text(MODELS)
+    (root / "shop" / "pricing.py").write_text(PRICING)
+    (root / "app" / "main.py").write_text(MAIN)
+    (root / ".env").write_text("API_KEY=planted-secret-value\n")
+    return root
+
+
+def _index(root: Path) -> WorkspaceIndex:
+    index = WorkspaceIndex(root, WorkspaceSettings(persist=False))
+    index.build()
+    return index
+
+
+def _engine(index: WorkspaceIndex, family: str = "starcoder2", **kw) -> CompletionEngine:
+    engine = CompletionEngine(Settings(backend="test", model="test", family=family, **kw))
+    engine.crossfile = CrossFileContext(lambda uri: index, RecentRing())
+    return engine
+
+
+def _snapshot(root: Path, rel: str, text: str | None = None) -> Snapshot:
+    path = root / rel
+    return Snapshot.from_text(text or path.read_text(), uri=path.as_uri(), path=str(path))
+
+
+def test_index_holds_outlines_symbols_and_resolves_imports(repo):
+    index = _index(repo)
+    assert index.paths() == ["app/main.py", "shop/__init__.py", "shop/models.py", "shop/pricing.py"]
+    ((path, sym),) = index.definitions("apply_discount")
+    assert path == "shop/pricing.py" and sym.kind == "function"
+    entry = index.entry("app/main.py")
+    assert entry is not None
+    targets = {
+        t for ref in entry.outline.imports for t in index.resolve(ref, "app/main.py", "python")
+    }
+    assert targets == {"shop/models.py", "shop/pricing.py"}
+
+
+def test_prompt_contains_imported_definitions_in_repository_format(repo):
+    index = _index(repo)
+    engine = _engine(index)
+    snap = _snapshot(repo, "app/main.py")
+    built = engine.build_prompt(snap, 6, len("    return apply_discount("), root=repo)
+    text = built.prompt.text
+    assert "<file_sep>shop/pricing.py\n" in text and "<file_sep>shop/models.py\n" in text
+    assert "def apply_discount(amount: float, code: str) -> float:" in text
+    assert "class Cart:" in text and "def total(self) -> float:" in text
+    imported = [s for s in built.prompt.segments if s.kind == "import"]
+    assert not any("RATES.get" in s.text for s in imported)  # outlines, not bodies
+    assert "planted-secret-value" not in text
+    # Context comes before the current file, which stays last and whole.
+    assert text.index("shop/pricing.py") < text.index("<file_sep><fim_prefix>app/main.py")
+    # A method of a class already shown is not repeated as a definition of its own.
+    assert not [s for s in built.prompt.segments if s.kind == "definition" and "total" in s.text]
+    kinds = {(s.kind, s.path) for s in built.prompt.segments}
+    assert ("import", "shop/pricing.py") in kinds and ("import", "shop/models.py") in kinds
+    seg = next(s for s in built.prompt.segments if s.path == "shop/pricing.py")
+    assert seg.start_line == 1 and seg.tokens > 0 and seg.score > 0
+
+
+def test_non_repository_family_gets_path_comments(repo):
+    engine = _engine(_index(repo), family="codellama")
+    built = engine.build_prompt(_snapshot(repo, "app/main.py"), 6, 26, root=repo)
+    assert "# Path: shop/pricing.py" in built.prompt.text
+    assert "# def apply_discount(amount: float, code: str) -> float:" in built.prompt.text
+
+
+def test_definitions_of_identifiers_near_the_cursor_without_imports(repo):
+    (repo / "app" / "report.py").write_text("def summary(c):\n    c = Customer(\n")
+    index = _index(repo)
+    ctx = CrossFileContext(lambda uri: index)
+    segs = ctx.segments(
+        Request(
+            uri=(repo / "app/report.py").as_uri(),
+            path="app/report.py",
+            language="python",
+            before="def summary(c):\n    c = Customer(",
+            after="\n",
+            line=1,
+            budget=400,
+            count_tokens=lambda s: len(s) // 4 + 1,
+        )
+    )
+    (seg,) = [s for s in segs if s.kind == "definition"]
+    assert seg.path == "shop/models.py" and "class Customer:" in seg.text
+    assert "def __init__(self, name: str) -> None:" in seg.text
+
+
+def test_budget_is_respected_and_lowest_scores_go_first(repo):
+    index = _index(repo)
+    ctx = CrossFileContext(lambda uri: index)
+    count = lambda s: len(s) // 4 + 1  # noqa: E731
+    req = dict(
+        uri=(repo / "app/main.py").as_uri(),
+        path="app/main.py",
+        language="python",
+        before=MAIN.rstrip("\n"),
+        after="\n",
+        line=6,
+        count_tokens=count,
+    )
+    full = ctx.segments(Request(budget=2000, **req))
+    small = CrossFileContext(lambda uri: index).segments(Request(budget=60, **req))
+    assert sum(s.tokens for s in small) <= 60 < sum(s.tokens for s in full)
+    assert any("apply_discount" in s.text for s in small)  # used at the cursor: kept
+
+
+def test_context_is_reused_between_keystrokes_on_one_line(repo):
+    index = _index(repo)
+    ctx = CrossFileContext(lambda uri: index)
+    base = dict(
+        uri=(repo / "app/main.py").as_uri(),
+        path="app/main.py",
+        language="python",
+        after="\n",
+        line=6,
+        budget=300,
+        count_tokens=lambda s: len(s) // 4 + 1,
+    )
+    first = ctx.segments(Request(before=MAIN + "    return apply_discount(sub", **base))
+    again = ctx.segments(Request(before=MAIN + "    return apply_discount(subt", **base))
+    assert again is first  # same line, same resolvable names: the prompt's start is unchanged
+    index.update(
+        "shop/pricing.py", PRICING + "\n\ndef coupon(code: str) -> str:\n    return code\n"
+    )
+    after_edit = ctx.segments(Request(before=MAIN + "    return apply_discount(subt", **base))
+    assert after_edit is not first
+
+
+def test_cli_prompt_json_lists_cross_file_segments(repo, capsys):
+    from starcoder_ls.cli import main
+
+    code = main(
+        [
+            "prompt",
+            f"{repo / 'app' / 'main.py'}:7:27",
+            "--workspace",
+            str(repo),
+            "--backend",
+            "test",
+            "--family",
+            "starcoder2",
+            "--json",
+        ]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    segs = {(s["kind"], s["path"]) for s in out["segments"]}
+    assert ("import", "shop/pricing.py") in segs and ("prefix", "app/main.py") in segs
+    for s in out["segments"]:
+        assert {"kind", "path", "start_line", "end_line", "tokens", "score"} <= set(s)
+    assert "def apply_discount" in out["prompt"]
