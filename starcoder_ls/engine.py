@@ -52,8 +52,8 @@ _BACKEND_FIELDS = (
     "timeout_ms",
     "retries",
 )
-_BEFORE_LINES = 60
-_AFTER_LINES = 20
+_BEFORE_LINES = 200
+_AFTER_LINES = 100
 """Lines around the cursor that cross-file retrieval looks at (identifiers, similar code)."""
 # Room left for the template's sentinels and file headers when budgeting the in-file window.
 _TEMPLATE_MARGIN = 16

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +74,8 @@ class _Candidate:
     text: str
     score: float
     key: tuple[str, int]
+    brief: str = ""
+    """A shorter rendering (the signature alone) used when ``text`` does not fit."""
 
 
 class CrossFileContext:
@@ -185,7 +186,7 @@ def _imports(index: WorkspaceIndex, req: Request) -> list[_Candidate]:
     if info is None or req.path is None:
         return []
     current = _current_outline(index, req)
-    window_use = Counter(_IDENT_RE.findall(req.before)) + Counter(_IDENT_RE.findall(req.after))
+    window_use = _proximity_use(req.before, req.after)
     near = set(_near_identifiers(req.before, req.after))
     out: dict[tuple[str, int], _Candidate] = {}
     for ref in current.imports:
@@ -197,14 +198,27 @@ def _imports(index: WorkspaceIndex, req: Request) -> list[_Candidate]:
                 key = (target, sym.line)
                 if key not in out or out[key].score < score:
                     text = outlines.render(sym, entry.outline.symbols, entry.language)
+                    brief = outlines.render(sym, (), entry.language, brief=True)
                     out[key] = _Candidate(
-                        "import", target, sym.line, sym.end_line, text, score, key
+                        "import", target, sym.line, sym.end_line, text, score, key, brief
                     )
     return list(out.values())
 
 
+def _proximity_use(before: str, after: str) -> dict[str, float]:
+    """How much each identifier is used around the cursor, nearer uses counting more (a use
+    ``d`` lines away counts ``1 / (1 + d / 25)``): what the next line will likely use too."""
+    use: dict[str, float] = {}
+    for lines in (before.split("\n")[::-1], after.split("\n")):
+        for distance, line in enumerate(lines):
+            weight = 1.0 / (1.0 + distance / 25.0)
+            for ident in set(_IDENT_RE.findall(line)):
+                use[ident] = use.get(ident, 0.0) + weight
+    return use
+
+
 def _imported_symbols(
-    ref: ImportRef, target: FileOutline, use: Counter[str], near: set[str]
+    ref: ImportRef, target: FileOutline, use: dict[str, float], near: set[str]
 ) -> list[tuple[Symbol, float]]:
     top = [s for s in target.symbols if not s.parent]
     named = [n for n in ref.names if n != "*"]
@@ -217,8 +231,9 @@ def _imported_symbols(
         score = 1.0 if explicit else 0.3
         if sym.name in near:
             score += 1.0
-        score += 0.3 * min(use[sym.name], 5)
-        if not explicit and use[sym.name] == 0:
+        used = use.get(sym.name, 0.0)
+        score += 0.5 * min(used, 4.0)
+        if not explicit and used == 0:
             score -= 0.2
         scored.append((sym, round(score, 3)))
     return scored
@@ -249,6 +264,7 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
                     text,
                     round(weight + bonus, 3),
                     (path, sym.line),
+                    outlines.render(sym, (), entry.language, brief=True),
                 )
             )
     return out
@@ -342,6 +358,12 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
                 if cand in chosen[kind] or _covered(cand, chosen):
                     continue
                 cost = costs[id(cand)]
+                if spent[kind] + cost > limit and pass_budget == "rest" and cand.brief:
+                    # The whole outline does not fit: its signature alone may.
+                    cand.text, cand.brief = cand.brief, ""
+                    cost = costs[id(cand)] = (
+                        req.count_tokens(cand.text) + req.count_tokens(cand.path) + 2
+                    )
                 if spent[kind] + cost <= limit:
                     chosen[kind].append(cand)
                     spent[kind] += cost

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -69,65 +70,112 @@ def _first_line(signature: str) -> str:
     return signature.strip().split("\n", 1)[0].strip()
 
 
-def _imported_definitions(index: WorkspaceIndex, path: str) -> dict[str, tuple[str, Symbol]]:
-    """Names defined in the files this file's imports resolve to (unambiguous ones only)."""
+def _import_bindings(
+    index: WorkspaceIndex, path: str
+) -> tuple[dict[str, tuple[str, Symbol]], dict[str, dict[str, Symbol]]]:
+    """What the file's imports bind, resolved in the workspace: names bound to a top-level
+    definition of another file (``from m import f``), and names bound to a whole module
+    (``import pkg.m as m``, ``from pkg import m``) with that module's top-level definitions."""
     entry = index.entry(path)
+    names: dict[str, tuple[str, Symbol]] = {}
+    modules: dict[str, dict[str, Symbol]] = {}
     if entry is None:
-        return {}
-    found: dict[str, tuple[str, Symbol] | None] = {}
+        return names, modules
     for ref in entry.outline.imports:
-        for target in index.resolve(ref, path, entry.language):
+        for target in index.resolve(ref, path, entry.language)[:1]:
             other = index.entry(target)
             if other is None:
                 continue
-            for sym in other.outline.symbols:
-                if len(sym.name) < 3 or sym.name.startswith("__"):
-                    continue
-                key = sym.name
-                if key in found and found[key] is not None and found[key] != (target, sym):
-                    found[key] = None  # two definitions: the line does not say which
-                elif key not in found:
-                    found[key] = (target, sym)
-    return {k: v for k, v in found.items() if v is not None}
+            top = {s.name: s for s in other.outline.symbols if not s.parent}
+            pairs = list(zip(ref.names, ref.bound, strict=False))
+            found = [(b, top[n]) for n, b in pairs if n in top and n != "*"]
+            for bound, sym in found:
+                names[bound] = (target, sym)
+            if not found and not pairs and ref.bound:
+                modules[ref.bound[-1]] = top
+            elif not found and len(pairs) == 1:  # ``from pkg import module``
+                modules[pairs[0][1]] = top
+    return names, modules
+
+
+def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
+    """(row, column, name) of every identifier in code (not in strings or comments) outside
+    import statements, from a tree-sitter parse."""
+    from starcoder_ls.languages.registry import language_for, parser_for
+
+    info = language_for(language, path)
+    parser = parser_for(info)
+    if info is None or parser is None:
+        return []
+    tree = parser.parse(text.encode("utf-8", "surrogatepass"))
+    out: list[tuple[int, int, str]] = []
+    skip_types = info.import_types | {"string", "comment", "string_content", "line_comment"}
+    cursor = tree.walk()
+    while True:
+        node = cursor.node
+        descend = node is not None and node.type not in skip_types
+        if node is not None and descend and node.child_count == 0 and "identifier" in node.type:
+            row, col = node.start_point
+            out.append((row, col, (node.text or b"").decode("utf-8", "replace")))
+        if descend and cursor.goto_first_child():
+            continue
+        while not cursor.goto_next_sibling():
+            if not cursor.goto_parent():
+                return out
 
 
 def sample_positions(index: WorkspaceIndex, n: int, seed: int = 0) -> tuple[list[Sample], int]:
     """Up to ``n`` samples (at most a few per file) and the number of candidate lines."""
-    from starcoder_ls.context.similar import IDENT
-
     candidates: list[Sample] = []
     for entry in index.iter_entries():
-        defined_here = {s.name for s in entry.outline.symbols}
-        imported = _imported_definitions(index, entry.path)
-        if not imported:
+        names, modules = _import_bindings(index, entry.path)
+        if not names and not modules:
             continue
         lines = index.read_lines(entry.path)
         if not lines:
             continue
-        skip = {ref.line for ref in entry.outline.imports}
-        skip |= {s.line for s in entry.outline.symbols}
-        per_file: list[Sample] = []
-        for i, raw in enumerate(lines):
-            stripped = raw.strip()
-            if i in skip or len(stripped) < 6 or stripped.startswith(("#", "//", "/*", "*")):
+        defined_here = {s.name for s in entry.outline.symbols}
+        headers = {s.line for s in entry.outline.symbols}
+        per_line: dict[int, Sample] = {}
+        for row, col, name in _usages("".join(lines), entry.language, entry.path):
+            if row in per_line or row in headers or row >= len(lines) or name in _SKIP_NAMES:
                 continue
-            for name in IDENT.findall(stripped):
-                if name in _SKIP_NAMES or name in defined_here or name not in imported:
-                    continue
-                target, sym = imported[name]
-                indent = raw[: len(raw) - len(raw.lstrip())]
-                per_file.append(
-                    Sample(
-                        entry.path, i, indent, stripped, name, target, _first_line(sym.signature)
-                    )
-                )
-                break
+            raw = lines[row]
+            owner = re.search(r"(\w+)\s*\.\s*$", raw[:col])
+            found: tuple[str, Symbol] | None = None
+            if owner is not None and owner.group(1) in modules:
+                sym = modules[owner.group(1)].get(name)
+                found = (_module_path(index, entry.path, owner.group(1)), sym) if sym else None
+            elif owner is None and name in names and name not in defined_here:
+                found = names[name]
+            if found is None or not found[0]:
+                continue
+            stripped = raw.strip()
+            if len(stripped) < 6:
+                continue
+            target, sym = found
+            indent = raw[: len(raw) - len(raw.lstrip())]
+            per_line[row] = Sample(
+                entry.path, row, indent, stripped, name, target, _first_line(sym.signature)
+            )
+        per_file = list(per_line.values())
         rng = random.Random(f"{seed}:{entry.path}")
         rng.shuffle(per_file)
         candidates.extend(per_file[:_MAX_PER_FILE])
     total = len(candidates)
     random.Random(seed).shuffle(candidates)
     return sorted(candidates[:n], key=lambda s: (s.path, s.line)), total
+
+
+def _module_path(index: WorkspaceIndex, path: str, bound: str) -> str:
+    entry = index.entry(path)
+    if entry is None:
+        return ""
+    for ref in entry.outline.imports:
+        if bound in ref.bound or (ref.bound and ref.bound[-1] == bound):
+            for target in index.resolve(ref, path, entry.language)[:1]:
+                return target
+    return ""
 
 
 def _hidden_text(lines: list[str], sample: Sample) -> str:

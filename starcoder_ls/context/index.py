@@ -64,6 +64,24 @@ class BuildReport:
         return text
 
 
+def _keep_through_errors(new: FileOutline, old: FileOutline) -> FileOutline:
+    """A file mid-edit often does not parse, and tree-sitter's recovery can swallow its imports
+    and definitions into an error node. Keep what the last outline knew alongside what this one
+    found, until the file parses cleanly again."""
+    import dataclasses
+
+    imports = {(i.module, i.names, i.level, i.kind): i for i in old.imports}
+    imports.update({(i.module, i.names, i.level, i.kind): i for i in new.imports})
+    names = {(s.name, s.parent) for s in new.symbols}
+    symbols = new.symbols + tuple(s for s in old.symbols if (s.name, s.parent) not in names)
+    return dataclasses.replace(
+        new,
+        imports=tuple(sorted(imports.values(), key=lambda i: i.line)),
+        symbols=symbols,
+        package=new.package or old.package,
+    )
+
+
 def digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=12).hexdigest()
 
@@ -207,6 +225,11 @@ class WorkspaceIndex:
         Returns False when the file is not indexable (filtered, gone, binary): it is then
         removed from the index.
         """
+        name = path.rsplit("/", 1)[-1]
+        if name in _CONFIG_FILES or (name.startswith("tsconfig") and name.endswith(".json")):
+            with self._lock:  # go.mod, tsconfig.json, ...: import resolution reads them again
+                self._config_cache.pop(path, None)
+                self._resolver.config_changed(path)
         if self.filter.reason(path) is not None:
             self.remove(path)
             return False
@@ -245,6 +268,8 @@ class WorkspaceIndex:
                 parsed = None
         if parsed is None:
             parsed = outline(text, info, rel)
+            if parsed.errors and current is not None:
+                parsed = _keep_through_errors(parsed, current.outline)
         mtime, size = key if key is not None else (0, len(data))
         lines = text.splitlines(keepends=True)
         with self._lock:

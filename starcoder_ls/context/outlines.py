@@ -51,11 +51,24 @@ def _commented_doc(doc: str, comment: str, pad: str) -> str:
     return "".join(f"{pad}{comment} {line}".rstrip() + "\n" for line in doc.strip().splitlines())
 
 
-def render(symbol: Symbol, symbols: Sequence[Symbol], language: str | None) -> str:
-    """The outline of one definition (with its members' signatures for a container)."""
+def _short_doc(doc: str, lines: int) -> str:
+    kept = doc.strip().split("\n\n", 1)[0].splitlines()[:lines]
+    return "\n".join(kept)
+
+
+def render(
+    symbol: Symbol, symbols: Sequence[Symbol], language: str | None, *, brief: bool = False
+) -> str:
+    """The outline of one definition: its signature and the start of its docstring, and for a
+    container the signatures of its members (their docstrings left out: a class's API is its
+    method list). ``brief`` gives the signature alone, for when the full outline does not fit."""
+    import dataclasses
+
     info = language_for(language)
     name = info.name if info else ""
-    children = members(symbol, symbols)
+    doc = "" if brief else _short_doc(symbol.doc, 3)
+    symbol = dataclasses.replace(symbol, doc=doc)
+    children = [] if brief else [dataclasses.replace(c, doc="") for c in members(symbol, symbols)]
     if name == "python":
         out = _python(symbol)
         if children:

@@ -11,7 +11,9 @@ captures of our own: ``@body`` (the header stops there), ``@sig_end`` (the heade
 above which leading comments sit), ``@decl`` (a Go declaration holding a single spec) and
 ``@scope.function`` / ``@scope.impl`` (anonymous functions, whose contents are not symbols, and
 Rust impl blocks, which name the parent of their methods). Parents and nesting come from one
-sweep over the captures sorted by position.
+sweep over the captures sorted by position (when two patterns capture the same definition, the
+one earlier in the file wins, so wrappers and specific shapes come first); ``tag_text`` reads signatures and docs next to each
+definition and ``import_parse`` the imports.
 
 Nothing here raises: unknown languages, missing grammars, binary text and broken query files
 give an empty outline (the last with a warning), syntax errors give what could be recovered.
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from starcoder_ls.context.import_parse import imports_and_package
 from starcoder_ls.context.symbols import FileOutline, Symbol
+from starcoder_ls.context.tag_text import DefinitionText
 from starcoder_ls.languages import registry
 from starcoder_ls.languages.registry import LanguageInfo
 
@@ -56,12 +59,6 @@ CONTAINERS = frozenset({"class", "struct", "interface", "trait", "enum", "module
 _METHOD_HOSTS = frozenset({"class", "struct", "interface", "trait", "enum", "impl"})
 """A function directly inside one of these is a method (Ruby adds ``module``)."""
 _CALLABLE = frozenset({"function", "method"})
-MAX_SIGNATURE = 400
-MAX_DOC_LINES = 6
-_MAX_COMMENT_SCAN = 60
-"""Lines looked at above a definition for its comment block."""
-_MAX_COMMENT_LINE = 1024
-"""Longer lines are not looked into for comments (minified code)."""
 _DECORATIONS = frozenset(
     {"decorator", "marker_annotation", "annotation", "attribute_list", "attribute"}
 )
@@ -70,11 +67,7 @@ _MAX_START_DEPTH = {"python": 10, "go": 3, "lua": 4, "bash": 4}
 """How deep below the root a definition may start (default 12): tree-sitter then skips the
 subtrees below, mostly function bodies, where no symbol can be. A class in a class in a class
 in an ``if`` is still within reach."""
-_NO_BLOCK_COMMENTS = frozenset({"python", "ruby", "bash", "lua"})
-_END_KEYWORD = frozenset({"ruby", "lua"})
-_QUOTES = re.compile(r"^[rRuUbBfFtT]{0,2}(\"\"\"|'''|\"|')")
 _TEMPLATE_ARGS = re.compile(r"<.*>")
-_XML_DOC_TAG = re.compile(r"</?(?:summary|remarks|returns|para)>")
 
 
 def outline(
@@ -143,15 +136,15 @@ def tag_query(info: LanguageInfo) -> tree_sitter.Query | None:
     language = registry.load_language(info)
     if language is None:
         return None
-    source = query_source(info.name)
-    if source is None:
-        log.debug("no tag query for %s", info.name)
-        return None
     try:
         import tree_sitter
 
+        source = query_source(info.name)
+        if source is None:
+            log.debug("no tag query for %s", info.name)
+            return None
         return tree_sitter.Query(language, source)
-    except Exception as exc:  # QueryError, or a grammar whose node names changed
+    except Exception as exc:  # QueryError, a grammar whose node names changed, an inherits loop
         log.warning("tag query for %s does not compile, no outline: %s", info.name, exc)
         return None
 
@@ -177,22 +170,7 @@ class _Outliner:
         self.language = language
         self.src = source
         self.method_hosts = _METHOD_HOSTS | {"module"} if language == "ruby" else _METHOD_HOSTS
-        if language in ("python", "ruby", "bash"):
-            self.line_markers: tuple[str, ...] = ("#",)
-        elif language == "lua":
-            self.line_markers = ("--",)
-        elif language == "php":
-            self.line_markers = ("//", "#")
-        else:
-            self.line_markers = ("//",)
-        self.block_comments = language not in _NO_BLOCK_COMMENTS
-        markers = [re.escape(m.encode()) for m in self.line_markers]
-        if self.block_comments:
-            markers.append(re.escape(b"/*"))
-        self.has_comment = re.compile(b"|".join(markers)).search
-        self.comment_start = tuple(m.encode() for m in self.line_markers)
-        if self.block_comments or language == "rust":
-            self.comment_start += (b"/*", b"*", b"#[")
+        self.texts = DefinitionText(language, source)
 
     def text(self, node: tree_sitter.Node) -> str:
         return self.src[node.start_byte : node.end_byte].decode("utf-8", "replace")
@@ -210,14 +188,14 @@ class _Outliner:
                     if kind not in KINDS:
                         break
                     names = caps.get("name")
-                    name = self.text(names[0]).strip() if names else ""
+                    name = self.text(names[0]).strip().strip("\"'") if names else ""
                     if not name:
                         break
                     order = pattern
                 elif key.startswith("scope."):
                     kind = key
                     names = caps.get("name")
-                    name = self.text(names[0]).strip() if names else ""
+                    name = self.text(names[0]).strip().strip("\"'") if names else ""
                     order = 1_000_000 + pattern
                 else:
                     continue
@@ -276,7 +254,7 @@ class _Outliner:
         line = header.start_point.row
         body = caps.get("body")
         sig_end = caps.get("sig_end")
-        signature = self.signature(
+        signature = self.texts.signature(
             node, header, body[0] if body else None, sig_end[0] if sig_end else None
         )
         end_point = cap.node.end_point
@@ -285,10 +263,10 @@ class _Outliner:
         )
         doc = ""
         if self.language == "python" and body:
-            doc = self.docstring(body[0])
+            doc = self.texts.docstring(body[0])
         if not doc:
             outer = caps.get("outer")
-            doc = self.comment_above(outer[0] if outer else node)
+            doc = self.texts.comment_above(outer[0] if outer else node)
         return Symbol(name, kind, line, max(end_line, line), signature, doc, parent)
 
     def header_start(self, node: tree_sitter.Node) -> tree_sitter.Node:
@@ -307,157 +285,3 @@ class _Outliner:
                 continue
             return child
         return node
-
-    def signature(
-        self,
-        node: tree_sitter.Node,
-        header: tree_sitter.Node,
-        body: tree_sitter.Node | None,
-        sig_end: tree_sitter.Node | None,
-    ) -> str:
-        start = header.start_byte
-        if body is not None:
-            end = body.start_byte
-            # A comment between header and body (`def f():  # note`): when the body is among
-            # the node's children, stop at the last token before it.
-            last = -1
-            commented = self.has_comment(self.src, start, end) is not None
-            for child in node.children if commented else ():
-                if child.start_byte >= body.start_byte:
-                    if child == body and last >= 0:
-                        end = last
-                    break
-                if not child.is_extra:
-                    last = child.end_byte
-        elif sig_end is not None:
-            end = sig_end.end_byte
-        else:
-            end = node.end_byte
-        end = min(end, start + 4 * MAX_SIGNATURE)
-        raw = self.src[start:end].decode("utf-8", "replace").replace("\r", "").rstrip()
-        if body is None and self.language in _END_KEYWORD and raw.endswith("end"):
-            raw = raw[:-3].rstrip()
-        if self.language != "python":
-            raw = raw.rstrip("{;").rstrip()
-            if self.language == "ruby" and raw.endswith("="):  # endless `def f = expr`
-                raw = raw[:-1].rstrip()
-        if "\n" in raw:
-            line_start = start - header.start_point.column
-            prefix = self.src[line_start : min(start, line_start + 256)]
-            indent = len(prefix) - len(prefix.lstrip())
-            lines = raw.split("\n")
-            raw = "\n".join(
-                [lines[0]] + [ln[min(indent, len(ln) - len(ln.lstrip())) :] for ln in lines[1:]]
-            )
-        return raw[:MAX_SIGNATURE].rstrip()
-
-    def docstring(self, body: tree_sitter.Node) -> str:
-        """The first string statement of a Python body, quotes removed, dedented."""
-        for i in range(body.named_child_count):
-            stmt = body.named_child(i)
-            if stmt is None or stmt.type == "comment":
-                continue
-            string = None
-            if stmt.type == "expression_statement" and stmt.named_child_count:
-                string = stmt.named_child(0)
-            if string is None or string.type != "string":
-                return ""
-            raw = self.src[string.start_byte : min(string.end_byte, string.start_byte + 4000)]
-            text = raw.decode("utf-8", "replace").replace("\r", "")
-            match = _QUOTES.match(text)
-            if match is None:
-                return ""
-            quote = match.group(1)
-            text = text[match.end() :]
-            if text.endswith(quote):
-                text = text[: -len(quote)]
-            lines = text.expandtabs().split("\n")[: MAX_DOC_LINES * 3]
-            return _clip([lines[0].strip(), *_dedent(lines[1:])])
-        return ""
-
-    def line_begin(self, end: int) -> int:
-        """Start of the line that ends at byte ``end``; -1 when it is too long to be a comment
-        (minified code: looking further back would make many symbols quadratic)."""
-        newline = self.src.rfind(b"\n", max(0, end - _MAX_COMMENT_LINE), end)
-        if newline < 0 and end > _MAX_COMMENT_LINE:
-            return -1
-        return newline + 1
-
-    def comment_above(self, node: tree_sitter.Node) -> str:
-        """The contiguous comment block ending on the line above ``node``, markers removed."""
-        src = self.src
-        column = node.start_point.column
-        if column > _MAX_COMMENT_LINE:
-            return ""
-        end = node.start_byte - column - 1  # the newline ending the line above
-        begin = self.line_begin(end) if end >= 0 else -1
-        above = src[begin:end].strip() if begin >= 0 else b""
-        if not above.startswith(self.comment_start) and not above.endswith(b"*/"):
-            return ""  # the common case, decided without decoding anything
-        raw: list[str] = []  # lines found, bottom up
-        while end >= 0 and len(raw) < _MAX_COMMENT_SCAN:
-            begin = self.line_begin(end)
-            if begin < 0:
-                break
-            line = src[begin:end].decode("utf-8", "replace").strip()
-            if not line:
-                break
-            if self.language == "rust" and line.startswith("#[") and not raw:
-                end = begin - 1  # attributes between the doc comment and the item
-                continue
-            if self.block_comments and line.endswith("*/"):
-                block = [line]
-                while not block[-1].startswith("/*") and begin > 0 and len(block) < 200:
-                    end = begin - 1
-                    begin = self.line_begin(end)
-                    if begin < 0:
-                        break
-                    block.append(src[begin:end].decode("utf-8", "replace").strip())
-                if not block[-1].startswith("/*"):
-                    break
-                raw.extend(_clean_block(block[::-1])[::-1])
-                end = begin - 1
-                continue
-            marker = next((m for m in self.line_markers if line.startswith(m)), None)
-            if marker is None or line.startswith(("#!", "#[")):
-                break
-            text = line.lstrip(marker[0])
-            if marker == "//" and text.startswith("!"):
-                text = text[1:]
-            raw.append(text)
-            end = begin - 1
-        if not raw:
-            return ""
-        lines = raw[::-1]
-        if self.language == "csharp":
-            lines = [_XML_DOC_TAG.sub("", ln) for ln in lines]
-        return _clip(_dedent(lines))
-
-
-def _clean_block(lines: list[str]) -> list[str]:
-    """``/** ... */`` lines (stripped) without the delimiters and the leading ``*``."""
-    out = []
-    last = len(lines) - 1
-    for i, line in enumerate(lines):
-        if i == 0:
-            line = line[2:].lstrip("*!")
-        if i == last and line.endswith("*/"):
-            line = line[:-2]
-        if i and line.startswith("*"):
-            line = line[1:]
-        out.append(line)
-    return out
-
-
-def _dedent(lines: list[str]) -> list[str]:
-    indents = [len(ln) - len(ln.lstrip()) for ln in lines if ln.strip()]
-    cut = min(indents, default=0)
-    return [ln[cut:].rstrip() for ln in lines]
-
-
-def _clip(lines: list[str]) -> str:
-    """At most ``MAX_DOC_LINES`` lines, blank lines trimmed at both ends."""
-    while lines and not lines[0].strip():
-        lines = lines[1:]
-    lines = lines[:MAX_DOC_LINES]
-    return "\n".join(ln.rstrip() for ln in lines).strip()

@@ -67,6 +67,10 @@ SECRET_PATTERNS: tuple[str, ...] = (
 )
 """Files never read for context, whatever the settings say (gitignore syntax)."""
 
+NOT_CODE = frozenset({"json", "yaml", "toml", "markdown", "html", "css", "scss"})
+"""Known languages that are data or prose: no definitions to outline, and windows of them
+(lock files, changelogs) would crowd similar code out."""
+
 _SECRETS = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
 
 
@@ -80,7 +84,8 @@ class ScanResult:
     files: list[str]
     """Workspace-relative posix paths, sorted, at most ``maxFiles``."""
     skipped: Counter[str] = field(default_factory=Counter)
-    """Why files were left out: secret, excluded, vendored, unknown_language, outside."""
+    """Why files were left out: secret, excluded, vendored, unknown_language, not_code,
+    generated, outside, over_cap."""
     capped: bool = False
     """The workspace has more candidate files than ``maxFiles``."""
     seen: int = 0
@@ -111,8 +116,11 @@ class FileFilter:
             return "excluded"
         if rel.endswith((".min.js", ".min.css", ".bundle.js", ".map", ".lock")):
             return "generated"
-        if language_for(None, rel) is None:
+        info = language_for(None, rel)
+        if info is None:
             return "unknown_language"
+        if info.name in NOT_CODE:
+            return "not_code"
         from starcoder_ls.files import vendored_dir
 
         if vendored_dir(self.root, rel) is not None:
