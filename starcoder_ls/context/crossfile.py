@@ -85,10 +85,16 @@ class CrossFileContext:
         self,
         index_for: Callable[[str], WorkspaceIndex | None],
         recent: RecentRing | None = None,
+        *,
+        stable: bool = True,
     ) -> None:
         self.index_for = index_for
         """The index of the workspace folder that holds a URI (None outside any)."""
         self.recent = recent
+        self.stable = stable
+        """Reuse a document's context while nothing it depends on changed, and order segments
+        by how rarely they change. False (for comparisons) retrieves on every request and orders
+        by score, most relevant last."""
         self._memo: dict[str, tuple[tuple[object, ...], list[Segment]]] = {}
         self._lock = threading.Lock()
 
@@ -106,6 +112,9 @@ class CrossFileContext:
             self.recent.version(req.uri) if self.recent is not None else 0,
             id(index),
         )
+        if not self.stable:
+            found = self._gather(index, req, names)
+            return sorted(found, key=lambda seg: seg.score)
         with self._lock:
             memo = self._memo.get(req.uri)
         if memo is not None and memo[0] == key:
