@@ -59,6 +59,7 @@ _AFTER_LINES = 100
 _TEMPLATE_MARGIN = 16
 
 
+_WHOLE_TEXTS = 8192
 _RECENT_TEXTS = 256
 """Whole texts whose sums ``LineTokenCounter`` remembers (a few requests' worth of pieces)."""
 
@@ -79,6 +80,7 @@ class LineTokenCounter:
         self._max = max_lines
         self._cache: dict[str, int] = {}
         self._texts: dict[str, int] = {}
+        self._whole: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __call__(self, text: str) -> int:
@@ -91,6 +93,19 @@ class LineTokenCounter:
                 self._texts.clear()
             self._texts[text] = total
         return total
+
+    def whole(self, text: str) -> int:
+        """The exact count of ``text`` in one tokenizer call, remembered: for pieces that recur
+        whole between requests (outlines of other files), where one call per line would cost
+        more than it saves."""
+        known = self._whole.get(text)
+        if known is None:
+            known = self._count(text)
+            with self._lock:
+                if len(self._whole) >= _WHOLE_TEXTS:
+                    self._whole.clear()
+                self._whole[text] = known
+        return known
 
     def _sum_lines(self, text: str) -> int:
         lines = text.splitlines(keepends=True)
@@ -309,7 +324,7 @@ class CompletionEngine:
                     after=after,
                     line=line,
                     budget=min(s.cross_file_tokens, budget // 2),
-                    count_tokens=count,
+                    count_tokens=getattr(count, "whole", count),
                     open_lines=self.open_lines,
                 )
             )

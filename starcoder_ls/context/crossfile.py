@@ -23,10 +23,11 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from starcoder_ls.context import outlines
-from starcoder_ls.context.index import WorkspaceIndex
+from starcoder_ls.context.index import FileEntry, WorkspaceIndex
 from starcoder_ls.context.recent import RecentRing
 from starcoder_ls.context.similar import identifiers
 from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol
@@ -39,6 +40,11 @@ NEAR_LINES = 4
 """Lines before the cursor (with the cursor's own) whose identifiers are looked up."""
 QUERY_LINES = 20
 """Lines before the cursor that similar windows are matched against (RepoCoder's window)."""
+_MAX_IMPORT_CANDIDATES = 32
+_MIN_USEFUL = 8
+"""Tokens below which a source's remaining share is not worth another candidate."""
+_TYPE_LINES = 60
+"""Lines before the cursor searched for the classes of variables (``x = Foo(``)."""
 _TYPED_VAR = re.compile(
     r"\b([A-Za-z_]\w*)\s*(?::\s*([A-Z]\w*)|=\s*(?:new\s+|await\s+|&)?([A-Z]\w*)\s*[({<])"
 )
@@ -74,8 +80,8 @@ class _Candidate:
     text: str
     score: float
     key: tuple[str, int]
-    brief: str = ""
-    """A shorter rendering (the signature alone) used when ``text`` does not fit."""
+    brief: Callable[[], str] | None = None
+    """Renders a shorter form (the signature alone), used when ``text`` does not fit."""
 
 
 class CrossFileContext:
@@ -113,13 +119,13 @@ class CrossFileContext:
             id(index),
         )
         if not self.stable:
-            found = self._gather(index, req, names)
+            found = self._gather(index, req, near, names)
             return sorted(found, key=lambda seg: seg.score)
         with self._lock:
             memo = self._memo.get(req.uri)
         if memo is not None and memo[0] == key:
             return memo[1]
-        found = self._gather(index, req, names)
+        found = self._gather(index, req, near, names)
         with self._lock:
             if len(self._memo) > 64:
                 self._memo.clear()
@@ -127,12 +133,16 @@ class CrossFileContext:
         return found
 
     def _gather(
-        self, index: WorkspaceIndex | None, req: Request, names: tuple[str, ...]
+        self,
+        index: WorkspaceIndex | None,
+        req: Request,
+        near: list[str],
+        names: tuple[str, ...],
     ) -> list[Segment]:
         pools: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
         taken: set[tuple[str, int]] = set()
         if index is not None:
-            pools["import"] = _imports(index, req)
+            pools["import"] = _imports(index, req, set(near))
             taken = {c.key for c in pools["import"]}
             pools["definition"] = [c for c in _definitions(index, req, names) if c.key not in taken]
             pools["similar"] = _similar(index, req)
@@ -154,17 +164,31 @@ def _near_identifiers(before: str, after: str) -> list[str]:
         for ident in reversed(_IDENT_RE.findall(line)):
             if ident not in ordered:
                 ordered.append(ident)
-    types: dict[str, str] = {}
-    for m in _TYPED_VAR.finditer(before):
+    above = before[: before.rfind("\n") + 1]
+    types = dict(
+        _variable_types(above[above.rfind("\n", 0, max(0, len(above) - 80 * _TYPE_LINES)) + 1 :])
+    )
+    cursor_line = before[len(above) :]
+    for m in _TYPED_VAR.finditer(cursor_line):
         types[m.group(1)] = m.group(2) or m.group(3)
-    for m in _DECLARED_VAR.finditer(before):
-        types[m.group(2)] = m.group(1)
     out: list[str] = []
     for ident in ordered:
         out.append(ident)
         if ident in types and types[ident] not in ordered:
             out.append(types[ident])
     return out
+
+
+@lru_cache(maxsize=16)
+def _variable_types(text: str) -> tuple[tuple[str, str], ...]:
+    """(variable, class) pairs declared in ``text``, the lines above the cursor: cached, since
+    those lines stay the same while the cursor's line is typed."""
+    types: dict[str, str] = {}
+    for m in _TYPED_VAR.finditer(text):
+        types[m.group(1)] = m.group(2) or m.group(3)
+    for m in _DECLARED_VAR.finditer(text):
+        types[m.group(2)] = m.group(1)
+    return tuple(types.items())
 
 
 def _resolvable(index: WorkspaceIndex | None, near: list[str], path: str | None) -> tuple[str, ...]:
@@ -174,7 +198,7 @@ def _resolvable(index: WorkspaceIndex | None, near: list[str], path: str | None)
     return tuple(
         name
         for name in dict.fromkeys(near)
-        if len(name) > 1 and any(p != path for p, _ in index.definitions(name))
+        if len(name) > 1 and index.defined_elsewhere(name, path)
     )
 
 
@@ -190,14 +214,13 @@ def _current_outline(index: WorkspaceIndex, req: Request) -> FileOutline:
     return outline(req.before + req.after, req.language, req.path)
 
 
-def _imports(index: WorkspaceIndex, req: Request) -> list[_Candidate]:
+def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candidate]:
     info = language_for(req.language, req.path)
     if info is None or req.path is None:
         return []
     current = _current_outline(index, req)
     window_use = _proximity_use(req.before, req.after)
-    near = set(_near_identifiers(req.before, req.after))
-    out: dict[tuple[str, int], _Candidate] = {}
+    best: dict[tuple[str, int], tuple[float, Symbol, FileEntry]] = {}
     for ref in current.imports:
         for target in index.resolve(ref, req.path, info.name)[:4]:
             entry = index.entry(target)
@@ -205,13 +228,23 @@ def _imports(index: WorkspaceIndex, req: Request) -> list[_Candidate]:
                 continue
             for sym, score in _imported_symbols(ref, entry.outline, window_use, near):
                 key = (target, sym.line)
-                if key not in out or out[key].score < score:
-                    text = outlines.render(sym, entry.outline.symbols, entry.language)
-                    brief = outlines.render(sym, (), entry.language, brief=True)
-                    out[key] = _Candidate(
-                        "import", target, sym.line, sym.end_line, text, score, key, brief
-                    )
-    return list(out.values())
+                if key not in best or best[key][0] < score:
+                    best[key] = (score, sym, entry)
+    # Only the best few are rendered: a module imported whole may define hundreds of names.
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:_MAX_IMPORT_CANDIDATES]
+    return [
+        _Candidate(
+            "import",
+            key[0],
+            sym.line,
+            sym.end_line,
+            outlines.render(sym, entry.outline.symbols, entry.language),
+            score,
+            key,
+            _brief(sym, entry.language),
+        )
+        for key, (score, sym, entry) in ranked
+    ]
 
 
 def _proximity_use(before: str, after: str) -> dict[str, float]:
@@ -273,7 +306,7 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
                     text,
                     round(weight + bonus, 3),
                     (path, sym.line),
-                    outlines.render(sym, (), entry.language, brief=True),
+                    _brief(sym, entry.language),
                 )
             )
     return out
@@ -334,10 +367,24 @@ def _recent(ring: RecentRing, req: Request) -> list[_Candidate]:
 # -- budget ----------------------------------------------------------------------------------
 
 
+def _brief(sym: Symbol, language: str) -> Callable[[], str]:
+    return lambda: outlines.render(sym, (), language, brief=True)
+
+
+def _optimistic(text: str) -> int:
+    """A count no tokenizer goes below by much (5 bytes per token, where code averages 3-4)."""
+    return len(text) // 5
+
+
 def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
-    """An outline already shown inside another chosen outline (a method of a chosen class)."""
+    """Shown already: an outline inside a chosen outline (a method of a chosen class), or code
+    overlapping chosen code of the same file (a similar window over a recent edit)."""
     if cand.kind not in ("import", "definition"):
-        return False
+        return any(
+            c.path == cand.path and c.start <= cand.end and cand.start <= c.end
+            for kind in ("similar", "recent")
+            for c in chosen[kind]
+        )
     return any(
         c.path == cand.path and c.start <= cand.start and cand.end <= c.end and c is not cand
         for kind in ("import", "definition")
@@ -347,13 +394,16 @@ def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
 
 def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
     """Best-scored candidates of each source within its share; unused shares are passed on."""
-    costs = {
-        id(c): req.count_tokens(c.text) + req.count_tokens(c.path) + 2
-        for pool in pools.values()
-        for c in pool
-    }
+    costs: dict[int, int] = {}
+
+    def cost_of(c: _Candidate) -> int:  # counted only when considered: tokenizing is the cost
+        if id(c) not in costs:
+            costs[id(c)] = req.count_tokens(c.text) + req.count_tokens(c.path) + 2
+        return costs[id(c)]
+
     chosen: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
     spent = dict.fromkeys(KIND_ORDER, 0)
+    picked: set[int] = set()
     for kind in KIND_ORDER:
         pools[kind].sort(key=lambda c: (-c.score, c.path, c.start))
     # First pass: each source within its share. Second: whatever is left, in source order.
@@ -364,17 +414,24 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
             else:
                 limit = spent[kind] + req.budget - sum(spent.values())
             for cand in pools[kind]:
-                if cand in chosen[kind] or _covered(cand, chosen):
+                if limit - spent[kind] < _MIN_USEFUL:
+                    break
+                if id(cand) in picked or _covered(cand, chosen):
                     continue
-                cost = costs[id(cand)]
+                room = limit - spent[kind]
+                if _optimistic(cand.text) > room and (cand.brief is None or pass_budget == "share"):
+                    continue  # cannot fit: not worth tokenizing
+                cost = cost_of(cand) if _optimistic(cand.text) <= room else room + 1
                 if spent[kind] + cost > limit and pass_budget == "rest" and cand.brief:
                     # The whole outline does not fit: its signature alone may.
-                    cand.text, cand.brief = cand.brief, ""
-                    cost = costs[id(cand)] = (
-                        req.count_tokens(cand.text) + req.count_tokens(cand.path) + 2
-                    )
+                    cand.text, cand.brief = cand.brief(), None
+                    costs.pop(id(cand), None)
+                    if _optimistic(cand.text) > room:
+                        continue
+                    cost = cost_of(cand)
                 if spent[kind] + cost <= limit:
                     chosen[kind].append(cand)
+                    picked.add(id(cand))
                     spent[kind] += cost
     segments: list[Segment] = []
     for kind in KIND_ORDER:

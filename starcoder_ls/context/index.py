@@ -16,7 +16,7 @@ import os
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from starcoder_ls.settings import WorkspaceSettings
 
 log = logging.getLogger(__name__)
 
+_LINES_CACHED = 32
 FORMAT = 1
 """Version of the persisted file; a different one is ignored (rebuilt)."""
 _CONFIG_FILES = ("go.mod", "tsconfig.json", "jsconfig.json", "package.json", "composer.json")
@@ -111,9 +112,12 @@ class WorkspaceIndex:
         self._resolver = WorkspaceFiles(read=self._read_config)
         self._windows = WindowIndex()
         self._config_cache: dict[str, str | None] = {}
+        self._lines: OrderedDict[str, tuple[tuple[int, int], list[str]]] = OrderedDict()
         self._changes: Counter[str] = Counter()
         self._generation = 0
         self.report = BuildReport()
+        self.progress_every_s = 0.2
+        """At most this often the build reports progress."""
         self.ready = threading.Event()
         """Set when the first full build has finished."""
 
@@ -149,11 +153,16 @@ class WorkspaceIndex:
             return None
         return rel if rel != "." else None
 
-    def definitions(self, name: str) -> list[tuple[str, Symbol]]:
-        """Every indexed definition called ``name``, as (path, symbol)."""
+    def defined_elsewhere(self, name: str, path: str | None) -> bool:
+        """Whether a file other than ``path`` defines ``name`` (cheap: no list is built)."""
+        with self._lock:
+            return any(p != path for p, _ in self._symbols.get(name, ()))
+
+    def definitions(self, name: str, limit: int = 64) -> list[tuple[str, Symbol]]:
+        """Indexed definitions called ``name``, as (path, symbol), at most ``limit``."""
         with self._lock:
             found = []
-            for path, i in self._symbols.get(name, ()):
+            for path, i in self._symbols.get(name, ())[:limit]:
                 entry = self._files.get(path)
                 if entry is not None and i < len(entry.outline.symbols):
                     found.append((path, entry.outline.symbols[i]))
@@ -172,9 +181,25 @@ class WorkspaceIndex:
             return self._windows.query(tokens, k=k, exclude=exclude)
 
     def read_lines(self, path: str) -> list[str] | None:
-        """A file's current lines from disk (the index keeps no text)."""
-        text, _ = read_source(self.root, path, self.settings.max_file_kb * 1024)
-        return None if text is None else text.splitlines(keepends=True)
+        """A file's current lines from disk (the index keeps no text), for indexed files only;
+        the last few files read are kept while their size and mtime stay the same."""
+        key = stat_key(self.root, path)
+        if key is None or path not in self:
+            return None
+        with self._lock:
+            hit = self._lines.get(path)
+            if hit is not None and hit[0] == key:
+                self._lines.move_to_end(path)
+                return hit[1]
+        text, _ = read_source(self.root, path, self.settings.max_file_kb * 1024, vetted=True)
+        if text is None:
+            return None
+        lines = text.splitlines(keepends=True)
+        with self._lock:
+            self._lines[path] = (key, lines)
+            while len(self._lines) > _LINES_CACHED:
+                self._lines.popitem(last=False)
+        return lines
 
     # -- building -----------------------------------------------------------------------------
 
@@ -197,13 +222,13 @@ class WorkspaceIndex:
         for n, rel in enumerate(result.files):
             if stop is not None and stop.is_set():
                 break
-            reused = self._index_file(rel, None, persisted.get(rel))
-            if reused is None:
-                report.skipped["unreadable"] += 1
-            elif reused:
+            status = self._index_file(rel, None, persisted.get(rel))
+            if status == "reused":
                 report.reused += 1
+            elif status != "indexed":
+                report.skipped[status] += 1
             now = time.perf_counter()
-            if progress is not None and (now - last > 0.2 or n + 1 == total):
+            if progress is not None and (now - last > self.progress_every_s or n + 1 == total):
                 last = now
                 progress(n + 1, total, rel)
             if n % 16 == 15:
@@ -233,31 +258,32 @@ class WorkspaceIndex:
         if self.filter.reason(path) is not None:
             self.remove(path)
             return False
-        return self._index_file(path, text, None) is not None
+        return self._index_file(path, text, None) in ("indexed", "reused")
 
     def remove(self, path: str) -> None:
         with self._lock:
             self._remove_locked(path)
 
-    def _index_file(self, rel: str, text: str | None, old: dict | None) -> bool | None:
-        """Index one file; True when the persisted outline was reused, None when unreadable."""
+    def _index_file(self, rel: str, text: str | None, old: dict | None) -> str:
+        """Index one file: ``indexed``, ``reused`` (the persisted outline was still valid) or
+        why it was not (``binary``, ``too_large``, ``generated``, ``missing``, ...)."""
         info = language_for(None, rel)
         if info is None:
-            return None
+            return "unknown_language"
         key = stat_key(self.root, rel)
         if text is None:
-            text, _reason = read_source(self.root, rel, self.settings.max_file_kb * 1024)
+            text, reason = read_source(self.root, rel, self.settings.max_file_kb * 1024)
             if text is None or key is None:
                 self.remove(rel)
-                return None
+                return reason or "missing"
         elif len(text) > self.settings.max_file_kb * 1024:
             self.remove(rel)
-            return None
+            return "too_large"
         data = text.encode("utf-8", "surrogatepass")
         hashed = digest(data)
         current = self.entry(rel)
         if current is not None and current.digest == hashed:
-            return True  # nothing changed (a save without edits, a re-scan)
+            return "reused"  # nothing changed (a save without edits, a re-scan)
         reused = False
         parsed: FileOutline | None = None
         if old is not None and old.get("digest") == hashed:
@@ -284,7 +310,7 @@ class WorkspaceIndex:
             self._generation += 1
             if rel.rsplit("/", 1)[-1] in _CONFIG_FILES:
                 self._config_cache.clear()
-        return reused
+        return "reused" if reused else "indexed"
 
     def _remove_locked(self, rel: str) -> None:
         entry = self._files.pop(rel, None)

@@ -46,16 +46,19 @@ class Match:
 
 
 def windows(lines: list[str]) -> list[tuple[int, set[str]]]:
-    """(first line, identifier set) of each window; a short file is one window."""
+    """(first line, identifier set) of each window: every ``STRIDE`` lines a window of two
+    ``STRIDE``-line chunks (the last one may be shorter); a short file is one window. Each
+    chunk is tokenized once and windows are unions of chunk sets."""
+    chunks = [
+        identifiers("".join(lines[i : i + STRIDE])) for i in range(0, max(len(lines), 1), STRIDE)
+    ]
+    if len(chunks) == 1:
+        return [(0, chunks[0])] if chunks[0] else []
     out = []
-    last = max(len(lines) - WINDOW, 0)
-    starts = list(range(0, last + 1, STRIDE))
-    if starts[-1] != last:
-        starts.append(last)
-    for start in starts:
-        tokens = identifiers("".join(lines[start : start + WINDOW]))
+    for k in range(len(chunks) - 1):
+        tokens = chunks[k] | chunks[k + 1]
         if tokens:
-            out.append((start, tokens))
+            out.append((k * STRIDE, tokens))
     return out
 
 
@@ -64,7 +67,6 @@ class WindowIndex:
 
     def __init__(self) -> None:
         self._postings: dict[str, array[int]] = {}
-        self._df: dict[str, int] = {}
         self._path: list[str | None] = []
         self._start = array("I")
         self._size = array("I")
@@ -77,17 +79,17 @@ class WindowIndex:
     def add(self, path: str, lines: list[str]) -> range:
         """Index ``lines`` of ``path``; returns the window ids to pass to :meth:`remove`."""
         first = len(self._path)
+        postings = self._postings
         for start, tokens in windows(lines):
             wid = len(self._path)
             self._path.append(path)
             self._start.append(start)
             self._size.append(len(tokens))
             for t in tokens:
-                posting = self._postings.get(t)
-                if posting is None:
-                    posting = self._postings[t] = array("I")
-                posting.append(wid)
-                self._df[t] = self._df.get(t, 0) + 1
+                try:
+                    postings[t].append(wid)
+                except KeyError:
+                    postings[t] = array("I", (wid,))
         return range(first, len(self._path))
 
     def remove(self, ids: range) -> None:
@@ -96,7 +98,8 @@ class WindowIndex:
                 self._path[wid] = None
                 self._size[wid] = 0
                 self._dead += 1
-        # Document frequencies drift upwards until compaction; they only gate common tokens.
+        # Posting lists keep dead ids until compaction, so document frequencies drift upwards
+        # a little; they only gate the most common tokens.
         if self._dead > 1000 and self._dead > self.live:
             self._compact()
 
@@ -105,14 +108,12 @@ class WindowIndex:
         alive = [i for i, p in enumerate(self._path) if p is not None]
         remap[alive] = np.arange(len(alive))
         postings: dict[str, array[int]] = {}
-        df: dict[str, int] = {}
         for token, posting in self._postings.items():
             ids = remap[np.frombuffer(posting, dtype=np.uint32)]
             ids = ids[ids >= 0]
             if len(ids):
                 postings[token] = array("I", ids.astype(np.uint32).tobytes())
-                df[token] = len(ids)
-        self._postings, self._df = postings, df
+        self._postings = postings
         self._path = [self._path[i] for i in alive]
         self._start = array("I", (self._start[i] for i in alive))
         self._size = array("I", (self._size[i] for i in alive))
@@ -130,9 +131,8 @@ class WindowIndex:
         if not tokens or total == 0:
             return []
         cap = max(8, int(COMMON_SHARE * max(self.live, 1)))
-        lists = [
-            self._postings[t] for t in tokens if t in self._postings and self._df.get(t, 0) <= cap
-        ]
+        found = (self._postings.get(t) for t in tokens)
+        lists = [p for p in found if p is not None and len(p) <= cap]
         if not lists:
             return []
         ids = np.concatenate([np.frombuffer(p, dtype=np.uint32) for p in lists])
@@ -155,6 +155,7 @@ class WindowIndex:
                 continue
             start = self._start[wid]
             out.append(Match(path, start, start + WINDOW - 1, round(score, 4)))
+            # (The last window of a file may be shorter; readers clamp to the file's end.)
         return _merge_overlaps(out)[:k]
 
 

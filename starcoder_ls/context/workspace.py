@@ -158,9 +158,12 @@ def scan(
     return result
 
 
-def read_source(root: Path, rel: str, max_bytes: int) -> tuple[str | None, str | None]:
+def read_source(
+    root: Path, rel: str, max_bytes: int, *, vetted: bool = False
+) -> tuple[str | None, str | None]:
     """(text, None) or (None, reason) for one workspace file, re-checking the path rules that
-    the file system may have changed since the scan (a file replaced by a symlink)."""
+    the file system may have changed since the scan (a file replaced by a symlink). ``vetted``
+    skips the generated-code check (the file passed it when it was indexed)."""
     if is_secret(rel):
         return None, "secret"
     path = root / rel
@@ -174,8 +177,7 @@ def read_source(root: Path, rel: str, max_bytes: int) -> tuple[str | None, str |
     text, reason = read_text_file(path, max_bytes)
     if text is None:
         return None, reason
-    problem = quality_problem(text)
-    if problem == "generated":
+    if not vetted and quality_problem(text) == "generated":
         return None, "generated"
     return text, None
 

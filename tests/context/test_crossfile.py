@@ -213,3 +213,28 @@ def test_cli_prompt_json_lists_cross_file_segments(repo, capsys):
     for s in out["segments"]:
         assert {"kind", "path", "start_line", "end_line", "tokens", "score"} <= set(s)
     assert "def apply_discount" in out["prompt"]
+
+
+def test_eval_command_measures_definition_recall(repo, capsys):
+    from starcoder_ls.cli import main
+
+    (repo / "app" / "more.py").write_text(
+        "from shop import pricing\nfrom shop.models import Customer\n\n\n"
+        "def greet(name):\n    who = Customer(name)\n    return who\n\n\n"
+        "def price(amount):\n    return pricing.tax_for('eu') * amount\n"
+    )
+    args = ["eval", "--workspace", str(repo), "--backend", "test", "--family", "starcoder2"]
+    assert main([*args, "--json", "--details", "--model", "test:reply=x"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    symbols = sorted(d["symbol"] for d in out["details"])
+    # Uses of imported names, by name and through a module; never the import lines themselves.
+    assert symbols == ["Customer", "apply_discount", "tax_for"]  # not in def headers
+    assert out["recall_with"] == 1.0 and out["recall_without"] == 0.0
+    assert out["exact_with"] == 0.0 and 0.0 <= out["edit_sim_with"] <= 1.0
+    for d in out["details"]:
+        assert d["completion_with"] == "x"
+    assert main([*args, "--recall-only"]) == 0
+    text = capsys.readouterr().out
+    assert "definition recall  with context 100.0%" in text
+    # The hidden lines were put back: the index and the files are as before.
+    assert "def greet(name):" in (repo / "app" / "more.py").read_text()
