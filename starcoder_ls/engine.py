@@ -303,6 +303,8 @@ class CompletionEngine:
         from starcoder_ls.context.crossfile import Request
 
         index = ctx.index_for(snapshot.uri)
+        if index is None and not ctx.has_recent(snapshot.uri):
+            return []  # no workspace and nothing edited elsewhere: nothing to retrieve
         file_path = _uri_path(snapshot.uri)
         rel = index.relative(file_path) if index is not None and file_path else None
         first = max(0, line - _BEFORE_LINES)

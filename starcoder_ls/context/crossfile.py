@@ -104,6 +104,10 @@ class CrossFileContext:
         self._memo: dict[str, tuple[tuple[object, ...], list[Segment]]] = {}
         self._lock = threading.Lock()
 
+    def has_recent(self, uri: str) -> bool:
+        """Whether the ring holds chunks of documents other than ``uri``."""
+        return self.recent is not None and any(c.uri != uri for c in self.recent.chunks())
+
     def segments(self, req: Request) -> list[Segment]:
         if req.budget <= 0:
             return []

@@ -22,17 +22,17 @@ import re
 from array import array
 from dataclasses import dataclass
 
-import numpy as np
-
 WINDOW = 20
 STRIDE = 10
 COMMON_SHARE = 0.25
 MIN_TOKEN_LEN = 2
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOKEN = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{{MIN_TOKEN_LEN - 1},}}")
 
 
 def identifiers(text: str) -> set[str]:
-    return {t for t in IDENT.findall(text) if len(t) >= MIN_TOKEN_LEN}
+    """Identifiers of at least ``MIN_TOKEN_LEN`` characters (one-letter names say nothing)."""
+    return set(_TOKEN.findall(text))
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class WindowIndex:
             self._compact()
 
     def _compact(self) -> None:
+        import numpy as np
+
         remap = np.full(len(self._path), -1, dtype=np.int64)
         alive = [i for i, p in enumerate(self._path) if p is not None]
         remap[alive] = np.arange(len(alive))
@@ -135,6 +137,8 @@ class WindowIndex:
         lists = [p for p in found if p is not None and len(p) <= cap]
         if not lists:
             return []
+        import numpy as np  # loaded with the first query, not at the server's start
+
         ids = np.concatenate([np.frombuffer(p, dtype=np.uint32) for p in lists])
         inter = np.bincount(ids, minlength=total).astype(np.float64)
         sizes = np.frombuffer(self._size, dtype=np.uint32).astype(np.float64)

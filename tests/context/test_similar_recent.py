@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from starcoder_ls.context.recent import RecentRing
-from starcoder_ls.context.similar import STRIDE, WINDOW, WindowIndex, identifiers, windows
+from starcoder_ls.context.similar import STRIDE, WindowIndex, identifiers, windows
 
 
 def _lines(text: str) -> list[str]:
