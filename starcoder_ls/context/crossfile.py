@@ -242,7 +242,7 @@ def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candi
             key[0],
             sym.line,
             sym.end_line,
-            outlines.render(sym, entry.outline.symbols, entry.language),
+            _render(entry, sym),
             score,
             key,
             _brief(sym, entry.language),
@@ -258,9 +258,23 @@ def _proximity_use(before: str, after: str) -> dict[str, float]:
     for lines in (before.split("\n")[::-1], after.split("\n")):
         for distance, line in enumerate(lines):
             weight = 1.0 / (1.0 + distance / 25.0)
-            for ident in set(_IDENT_RE.findall(line)):
+            for ident in _line_identifiers(line):
                 use[ident] = use.get(ident, 0.0) + weight
     return use
+
+
+_LINE_IDENTS: dict[str, frozenset[str]] = {}
+
+
+def _line_identifiers(line: str) -> frozenset[str]:
+    """A line's identifiers, remembered: the lines around the cursor recur request after
+    request. (A benign race between threads only recounts a line.)"""
+    found = _LINE_IDENTS.get(line)
+    if found is None:
+        if len(_LINE_IDENTS) > 50_000:
+            _LINE_IDENTS.clear()
+        found = _LINE_IDENTS[line] = frozenset(_IDENT_RE.findall(line))
+    return found
 
 
 def _imported_symbols(
@@ -300,7 +314,7 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
             bonus = 0.2 if here and path.startswith(here + "/") else 0.0
             if sym.kind in outlines.CONTAINER_KINDS:
                 bonus += 0.1
-            text = outlines.render(sym, entry.outline.symbols, entry.language)
+            text = _render(entry, sym)
             out.append(
                 _Candidate(
                     "definition",
@@ -369,6 +383,21 @@ def _recent(ring: RecentRing, req: Request) -> list[_Candidate]:
 
 
 # -- budget ----------------------------------------------------------------------------------
+
+
+_RENDERED: dict[tuple[str, str, int, str], str] = {}
+
+
+def _render(entry: FileEntry, sym: Symbol) -> str:
+    """A definition's outline, remembered per file version (the same imports are rendered
+    again on every line)."""
+    key = (entry.path, entry.digest, sym.line, sym.name)
+    text = _RENDERED.get(key)
+    if text is None:
+        if len(_RENDERED) > 20_000:
+            _RENDERED.clear()
+        text = _RENDERED[key] = outlines.render(sym, entry.outline.symbols, entry.language)
+    return text
 
 
 def _brief(sym: Symbol, language: str) -> Callable[[], str]:
