@@ -9,15 +9,18 @@ and content hash still match, so a restart re-reads files but does not re-parse 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +29,15 @@ from starcoder_ls.context.similar import Match, WindowIndex
 from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol
 from starcoder_ls.context.tags import outline
 from starcoder_ls.context.workspace import FileFilter, read_source, scan, stat_key
-from starcoder_ls.languages.registry import language_for
+from starcoder_ls.languages.registry import LanguageInfo, language_for
 from starcoder_ls.settings import WorkspaceSettings
 
 log = logging.getLogger(__name__)
 
 _LINES_CACHED = 32
+PARALLEL_MIN_FILES = 300
+"""A first build with at least this many files to parse uses worker processes."""
+_IN_FLIGHT = 32
 FORMAT = 1
 """Version of the persisted file; a different one is ignored (rebuilt)."""
 _CONFIG_FILES = ("go.mod", "tsconfig.json", "jsconfig.json", "package.json", "composer.json")
@@ -63,6 +69,48 @@ class BuildReport:
         if self.capped:
             text += f"; capped at {self.files} files (workspace.maxFiles), the rest is not indexed"
         return text
+
+
+@dataclass
+class _Job:
+    """A file read and hashed, waiting for its outline (``parsed`` when it was persisted)."""
+
+    path: str
+    info: LanguageInfo
+    text: str
+    digest: str
+    mtime_ns: int
+    size: int
+    parsed: FileOutline | None
+    current: FileEntry | None
+
+
+def _settle(new: FileOutline, job: _Job) -> FileOutline:
+    if new.errors and job.current is not None:
+        return _keep_through_errors(new, job.current.outline)
+    return new
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)  # below the editor and the model: indexing can wait
+
+
+def _outline_pool() -> ProcessPoolExecutor | None:
+    """Worker processes for the first build of a large workspace: tree-sitter holds the GIL
+    while it parses, so threads would not help. Spawned (never forked from a threaded
+    server), at low priority; None where processes cannot be started."""
+    workers = min(2, os.cpu_count() or 1)
+    if workers < 2:
+        return None
+    try:
+        return ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_lower_priority,
+        )
+    except (OSError, ValueError, ImportError):
+        return None
 
 
 def _keep_through_errors(new: FileOutline, old: FileOutline) -> FileOutline:
@@ -218,21 +266,53 @@ class WorkspaceIndex:
         with self._lock:
             for gone in [p for p in self._files if p not in wanted]:
                 self._remove_locked(gone)
-        last = 0.0
-        for n, rel in enumerate(result.files):
-            if stop is not None and stop.is_set():
-                break
-            status = self._index_file(rel, None, persisted.get(rel))
+        fresh = sum(1 for rel in result.files if rel not in persisted)
+        pool = _outline_pool() if fresh >= PARALLEL_MIN_FILES else None
+        pending: deque[tuple[_Job, Future[FileOutline]]] = deque()
+
+        def count(status: str) -> None:
             if status == "reused":
                 report.reused += 1
             elif status != "indexed":
                 report.skipped[status] += 1
-            now = time.perf_counter()
-            if progress is not None and (now - last > self.progress_every_s or n + 1 == total):
-                last = now
-                progress(n + 1, total, rel)
-            if n % 16 == 15:
-                time.sleep(0)  # let completion threads in between files
+
+        def finish(job: _Job, future: Future[FileOutline]) -> None:
+            try:
+                parsed = _settle(future.result(), job)
+            except Exception:  # a worker died (out of memory, killed): parse here instead
+                log.debug("outline worker failed for %s", job.path, exc_info=True)
+                parsed = self._parse(job)
+            count(self._register(job, parsed))
+
+        last = 0.0
+        try:
+            for n, rel in enumerate(result.files):
+                if stop is not None and stop.is_set():
+                    break
+                job = self._prepare(rel, None, persisted.get(rel))
+                if isinstance(job, str):
+                    count(job)
+                elif job.parsed is not None or pool is None:
+                    count(self._register(job, job.parsed or self._parse(job)))
+                else:
+                    try:
+                        pending.append((job, pool.submit(outline, job.text, job.info.name, rel)))
+                    except Exception:  # the pool is broken: carry on in this thread
+                        pool = None
+                        count(self._register(job, self._parse(job)))
+                while pending and (len(pending) > _IN_FLIGHT or pending[0][1].done()):
+                    finish(*pending.popleft())
+                now = time.perf_counter()
+                if progress is not None and (now - last > self.progress_every_s or n + 1 == total):
+                    last = now
+                    progress(n + 1, total, rel)
+                if n % 16 == 15:
+                    time.sleep(0)  # let completion threads in between files
+            while pending:
+                finish(*pending.popleft())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             report.files = len(self._files)
             report.symbols = sum(len(e.outline.symbols) for e in self._files.values())
@@ -267,6 +347,13 @@ class WorkspaceIndex:
     def _index_file(self, rel: str, text: str | None, old: dict | None) -> str:
         """Index one file: ``indexed``, ``reused`` (the persisted outline was still valid) or
         why it was not (``binary``, ``too_large``, ``generated``, ``missing``, ...)."""
+        job = self._prepare(rel, text, old)
+        if isinstance(job, str):
+            return job
+        return self._register(job, job.parsed or self._parse(job))
+
+    def _prepare(self, rel: str, text: str | None, old: dict | None) -> _Job | str:
+        """Read and hash a file; a status when there is nothing to parse."""
         info = language_for(None, rel)
         if info is None:
             return "unknown_language"
@@ -284,23 +371,24 @@ class WorkspaceIndex:
         current = self.entry(rel)
         if current is not None and current.digest == hashed:
             return "reused"  # nothing changed (a save without edits, a re-scan)
-        reused = False
         parsed: FileOutline | None = None
         if old is not None and old.get("digest") == hashed:
             try:
                 parsed = FileOutline.from_json(old["outline"])
-                reused = True
             except (KeyError, TypeError, ValueError):
                 parsed = None
-        if parsed is None:
-            parsed = outline(text, info, rel)
-            if parsed.errors and current is not None:
-                parsed = _keep_through_errors(parsed, current.outline)
         mtime, size = key if key is not None else (0, len(data))
-        lines = text.splitlines(keepends=True)
+        return _Job(rel, info, text, hashed, mtime, size, parsed, current)
+
+    def _parse(self, job: _Job) -> FileOutline:
+        return _settle(outline(job.text, job.info, job.path), job)
+
+    def _register(self, job: _Job, parsed: FileOutline) -> str:
+        rel = job.path
+        lines = job.text.splitlines(keepends=True)
         with self._lock:
             self._remove_locked(rel)
-            entry = FileEntry(rel, info.name, mtime, size, hashed, parsed)
+            entry = FileEntry(rel, job.info.name, job.mtime_ns, job.size, job.digest, parsed)
             entry.windows = self._windows.add(rel, lines)
             self._files[rel] = entry
             for i, sym in enumerate(parsed.symbols):
@@ -310,7 +398,7 @@ class WorkspaceIndex:
             self._generation += 1
             if rel.rsplit("/", 1)[-1] in _CONFIG_FILES:
                 self._config_cache.clear()
-        return "reused" if reused else "indexed"
+        return "reused" if job.parsed is not None else "indexed"
 
     def _remove_locked(self, rel: str) -> None:
         entry = self._files.pop(rel, None)

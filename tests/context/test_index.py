@@ -122,3 +122,24 @@ def test_workspaces_pick_the_deepest_folder_and_never_the_filesystem_root(tmp_pa
     assert index is not None and index.root == (outer / "inner").resolve()
     assert ws.index_for("untitled:Untitled-1") is None
     assert ws.locate((tmp_path / "elsewhere.py").as_uri()) is None
+
+
+def test_parallel_first_build_gives_the_same_index(tmp_path, monkeypatch):
+    import starcoder_ls.context.index as index_module
+
+    files = {
+        f"pkg/m{i:02}.py": f"import os\n\n\nclass C{i}:\n    def run(self, x):\n        return x\n"
+        for i in range(24)
+    }
+    files["pkg/broken.py"] = "def (((\n"
+    root = _tree(tmp_path / "ws", files)
+    serial = WorkspaceIndex(root, WorkspaceSettings(persist=False))
+    serial.build()
+    monkeypatch.setattr(index_module, "PARALLEL_MIN_FILES", 1)
+    parallel = WorkspaceIndex(root, WorkspaceSettings(persist=False))
+    report = parallel.build()
+    assert report.files == len(files)
+    assert parallel.paths() == serial.paths()
+    for path in serial.paths():
+        assert parallel.entry(path).outline == serial.entry(path).outline, path
+    assert [p for p, _ in parallel.definitions("C7")] == ["pkg/m07.py"]

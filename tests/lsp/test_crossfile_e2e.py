@@ -90,10 +90,13 @@ async def test_definition_from_another_file_reaches_the_prompt(
     assert await _complete_until(client, uri, 4, 11, "apply_discount") == "apply_discount"
     last = _calls(log)[-1]
     assert ["import", "shop/pricing.py"] in last["segments"]
-    # Indexing reported its progress: a begin and an end.
-    kinds = [
-        getattr(v, "kind", None) for reports in client.progress_reports.values() for v in reports
-    ]
+    # Indexing reported its progress: a begin and (once the build is done) an end.
+    kinds: list[str | None] = []
+    for _ in range(100):
+        kinds = [getattr(v, "kind", None) for r in client.progress_reports.values() for v in r]
+        if "end" in kinds:
+            break
+        await asyncio.sleep(0.1)
     assert "begin" in kinds and "end" in kinds
 
 
