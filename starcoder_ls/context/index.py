@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 _LINES_CACHED = 32
 PARALLEL_MIN_FILES = 300
 """A first build with at least this many files to parse uses worker processes."""
-_IN_FLIGHT = 32
+_IN_FLIGHT = 4
+_BATCH = 16
+_BATCH_CHARS = 256 * 1024
 FORMAT = 1
 """Version of the persisted file; a different one is ignored (rebuilt)."""
 _CONFIG_FILES = ("go.mod", "tsconfig.json", "jsconfig.json", "package.json", "composer.json")
@@ -89,6 +91,11 @@ def _settle(new: FileOutline, job: _Job) -> FileOutline:
     if new.errors and job.current is not None:
         return _keep_through_errors(new, job.current.outline)
     return new
+
+
+def _outline_batch(items: list[tuple[str, str, str]]) -> list[FileOutline]:
+    """Outlines of (text, language, path) items, in a worker process."""
+    return [outline(text, language, path) for text, language, path in items]
 
 
 def _lower_priority() -> None:
@@ -266,9 +273,12 @@ class WorkspaceIndex:
         with self._lock:
             for gone in [p for p in self._files if p not in wanted]:
                 self._remove_locked(gone)
+        import numpy  # noqa: F401  (here, off the request path: the first similar-code query needs it)
+
         fresh = sum(1 for rel in result.files if rel not in persisted)
         pool = _outline_pool() if fresh >= PARALLEL_MIN_FILES else None
-        pending: deque[tuple[_Job, Future[FileOutline]]] = deque()
+        pending: deque[tuple[list[_Job], Future[list[FileOutline]]]] = deque()
+        batch: list[_Job] = []
 
         def count(status: str) -> None:
             if status == "reused":
@@ -276,13 +286,27 @@ class WorkspaceIndex:
             elif status != "indexed":
                 report.skipped[status] += 1
 
-        def finish(job: _Job, future: Future[FileOutline]) -> None:
+        def finish(jobs: list[_Job], future: Future[list[FileOutline]]) -> None:
             try:
-                parsed = _settle(future.result(), job)
+                parsed = [_settle(o, job) for o, job in zip(future.result(), jobs, strict=True)]
             except Exception:  # a worker died (out of memory, killed): parse here instead
-                log.debug("outline worker failed for %s", job.path, exc_info=True)
-                parsed = self._parse(job)
-            count(self._register(job, parsed))
+                log.debug("outline worker failed", exc_info=True)
+                parsed = [self._parse(job) for job in jobs]
+            for job, one in zip(jobs, parsed, strict=True):
+                count(self._register(job, one))
+
+        def send() -> None:
+            nonlocal pool
+            jobs = batch[:]
+            batch.clear()
+            items = [(job.text, job.info.name, job.path) for job in jobs]
+            try:
+                assert pool is not None
+                pending.append((jobs, pool.submit(_outline_batch, items)))
+            except Exception:  # the pool is broken: carry on in this thread
+                pool = None
+                for job in jobs:
+                    count(self._register(job, self._parse(job)))
 
         last = 0.0
         try:
@@ -295,11 +319,11 @@ class WorkspaceIndex:
                 elif job.parsed is not None or pool is None:
                     count(self._register(job, job.parsed or self._parse(job)))
                 else:
-                    try:
-                        pending.append((job, pool.submit(outline, job.text, job.info.name, rel)))
-                    except Exception:  # the pool is broken: carry on in this thread
-                        pool = None
-                        count(self._register(job, self._parse(job)))
+                    # Files go to the workers in batches: one round trip per tiny file would
+                    # cost more than parsing it.
+                    batch.append(job)
+                    if len(batch) >= _BATCH or sum(len(j.text) for j in batch) > _BATCH_CHARS:
+                        send()
                 while pending and (len(pending) > _IN_FLIGHT or pending[0][1].done()):
                     finish(*pending.popleft())
                 now = time.perf_counter()
@@ -308,6 +332,8 @@ class WorkspaceIndex:
                     progress(n + 1, total, rel)
                 if n % 16 == 15:
                     time.sleep(0)  # let completion threads in between files
+            if batch and pool is not None:
+                send()
             while pending:
                 finish(*pending.popleft())
         finally:
