@@ -30,6 +30,9 @@ class Workspaces:
         self.settings = settings or WorkspaceSettings()
         self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
         self._indexes: dict[Path, WorkspaceIndex] = {}
+        self._by_uri: dict[str, tuple[WorkspaceIndex, str] | None] = {}
+        """Where each document lives, remembered: resolving a path costs system calls, and
+        every keystroke asks."""
         self._lock = threading.Lock()
 
     def set_roots(self, roots: list[Path]) -> list[WorkspaceIndex]:
@@ -54,6 +57,7 @@ class Workspaces:
                     )
                     new.append(kept[root])
             self._indexes = kept
+            self._by_uri.clear()
             return new
 
     def update_settings(self, settings: WorkspaceSettings) -> list[WorkspaceIndex]:
@@ -64,6 +68,7 @@ class Workspaces:
         with self._lock:
             roots = list(self._indexes)
             self._indexes = {}
+            self._by_uri.clear()
         return self.set_roots(roots)
 
     def indexes(self) -> list[WorkspaceIndex]:
@@ -72,6 +77,25 @@ class Workspaces:
 
     def index_for(self, uri: str) -> WorkspaceIndex | None:
         """The index of the deepest workspace folder holding the document, if any."""
+        found = self.locate(uri)
+        return found[0] if found is not None else self._folder_of(uri)
+
+    def locate(self, uri: str) -> tuple[WorkspaceIndex, str] | None:
+        """(index, workspace-relative path) of a document inside a workspace folder."""
+        with self._lock:
+            if uri in self._by_uri:
+                return self._by_uri[uri]
+        index = self._folder_of(uri)
+        path = uri_to_path(uri)
+        rel = index.relative(path) if index is not None and path is not None else None
+        found = (index, rel) if index is not None and rel else None
+        with self._lock:
+            if len(self._by_uri) > 10_000:
+                self._by_uri.clear()
+            self._by_uri[uri] = found
+        return found
+
+    def _folder_of(self, uri: str) -> WorkspaceIndex | None:
         path = uri_to_path(uri)
         if path is None:
             return None
@@ -87,15 +111,6 @@ class Workspaces:
                 ):
                     best = index
             return best
-
-    def locate(self, uri: str) -> tuple[WorkspaceIndex, str] | None:
-        """(index, workspace-relative path) of a document inside a workspace folder."""
-        index = self.index_for(uri)
-        path = uri_to_path(uri)
-        if index is None or path is None:
-            return None
-        rel = index.relative(path)
-        return (index, rel) if rel else None
 
 
 def build_for_cli(root: Path, settings: WorkspaceSettings, *, progress: bool) -> WorkspaceIndex:

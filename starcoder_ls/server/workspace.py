@@ -38,6 +38,7 @@ class WorkspaceSupport:
         self.progress_supported = False
         self._progress_tokens: dict[int, dict[str, Any]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._last_viewed: dict[str, int] = {}
         ls.engine.crossfile = CrossFileContext(self.workspaces.index_for, self.recent)
         ls.engine.open_lines = self.open_lines
 
@@ -91,8 +92,12 @@ class WorkspaceSupport:
             self.indexer.update(found[0], found[1], doc.text, delay=self.indexer.quiet_s)
 
     def viewed(self, doc: Any, line: int) -> None:
-        if not self.ls.settings.cross_file:
+        """A completion was asked for here: remember the chunk once per line, not per key."""
+        if not self.ls.settings.cross_file or self._last_viewed.get(doc.uri) == line:
             return
+        if len(self._last_viewed) > 1000:
+            self._last_viewed.clear()
+        self._last_viewed[doc.uri] = line
         found = self._locate(doc.uri)
         path = found[1] if found else (uri_to_path(doc.uri) or Path(doc.uri)).name
         self.recent.record(doc.uri, path, line, doc.line_count, doc.line_text, edited=False)
