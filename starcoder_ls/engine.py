@@ -52,6 +52,7 @@ _BACKEND_FIELDS = (
     "timeout_ms",
     "retries",
 )
+_LAST_PROMPTS = 32
 _BEFORE_LINES = 200
 _AFTER_LINES = 100
 """Lines around the cursor that cross-file retrieval looks at (identifiers, similar code)."""
@@ -161,6 +162,8 @@ class CompletionEngine:
         self._backend_lock = threading.Lock()
         self.cache = CompletionCache(self.settings.cache)
         self.forward = ForwardCache()
+        self.last_prompts: dict[str, Prompt] = {}
+        """The last prompt built per document (``starcoder.lastPrompt``)."""
         self.crossfile: CrossFileContext | None = None
         """Cross-file retrieval (set by the server and the CLI when there is a workspace)."""
         self.open_lines: Callable[[Path], list[str] | None] | None = None
@@ -393,6 +396,7 @@ class CompletionEngine:
             context_tokens=context_tokens,
             exact=False,
         )
+        self._remember_prompt(snapshot.uri, built.prompt)
         if cancel.cancelled:
             return None
         params = self.params(mode)
@@ -431,6 +435,20 @@ class CompletionEngine:
             request_id=uuid.uuid4().hex,
             raw=raw,
         )
+
+    def _remember_prompt(self, uri: str, prompt: Prompt) -> None:
+        with self._backend_lock:
+            self.last_prompts.pop(uri, None)
+            self.last_prompts[uri] = prompt  # most recent last
+            while len(self.last_prompts) > _LAST_PROMPTS:
+                del self.last_prompts[next(iter(self.last_prompts))]
+
+    def last_prompt(self, uri: str | None = None) -> Prompt | None:
+        """The prompt last sent for ``uri`` (or for any document): what the model saw."""
+        with self._backend_lock:
+            if uri is not None:
+                return self.last_prompts.get(uri)
+            return next(reversed(self.last_prompts.values()), None)
 
     def _model_name(self) -> str:
         return self._backend.model_id if self._backend is not None else self.settings.model

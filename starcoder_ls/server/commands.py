@@ -6,10 +6,13 @@
 * ``starcoder.stats``: the local acceptance statistics (never sent anywhere).
 * ``starcoder.status``: backend, model, settings in force (no secrets) and whether the backend
   answers, for "why don't I get completions?".
+* ``starcoder.lastPrompt`` (optional document URI): the exact prompt last sent to the model for
+  that document (or for any), with its segments, so an editor can show what the model saw.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from starcoder_ls import __version__
@@ -19,6 +22,7 @@ from starcoder_ls.server.inline import ACCEPT_COMMAND
 REJECT_COMMAND = "starcoder.reject"
 STATS_COMMAND = "starcoder.stats"
 STATUS_COMMAND = "starcoder.status"
+LAST_PROMPT_COMMAND = "starcoder.lastPrompt"
 
 
 def _request_id(args: Any) -> str | None:
@@ -53,4 +57,21 @@ def register(server: StarcoderServer) -> None:
             "position_encoding": ls.encoding.value,
             "inline_completion_client": ls.inline_supported,
             "settings": settings,
+        }
+
+    @server.command(LAST_PROMPT_COMMAND)
+    def last_prompt(ls: StarcoderServer, *args: Any) -> dict[str, Any] | None:
+        uri = _request_id(args[0] if len(args) == 1 and isinstance(args[0], list) else args)
+        prompt = ls.engine.last_prompt(uri)
+        if prompt is None:
+            return None
+        return {
+            "text": prompt.text,
+            "family": prompt.family,
+            "mode": prompt.mode.value,
+            "tokens": prompt.tokens,
+            "segments": [
+                {k: v for k, v in dataclasses.asdict(seg).items() if k != "text"}
+                for seg in prompt.segments
+            ],
         }

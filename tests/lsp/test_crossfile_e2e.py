@@ -90,6 +90,12 @@ async def test_definition_from_another_file_reaches_the_prompt(
     assert await _complete_until(client, uri, 4, 11, "apply_discount") == "apply_discount"
     last = _calls(log)[-1]
     assert ["import", "shop/pricing.py"] in last["segments"]
+    # What the model saw, as an editor's "show the last prompt" gets it.
+    shown = await client.workspace_execute_command_async(
+        lsp.ExecuteCommandParams(command="starcoder.lastPrompt", arguments=[uri])
+    )
+    assert "def apply_discount(amount: float, code: str) -> float:" in shown["text"]
+    assert {"kind": "import", "path": "shop/pricing.py"}.items() <= shown["segments"][0].items()
     # Indexing reported its progress: a begin and (once the build is done) an end.
     kinds: list[str | None] = []
     for _ in range(100):
