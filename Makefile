@@ -31,3 +31,8 @@ bench: setup
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+
+# The VS Code extension: editors/vscode/starcoder-ls-<version>.vsix (needs Node 20+ and npm).
+.PHONY: vsix
+vsix:
+	cd editors/vscode && npm ci --no-audit --no-fund && npm run package

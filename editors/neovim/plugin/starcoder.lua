@@ -1,0 +1,1 @@
+vim.api.nvim_create_user_command("StarCoder", function(o) require("starcoder").command(o) end, { nargs = 1, desc = "StarCoder: toggle | status | prompt | trigger", complete = function(arglead) return require("starcoder").complete(arglead) end })
