@@ -28,6 +28,7 @@ bench: setup
 	$(PY) bench/server_bench.py --json bench/results/server_bench.json | tee bench/results/server_bench.md
 	$(PY) bench/recipe_bench.py --json bench/results/recipe_bench.json | tee bench/results/recipe_bench.md
 	$(PY) bench/crossfile_bench.py --json bench/results/crossfile_bench.json
+	$(PY) bench/neovim_latency.py --json bench/results/neovim_latency.json | tee bench/results/neovim_latency.md
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
