@@ -81,6 +81,20 @@ def _engine(index: WorkspaceIndex, family: str = "starcoder2", **kw) -> Completi
     return engine
 
 
+def _request(repo: Path, rel: str, before: str, *, line: int = 6, budget: int = 300) -> Request:
+    """A retrieval request at the end of ``before`` in ``rel``, tokens counted as chars / 4."""
+    return Request(
+        uri=(repo / rel).as_uri(),
+        path=rel,
+        language="python",
+        before=before,
+        after="\n",
+        line=line,
+        budget=budget,
+        count_tokens=lambda s: len(s) // 4 + 1,
+    )
+
+
 def _snapshot(root: Path, rel: str, text: str | None = None) -> Snapshot:
     path = root / rel
     return Snapshot.from_text(text or path.read_text(), uri=path.as_uri(), path=str(path))
@@ -133,16 +147,7 @@ def test_definitions_of_identifiers_near_the_cursor_without_imports(repo):
     index = _index(repo)
     ctx = CrossFileContext(lambda uri: index)
     segs = ctx.segments(
-        Request(
-            uri=(repo / "app/report.py").as_uri(),
-            path="app/report.py",
-            language="python",
-            before="def summary(c):\n    c = Customer(",
-            after="\n",
-            line=1,
-            budget=400,
-            count_tokens=lambda s: len(s) // 4 + 1,
-        )
+        _request(repo, "app/report.py", "def summary(c):\n    c = Customer(", line=1, budget=400)
     )
     (seg,) = [s for s in segs if s.kind == "definition"]
     assert seg.path == "shop/models.py" and "class Customer:" in seg.text
@@ -152,18 +157,11 @@ def test_definitions_of_identifiers_near_the_cursor_without_imports(repo):
 def test_budget_is_respected_and_lowest_scores_go_first(repo):
     index = _index(repo)
     ctx = CrossFileContext(lambda uri: index)
-    count = lambda s: len(s) // 4 + 1  # noqa: E731
-    req = dict(
-        uri=(repo / "app/main.py").as_uri(),
-        path="app/main.py",
-        language="python",
-        before=MAIN.rstrip("\n"),
-        after="\n",
-        line=6,
-        count_tokens=count,
+    before = MAIN.rstrip("\n")
+    full = ctx.segments(_request(repo, "app/main.py", before, line=6, budget=2000))
+    small = CrossFileContext(lambda uri: index).segments(
+        _request(repo, "app/main.py", before, line=6, budget=60)
     )
-    full = ctx.segments(Request(budget=2000, **req))
-    small = CrossFileContext(lambda uri: index).segments(Request(budget=60, **req))
     assert sum(s.tokens for s in small) <= 60 < sum(s.tokens for s in full)
     assert any("apply_discount" in s.text for s in small)  # used at the cursor: kept
 
@@ -171,22 +169,15 @@ def test_budget_is_respected_and_lowest_scores_go_first(repo):
 def test_context_is_reused_between_keystrokes_on_one_line(repo):
     index = _index(repo)
     ctx = CrossFileContext(lambda uri: index)
-    base = dict(
-        uri=(repo / "app/main.py").as_uri(),
-        path="app/main.py",
-        language="python",
-        after="\n",
-        line=6,
-        budget=300,
-        count_tokens=lambda s: len(s) // 4 + 1,
-    )
-    first = ctx.segments(Request(before=MAIN + "    return apply_discount(sub", **base))
-    again = ctx.segments(Request(before=MAIN + "    return apply_discount(subt", **base))
+    first = ctx.segments(_request(repo, "app/main.py", MAIN + "    return apply_discount(sub"))
+    again = ctx.segments(_request(repo, "app/main.py", MAIN + "    return apply_discount(subt"))
     assert again is first  # same line, same resolvable names: the prompt's start is unchanged
     index.update(
         "shop/pricing.py", PRICING + "\n\ndef coupon(code: str) -> str:\n    return code\n"
     )
-    after_edit = ctx.segments(Request(before=MAIN + "    return apply_discount(subt", **base))
+    after_edit = ctx.segments(
+        _request(repo, "app/main.py", MAIN + "    return apply_discount(subt")
+    )
     assert after_edit is not first
 
 
