@@ -143,3 +143,24 @@ def test_parallel_first_build_gives_the_same_index(tmp_path, monkeypatch):
     for path in serial.paths():
         assert parallel.entry(path).outline == serial.entry(path).outline, path
     assert [p for p, _ in parallel.definitions("C7")] == ["pkg/m07.py"]
+
+
+def test_permission_errors_and_fifos_are_skipped_and_indexing_goes_on(tmp_path, monkeypatch):
+    import os
+    from pathlib import Path as P
+
+    root = _tree(tmp_path / "ws", {**FILES, "pkg/locked.py": "def hidden():\n    pass\n"})
+    os.mkfifo(root / "pkg" / "pipe.py")  # reading a FIFO would block the indexer forever
+    real = P.read_bytes
+
+    def read_bytes(self: P) -> bytes:
+        if self.name == "locked.py":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(P, "read_bytes", read_bytes)
+    index = WorkspaceIndex(root, WorkspaceSettings(persist=False))
+    report = index.build()
+    assert "pkg/locked.py" not in index and "pkg/pipe.py" not in index
+    assert index.definitions("alpha") and not index.definitions("hidden")
+    assert report.files == 3
