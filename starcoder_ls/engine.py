@@ -310,15 +310,12 @@ class CompletionEngine:
             return []  # no workspace and nothing edited elsewhere: nothing to retrieve
         file_path = _uri_path(snapshot.uri)
         rel = index.relative(file_path) if index is not None and file_path else None
-        first = max(0, line - _BEFORE_LINES)
-        before = (
-            "".join(snapshot.line_text(i) + "\n" for i in range(first, line))
-            + snapshot.line_text(line)[:character]
-        )
-        after = snapshot.line_text(line)[character:] + "".join(
-            "\n" + snapshot.line_text(i)
-            for i in range(line + 1, min(snapshot.line_count, line + _AFTER_LINES))
-        )
+        # Slices of the text (one copy each), not joins of hundreds of lines per keystroke.
+        starts = snapshot.line_starts
+        cursor = starts[line] + character
+        end = line + _AFTER_LINES
+        before = snapshot.text[starts[max(0, line - _BEFORE_LINES)] : cursor]
+        after = snapshot.text[cursor : starts[end] if end < len(starts) else len(snapshot.text)]
         try:
             return ctx.segments(
                 Request(

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from starcoder_ls.context.index import BuildReport, WorkspaceIndex, default_cache_dir
+from starcoder_ls.documents import uri_path
 from starcoder_ls.settings import WorkspaceSettings
 
 
 def uri_to_path(uri: str) -> Path | None:
-    if uri.startswith("file://"):
-        return Path(unquote(urlparse(uri).path))
-    if "://" in uri:
-        return None
-    return Path(uri) if uri else None
+    """``documents.uri_path`` as a ``Path``: the file of a ``file:`` URI, None for others."""
+    path = uri_path(uri)
+    return Path(path) if path else None
 
 
 class Workspaces:
