@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     from starcoder_ls.context import evaluate
 
     evaluate.cli_register(sub)
+    from starcoder_ls.serve import command as serve_command
+
+    serve_command.cli_register(sub)
 
     models = sub.add_parser(
         "models",

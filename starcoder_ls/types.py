@@ -79,6 +79,8 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     """Extra stop strings (e.g. a newline for single-line completions) besides the family's."""
+    seed: int = 0
+    """Seeds sampling when temperature > 0, so the same request gives the same text."""
 
 
 @dataclass

@@ -150,6 +150,101 @@ class DecodeResult:
     """stop, length, cancelled."""
 
 
+class TokenStream:
+    """One sequence being decoded: picks its tokens, notices its stops, and says which part of
+    its text is safe to show while it is still running.
+
+    The one-at-a-time loop (``decode_loop``) and the team server's batched decoder each keep
+    one per sequence, so a sequence stops, samples and streams the same way whichever of them
+    runs it. ``text_of(ids)`` renders generated ids (special tokens spelled out); ``room`` is
+    how many tokens the context has left after the prompt.
+    """
+
+    def __init__(
+        self,
+        text_of: Callable[[list[int]], str],
+        *,
+        stop_ids: frozenset[int],
+        stops: Sequence[str],
+        params: GenerationParams,
+        room: int,
+        seed: int = 0,
+    ) -> None:
+        import numpy as np
+
+        self._text_of = text_of
+        self.stop_ids = stop_ids
+        self.stops = tuple(stops)
+        self.params = params
+        self.room = room
+        self._rng = np.random.default_rng(seed)
+        self._longest_stop = max((len(s) for s in self.stops), default=0)
+        self.tokens: list[int] = []
+        self.text = ""
+        self.finish_reason = ""
+        """Empty while running; then stop, length or cancelled."""
+        self._shown = 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.finish_reason)
+
+    def push(self, logits: np.ndarray) -> int | None:
+        """Pick the next token from ``logits``. Returns the token the model must evaluate next,
+        or None when the sequence ended (a stop token is never evaluated nor shown; a stop
+        string is cut off with everything after it)."""
+        token = sample_token(logits, self.params.temperature, self.params.top_p, self._rng)
+        if token in self.stop_ids:
+            self.finish_reason = "stop"
+            return None
+        self.tokens.append(token)
+        previous = len(self.text)
+        self.text = self._text_of(self.tokens)
+        hit = find_stop(self.text, self.stops, max(0, previous - self._longest_stop))
+        if hit != -1:
+            self.text = self.text[:hit]
+            self.finish_reason = "stop"
+            return None
+        if len(self.tokens) >= self.params.max_tokens or len(self.tokens) >= self.room:
+            self.finish_reason = "length"
+            self.text = self.text.rstrip("\ufffd")  # a character cut in half by the limit
+            return None
+        return token
+
+    def cancel(self) -> None:
+        if not self.finish_reason:
+            self.finish_reason = "cancelled"
+
+    def new_text(self) -> str:
+        """Text not handed out before that no later token can take back: while running, a tail
+        that could be the start of a stop string, or half a character, is held back."""
+        end = len(self.text)
+        if not self.finish_reason:
+            end -= held_back(self.text, self.stops)
+        if end <= self._shown:
+            return ""
+        piece = self.text[self._shown : end]
+        self._shown = end
+        return piece
+
+    def result(self) -> DecodeResult:
+        return DecodeResult(self.text, self.tokens, self.finish_reason or "cancelled")
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """How many characters at the end of ``text`` a stream must not show yet: the longest tail
+    that is a proper prefix of a stop string, or a trailing replacement character (the first
+    bytes of a character whose last bytes come with the next token)."""
+    hold = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), hold, -1):
+            if text.endswith(stop[:n]):
+                hold = n
+                break
+    stripped = len(text) - len(text.rstrip("\ufffd"))
+    return max(hold, stripped)
+
+
 def decode_loop(
     logits: np.ndarray,
     step: Callable[[int], np.ndarray],
@@ -161,35 +256,28 @@ def decode_loop(
     room: int,
     cancel: CancelToken,
     seed: int = 0,
+    on_text: Callable[[str], None] | None = None,
 ) -> DecodeResult:
     """Pick tokens one at a time until a stop token, a stop string, ``max_tokens``, the end of
     the context (``room`` tokens left) or cancellation.
 
-    ``step(token)`` evaluates one token and returns the next logits; ``text_of(ids)`` renders
-    the generated ids (special tokens spelled out). A stop token is never evaluated nor shown;
-    a stop string is cut off with everything after it.
+    ``step(token)`` evaluates one token and returns the next logits. ``on_text``, when given,
+    receives the text as it becomes final (see ``TokenStream.new_text``).
     """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    longest_stop = max((len(s) for s in stops), default=0)
-    out: list[int] = []
-    text = ""
+    stream = TokenStream(
+        text_of, stop_ids=stop_ids, stops=stops, params=params, room=room, seed=seed
+    )
     while True:
         if cancel.cancelled:
-            return DecodeResult(text, out, "cancelled")
-        token = sample_token(logits, params.temperature, params.top_p, rng)
-        if token in stop_ids:
-            return DecodeResult(text, out, "stop")
-        out.append(token)
-        previous = len(text)
-        text = text_of(out)
-        hit = find_stop(text, stops, max(0, previous - longest_stop))
-        if hit != -1:
-            return DecodeResult(text[:hit], out, "stop")
-        if len(out) >= params.max_tokens or len(out) >= room:
-            return DecodeResult(text, out, "length")
+            stream.cancel()
+            break
+        token = stream.push(logits)
+        if on_text is not None and (piece := stream.new_text()):
+            on_text(piece)
+        if token is None:
+            break
         logits = step(token)
+    return stream.result()
 
 
 class Stopwatch:
@@ -238,7 +326,15 @@ class TokenLoopBackend:
     def _failed(self, exc: RuntimeError) -> BackendError:
         raise NotImplementedError
 
-    def generate(self, prompt: Prompt, params: GenerationParams, cancel: CancelToken) -> Generation:
+    def generate(
+        self,
+        prompt: Prompt,
+        params: GenerationParams,
+        cancel: CancelToken,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
+        """``on_text`` receives the generated text piece by piece as it becomes final (the
+        team server streams it); the returned ``Generation`` has all of it."""
         watch = Stopwatch()
         ids = self.tokenize(prompt.text)
         if not ids:
@@ -271,14 +367,13 @@ class TokenLoopBackend:
                     else replace(params, max_tokens=max_tokens),
                     room=self.context_length - len(ids),
                     cancel=cancel,
+                    seed=params.seed,
+                    on_text=on_text,
                 )
             except RuntimeError as exc:
                 raise self._failed(exc) from exc
-        text = result.text
-        if result.finish_reason == "length":
-            text = text.rstrip("\ufffd")  # a character cut in half by the token limit
         return Generation(
-            text=text,
+            text=result.text,
             prompt_tokens=len(ids),
             evaluated_tokens=evaluated,
             completion_tokens=len(result.tokens),

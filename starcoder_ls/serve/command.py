@@ -1,0 +1,325 @@
+"""``starcoder-ls serve``: options, loading the model, and running uvicorn until a signal.
+
+Only argparse is imported at parser-building time; Starlette, uvicorn and the model libraries
+load when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Serve a local model over HTTP to a team: starcoder-ls clients (backend "starcoder-ls" or
+"llamacpp-server"), and anything that speaks OpenAI completions or llama.cpp's /infill
+(Continue, llama.vim, llama.vscode, ...).
+
+routes:
+  POST /v1/completions  OpenAI completions: prompt, suffix (the server builds the FIM prompt in
+                        the model's format), max_tokens, temperature, top_p, stop, n, seed,
+                        stream (server-sent events), stream_options.include_usage
+  POST /infill          llama.cpp server: input_prefix, input_suffix, input_extra
+                        [{filename, text}], prompt, n_predict, temperature, top_p, stop, stream
+  GET  /v1/models       the served model, its family and context length
+  GET  /health          200 {"status": "ok"}; 503 while shutting down (no key needed)
+  GET  /metrics         Prometheus: requests by route and status, latency, queue wait, queue
+                        depth, running sequences, batch sizes, prompt and generated tokens
+
+scheduling:
+  transformers decodes up to --max-batch requests together, one token of each per model call;
+  llamacpp runs one at a time. Up to --max-queue more wait; beyond that a request gets 429 with
+  Retry-After. A client that disconnects stops its generation at the next token.
+
+keys:
+  With --api-key-file or STARCODER_LS_API_KEYS (comma separated) set, every route but /health
+  wants "Authorization: Bearer <key>" (401 otherwise). The file is one key per line, # starts a
+  comment, and it is read again when it changes. Listening beyond loopback without keys needs
+  --allow-no-auth.
+
+shutdown:
+  SIGTERM or Ctrl-C stops accepting connections, lets running requests finish (up to
+  --drain-timeout seconds), then frees the model.
+
+See docs/serve.md for a systemd unit, a reverse proxy (nginx, Caddy) and client settings.
+"""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    backend: str
+    model: str
+    name: str
+    family: str
+
+
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP to a team (OpenAI completions and llama.cpp /infill)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = p.add_argument_group("listening")
+    where.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    where.add_argument("--port", type=int, default=8000, help="default: 8000")
+    where.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
+    where.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    where.add_argument("--api-key-file", metavar="FILE", help="accepted API keys, one per line")
+    where.add_argument(
+        "--allow-no-auth",
+        action="store_true",
+        help="allow listening beyond loopback without API keys (behind an authenticating proxy)",
+    )
+    where.add_argument("--no-access-log", action="store_true", help="do not log each request")
+
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--backend",
+        choices=("auto", "transformers", "llamacpp", "test"),
+        default="auto",
+        help="auto: transformers on a CUDA GPU, llamacpp otherwise",
+    )
+    model.add_argument(
+        "--model",
+        default="",
+        help="GGUF file (llamacpp), HF folder or hub id (transformers); default: the bundled model",
+    )
+    model.add_argument("--model-name", default="", help="the name clients use (default: derived)")
+    model.add_argument(
+        "--family", default="auto", help="prompt family for suffix and /infill (default: guessed)"
+    )
+    model.add_argument("--device", default="auto", help="transformers: auto, cuda, cpu, mps")
+    model.add_argument("--dtype", default="auto", help="transformers: auto, float16, bfloat16, ...")
+    model.add_argument("--n-ctx", type=int, default=0, help="context length (default: the model's)")
+    model.add_argument("--threads", type=int, default=0, help="CPU threads (default: automatic)")
+
+    limits = p.add_argument_group("limits")
+    limits.add_argument(
+        "--max-batch", type=int, default=8, help="sequences decoded together (transformers)"
+    )
+    limits.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those")
+    limits.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens allowed")
+    limits.add_argument("--max-n", type=int, default=4, help="largest n allowed")
+    limits.add_argument("--max-body-bytes", type=int, default=1 << 20, help="default: 1 MiB")
+    limits.add_argument(
+        "--body-timeout", type=float, default=10.0, help="seconds for a body to arrive"
+    )
+    limits.add_argument(
+        "--request-timeout", type=float, default=60.0, help="seconds a generation may take"
+    )
+    limits.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds to finish work on shutdown"
+    )
+    p.set_defaults(func=run)
+
+
+class ServeError(Exception):
+    """A reason the server cannot start, said plainly."""
+
+
+def choose_model(args: argparse.Namespace) -> ModelChoice:
+    from starcoder_ls.models import BUNDLED_NAME
+    from starcoder_ls.models.registry import family_for
+
+    backend = args.backend
+    if backend == "auto":
+        backend = "transformers" if _has_cuda() else "llamacpp"
+    model = args.model
+    name = args.model_name or _derived_name(model, backend) or BUNDLED_NAME
+    if args.family != "auto":
+        family = args.family
+    elif backend == "test":
+        family = "starcoder"
+    else:
+        family = family_for(model)
+    return ModelChoice(backend=backend, model=model, name=name, family=family)
+
+
+def _derived_name(model: str, backend: str) -> str:
+    if not model or backend == "test":
+        return ""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.stem if path.is_file() else path.name
+    return model  # a hub id: clients know it by that name
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def build_engine(args: argparse.Namespace, choice: ModelChoice) -> Any:
+    from starcoder_ls.serve.engine import QueueEngine
+    from starcoder_ls.types import BackendError
+
+    try:
+        if choice.backend == "transformers":
+            from starcoder_ls.backends.hf import TransformersBackend
+            from starcoder_ls.models import BUNDLED_HF
+            from starcoder_ls.serve.batch import BatchEngine
+
+            hf = TransformersBackend(
+                choice.model or str(BUNDLED_HF),
+                device=args.device,
+                dtype=args.dtype,
+                n_ctx=args.n_ctx,
+                n_threads=args.threads,
+            )
+            return BatchEngine(hf, max_queue=args.max_queue, max_batch=args.max_batch)
+        if choice.backend == "llamacpp":
+            from starcoder_ls.backends.llamacpp import LlamaCppBackend
+            from starcoder_ls.models import BUNDLED_GGUF
+
+            gguf = LlamaCppBackend(
+                choice.model or BUNDLED_GGUF, n_ctx=args.n_ctx, n_threads=args.threads
+            )
+            return QueueEngine(gguf, max_queue=args.max_queue)
+        from starcoder_ls.backends.testing import TestBackend
+
+        return QueueEngine(TestBackend(choice.model), max_queue=args.max_queue)
+    except BackendError as exc:
+        raise ServeError(str(exc)) from None
+
+
+def check_options(args: argparse.Namespace, keys: Any) -> None:
+    for flag, value, low in (
+        ("--port", args.port, 0),
+        ("--max-batch", args.max_batch, 1),
+        ("--max-queue", args.max_queue, 0),
+        ("--max-tokens", args.max_tokens, 1),
+        ("--max-n", args.max_n, 1),
+        ("--max-body-bytes", args.max_body_bytes, 1),
+    ):
+        if value < low:
+            raise ServeError(f"{flag} must be at least {low}; got {value}")
+    for flag, seconds in (
+        ("--body-timeout", args.body_timeout),
+        ("--request-timeout", args.request_timeout),
+        ("--drain-timeout", args.drain_timeout),
+    ):
+        if not seconds > 0:
+            raise ServeError(f"{flag} must be a positive number of seconds; got {seconds}")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ServeError("--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path and not Path(path).expanduser().is_file():
+            raise ServeError(f"{flag} {path} does not exist")
+    if not keys.enabled and not _is_loopback(args.host) and not args.allow_no_auth:
+        raise ServeError(
+            f"refusing to listen on {args.host} without API keys: anyone who can reach it could "
+            "use the model. Give --api-key-file (or set STARCODER_LS_API_KEYS), or pass "
+            "--allow-no-auth when a proxy in front checks clients."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except ServeError as exc:
+        print(f"starcoder-ls serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import ssl
+
+    try:
+        import uvicorn
+
+        from starcoder_ls.serve.app import HttpLimits, Service, create_app
+        from starcoder_ls.serve.auth import ApiKeyError, ApiKeys
+        from starcoder_ls.serve.schema import Limits, Served
+    except ImportError as exc:
+        raise ServeError(
+            f"the server needs its extra packages ({exc.name} is missing): "
+            "pip install 'starcoder-ls[serve]'"
+        ) from None
+    try:
+        keys = ApiKeys(args.api_key_file)
+    except ApiKeyError as exc:
+        raise ServeError(str(exc)) from None
+    check_options(args, keys)
+    choice = choose_model(args)
+    print(
+        f"starcoder-ls serve: loading {choice.name} ({choice.backend}, {choice.family} prompts)",
+        file=sys.stderr,
+    )
+    engine = build_engine(args, choice)
+    from starcoder_ls.prompt.templates import get_template
+
+    try:
+        stop = get_template(choice.family).stop
+    except ValueError as exc:
+        engine.close()
+        raise ServeError(str(exc)) from None
+    aliases = {a for a in (choice.model, engine.model_id) if a}
+    served = Served(name=choice.name, aliases=frozenset(aliases), family=choice.family, stop=stop)
+    service = Service(
+        engine,
+        served,
+        keys=keys,
+        limits=Limits(max_tokens=min(args.max_tokens, engine.context_length), max_n=args.max_n),
+        http=HttpLimits(
+            max_body_bytes=args.max_body_bytes,
+            body_timeout_s=args.body_timeout,
+            request_timeout_s=args.request_timeout,
+        ),
+    )
+
+    def shutdown() -> None:
+        finished = engine.drain(args.drain_timeout)
+        if not finished:
+            log.warning("stopping generations still running after %gs", args.drain_timeout)
+        engine.close()
+
+    app = create_app(service, on_shutdown=shutdown)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        access_log=not args.no_access_log,
+        timeout_graceful_shutdown=int(args.drain_timeout) or 1,
+        timeout_keep_alive=5,
+        log_level="info",
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            service.draining = True  # /health says so at once; new requests get 503
+            super().handle_exit(sig, frame)
+
+    scheme = "https" if args.tls_cert else "http"
+    auth = f"{len(keys)} API key(s)" if keys.enabled else "no API key (open)"
+    print(
+        f"starcoder-ls serve: {choice.name} on {scheme}://{args.host}:{args.port} with {auth}, "
+        f"{engine.max_batch} slot(s), {engine.max_queue} queue places",
+        file=sys.stderr,
+    )
+    try:
+        Server(config).run()
+    except ssl.SSLError as exc:
+        engine.close()
+        raise ServeError(f"cannot use the TLS certificate or key: {exc}") from None
+    return 0

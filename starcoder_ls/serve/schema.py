@@ -1,0 +1,319 @@
+"""Request bodies of the team server's two completion APIs, checked field by field.
+
+Each check that fails raises ``ApiError`` with the HTTP status and a message that names the
+field and what it should be, so a client author can fix the request from the message alone.
+Fields a route does not know are ignored (OpenAI clients send many), except the few whose
+meaning this server cannot honour (``echo``, ``logprobs``, ``best_of``): silently ignoring
+those would return something other than what was asked for.
+
+* ``POST /v1/completions``: OpenAI's legacy completions body. With ``suffix`` the server
+  builds the fill-in-the-middle prompt itself, in the served model's format.
+* ``POST /infill``: llama.cpp server's body (``input_prefix``, ``input_suffix``,
+  ``input_extra``, ``prompt`` after the middle sentinel, ``n_predict``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from starcoder_ls.types import FimInput, GenerationParams, Prompt, Segment
+
+MAX_STOPS = 16
+MAX_STOP_CHARS = 256
+
+
+class ApiError(Exception):
+    """A request the server refuses, with the status and a message for the client."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """OpenAI's error shape, which llama.cpp server uses too (with a numeric ``code``)."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code or self.status,
+            }
+        }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for (``starcoder-ls serve`` options)."""
+
+    max_tokens: int = 1024
+    max_n: int = 4
+    default_max_tokens: int = 16
+    """OpenAI's default when a request gives no ``max_tokens``."""
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the server serves, for building prompts and checking ``model``."""
+
+    name: str
+    """The name ``/v1/models`` lists and responses carry."""
+    aliases: frozenset[str]
+    """Other names a request may use for it (the model's path or hub id)."""
+    family: str
+    """The prompt family whose FIM format ``suffix`` and ``/infill`` prompts are built in."""
+    stop: tuple[str, ...]
+    """The family's stop strings, always in force (end of text, file separator, ...)."""
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A checked request: the prompt as the model will see it, and how to generate."""
+
+    prompt: Prompt
+    params: GenerationParams
+    n: int
+    stream: bool
+    include_usage: bool = False
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise ApiError(400, "the body is empty; send a JSON object")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"the body must be a JSON object, not {_type(data)}")
+    return data
+
+
+def check_model(body: dict[str, Any], served: Served) -> None:
+    model = body.get("model")
+    if model is None or model == "":
+        return
+    if not isinstance(model, str):
+        raise ApiError(400, f"model must be a string, not {_type(model)}", param="model")
+    if model != served.name and model not in served.aliases:
+        raise ApiError(
+            404,
+            f"model {model!r} is not served here; this server serves {served.name!r} "
+            "(GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def openai_request(body: dict[str, Any], served: Served, limits: Limits) -> CompletionRequest:
+    check_model(body, served)
+    for name in ("echo", "logprobs"):
+        if body.get(name):
+            raise ApiError(400, f"{name} is not supported by this server", param=name)
+    if _integer(body, "best_of", 1, 1, 1) != 1:
+        raise ApiError(400, "best_of is not supported by this server", param="best_of")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        if len(prompt) != 1 or not isinstance(prompt[0], str):
+            raise ApiError(
+                400,
+                "prompt must be a string (or a list of exactly one string); token-id and "
+                "batched prompts are not supported",
+                param="prompt",
+            )
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise ApiError(400, f"prompt must be a string, not {_type(prompt)}", param="prompt")
+    suffix = _string(body, "suffix")
+    if not prompt and not suffix:
+        raise ApiError(400, "prompt is empty", param="prompt")
+    if suffix is not None:
+        fim = FimInput(prefix=prompt, suffix=suffix)
+        text = _render(fim, served.family)
+    else:
+        fim = FimInput(prefix=prompt, suffix="")
+        text = prompt
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    return CompletionRequest(
+        prompt=Prompt(text=text, family=served.family, stop=served.stop, fim=fim),
+        params=GenerationParams(
+            max_tokens=_integer(
+                body, "max_tokens", limits.default_max_tokens, 1, limits.max_tokens
+            ),
+            temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+            top_p=_number(body, "top_p", 1.0, 0.0, 1.0, open_low=True),
+            stop=_stops(body, "stop"),
+            seed=_seed(body),
+        ),
+        n=_integer(body, "n", 1, 1, limits.max_n),
+        stream=_boolean(body, "stream"),
+        include_usage=include_usage,
+    )
+
+
+def infill_request(body: dict[str, Any], served: Served, limits: Limits) -> CompletionRequest:
+    check_model(body, served)
+    prefix = _string(body, "input_prefix") or ""
+    suffix = _string(body, "input_suffix") or ""
+    after = _string(body, "prompt") or ""
+    extra = _extra(body.get("input_extra"))
+    if not prefix and not suffix and not after and not extra:
+        raise ApiError(400, "input_prefix, input_suffix and prompt are all empty")
+    n_predict = _integer(body, "n_predict", -1, -1, limits.max_tokens)
+    if n_predict == 0:
+        raise ApiError(
+            400, "n_predict must be -1 (up to the limit) or at least 1", param="n_predict"
+        )
+    fim = FimInput(prefix=prefix, suffix=suffix, extra=extra)
+    return CompletionRequest(
+        prompt=Prompt(
+            text=_render(fim, served.family) + after,
+            family=served.family,
+            stop=served.stop,
+            fim=fim,
+        ),
+        params=GenerationParams(
+            max_tokens=limits.max_tokens if n_predict == -1 else n_predict,
+            # llama.cpp server's defaults, so a client that relies on them gets the same here.
+            temperature=_number(body, "temperature", 0.8, 0.0, 2.0),
+            top_p=_number(body, "top_p", 0.95, 0.0, 1.0, open_low=True),
+            stop=_stops(body, "stop"),
+            seed=_seed(body),
+        ),
+        n=1,
+        stream=_boolean(body, "stream"),
+    )
+
+
+def _seed(body: dict[str, Any]) -> int:
+    """The request's seed; without one (or -1, llama.cpp's "random") a fresh random one, so
+    sampled completions differ between requests as clients expect."""
+    seed = _integer(body, "seed", -1, -(2**63), 2**64 - 1)
+    return secrets.randbits(32) if seed == -1 else seed % 2**32
+
+
+def _render(fim: FimInput, family: str) -> str:
+    from starcoder_ls.prompt.templates import render
+
+    return render(fim, family)
+
+
+def _extra(value: Any) -> tuple[Segment, ...]:
+    """``input_extra``: other files, ``[{"filename": ..., "text": ...}]``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ApiError(400, f"input_extra must be a list, not {_type(value)}", param="input_extra")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ApiError(
+                400,
+                f"input_extra[{i}] must be an object with filename and text",
+                param="input_extra",
+            )
+        name, text = item.get("filename", ""), item.get("text", "")
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise ApiError(
+                400, f"input_extra[{i}].filename and .text must be strings", param="input_extra"
+            )
+        if text:
+            lines = text.count("\n") + 1
+            out.append(Segment(kind="extra", path=name, start_line=1, end_line=lines, text=text))
+    return tuple(out)
+
+
+def _type(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise ApiError(400, f"{name} must be a string, not {_type(value)}", param=name)
+
+
+def _boolean(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise ApiError(400, f"{name} must be true or false, not {_type(value)}", param=name)
+
+
+def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ApiError(400, f"{name} must be an integer, not {_type(value)}", param=name)
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low} and {high}; got {value}", param=name)
+    return value
+
+
+def _number(
+    body: dict[str, Any], name: str, default: float, low: float, high: float, open_low: bool = False
+) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a number, not {_type(value)}", param=name)
+    if value > high or value < low or (open_low and value == low):
+        bracket = "(" if open_low else "["
+        raise ApiError(
+            400, f"{name} must be in {bracket}{low:g}, {high:g}]; got {value}", param=name
+        )
+    return float(value)
+
+
+def _stops(body: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = body.get(name)
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ApiError(400, f"{name} must be a string or a list of strings", param=name)
+    if len(value) > MAX_STOPS:
+        raise ApiError(400, f"{name} has {len(value)} strings; at most {MAX_STOPS}", param=name)
+    if any(len(s) > MAX_STOP_CHARS for s in value):
+        raise ApiError(
+            400, f"{name} strings must be at most {MAX_STOP_CHARS} characters", param=name
+        )
+    return tuple(s for s in value if s)

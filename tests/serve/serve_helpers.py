@@ -1,0 +1,82 @@
+"""Start ``starcoder-ls serve`` as a real process on a free loopback port, for the end-to-end
+tests (and the benchmark) of the team server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServeProcess:
+    """One ``starcoder-ls serve`` process; its output goes to a file the tests can read."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        log: Path,
+        env: dict[str, str] | None = None,
+        scheme: str = "http",
+        ready_timeout: float = 90.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "starcoder_ls", "serve", "--port", str(self.port), *args],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+        self._wait_ready(ready_timeout, verify)
+
+    def _wait_ready(self, timeout: float, verify: ssl.SSLContext | bool) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0, verify=verify).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"serve did not become ready in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self._out.closed:
+            self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        self.terminate()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._out.close()
+        return code
