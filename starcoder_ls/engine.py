@@ -220,8 +220,14 @@ class CompletionEngine:
             return known[1]
         from starcoder_ls.models.registry import family_for
 
-        # Looked up once per backend: it may read the model file's vocabulary.
-        family = family_for(self.settings.model or backend.model_id, default="starcoder")
+        # What a team server says it serves comes first: it knows its model. Otherwise looked
+        # up once per backend: it may read the model file's vocabulary.
+        served = getattr(backend, "family", None)
+        family = (
+            served
+            if isinstance(served, str) and served
+            else family_for(self.settings.model or backend.model_id, default="starcoder")
+        )
         self._family = (backend, family)
         return family
 

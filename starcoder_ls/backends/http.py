@@ -146,6 +146,38 @@ class HttpBackend:
         self._stream: Any = None
         """The kept-alive connection's stream, the one the next request will most likely use."""
         self._lock = threading.Lock()
+        self.family: str | None = None
+        """The prompt family the server says it serves (the team server does); None: unknown."""
+        if kind == "starcoder-ls":
+            self._describe(n_ctx)
+
+    def _describe(self, n_ctx: int) -> None:
+        """Ask a team server what it serves (``GET /v1/models``): its prompt family, context
+        length and model name, so prompts fit the model even under a name the model registry
+        does not know. Best effort: a server that is down now gets its clear error at the
+        first completion."""
+        import httpx
+
+        url = self.url[: -len("/completions")] + "/models"
+        try:
+            response = self._client.get(url, headers=self._headers(), timeout=min(self.timeout, 3))
+            entry = response.json()["data"][0] if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            entry = None
+        if not isinstance(entry, dict):
+            log.info(
+                "%s does not describe its model; using the settings", _without_credentials(url)
+            )
+            return
+        family, context, served = entry.get("family"), entry.get("context_length"), entry.get("id")
+        from starcoder_ls.prompt.templates import FAMILIES
+
+        if isinstance(family, str) and family in FAMILIES:
+            self.family = family
+        if not n_ctx and isinstance(context, int) and context > 0:
+            self.context_length = context
+        if not self.model and isinstance(served, str) and served:
+            self.model_id = served
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)

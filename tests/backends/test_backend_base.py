@@ -3,20 +3,24 @@ sampling, and backend selection."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
 from starcoder_ls.backends import create_backend
 from starcoder_ls.backends.base import (
+    TokenStream,
     common_prefix_len,
     cut_at_stop,
+    decode_loop,
     fit_prompt,
     sample_token,
     stop_strings,
     utf8_complete,
 )
 from starcoder_ls.settings import Settings
-from starcoder_ls.types import BackendError
+from starcoder_ls.types import BackendError, CancelToken, GenerationParams
 
 
 def test_stop_strings_request_first_without_duplicates_or_empties() -> None:
@@ -64,3 +68,71 @@ def test_create_backend_picks_by_name() -> None:
     remote.close()
     with pytest.raises(BackendError, match="unknown backend"):
         create_backend(Settings(backend="nonsense"))
+
+
+def _scripted(tokens: list[int], pieces: dict[int, str]) -> tuple[list[np.ndarray], Any]:
+    """Logits that make greedy sampling pick ``tokens`` in order, and a renderer."""
+    rows = []
+    for t in tokens:
+        row = np.zeros(16, dtype=np.float32)
+        row[t] = 1.0
+        rows.append(row)
+    return rows, lambda ids: "".join(pieces[i] for i in ids)
+
+
+@pytest.mark.parametrize(
+    "pieces, stops, shown, final",
+    [
+        # "<e" could start the stop "<eot>": held back until it is clearly not one.
+        ({1: "a", 2: "<e", 3: "x", 4: "b"}, ("<eot>",), ["a", "", "<ex", "b"], "a<exb"),
+        # ... and dropped when it is one.
+        ({1: "a", 2: "<e", 3: "ot>", 4: "b"}, ("<eot>",), ["a", "", ""], "a"),
+        # Half a character (the replacement character) waits for its other half.
+        ({1: "a", 2: "\ufffd", 3: "é", 4: "b"}, (), ["a", "", "é", "b"], "aéb"),
+    ],
+)
+def test_token_stream_shows_only_text_no_later_token_takes_back(
+    pieces: dict[int, str], stops: tuple[str, ...], shown: list[str], final: str
+) -> None:
+    rows, text_of = _scripted([1, 2, 3, 4], pieces)
+
+    def render(ids: list[int]) -> str:  # a renderer that, like a real one, fixes a half char
+        text = text_of(ids)
+        return text.replace("\ufffdé", "é")
+
+    stream = TokenStream(
+        render,
+        stop_ids=frozenset(),
+        stops=stops,
+        params=GenerationParams(max_tokens=4),
+        room=100,
+    )
+    got = []
+    for row in rows:
+        token = stream.push(row)
+        got.append(stream.new_text())
+        if token is None:
+            break
+    assert got == shown
+    assert stream.text == final
+    assert "".join(got) == final
+
+
+def test_decode_loop_streams_what_it_returns() -> None:
+    rows, text_of = _scripted([1, 2, 3, 0], {1: "ret", 2: "urn ", 3: "a"})
+    pieces: list[str] = []
+    following = iter(rows[1:])
+    result = decode_loop(
+        rows[0],
+        lambda token: next(following),
+        text_of,
+        stop_ids=frozenset({0}),
+        stops=(),
+        params=GenerationParams(max_tokens=10),
+        room=100,
+        cancel=CancelToken(),
+        on_text=pieces.append,
+    )
+    assert result.finish_reason == "stop"
+    assert result.text == "return a" == "".join(pieces)
+    assert len(pieces) == 3

@@ -258,6 +258,31 @@ def test_models_lists_the_served_model(llama: ServeProcess) -> None:
         assert post(llama, "/v1/completions", body).status_code == 200
 
 
+def test_the_client_learns_family_and_context_from_the_server(llama: ServeProcess) -> None:
+    """A client that knows the team server's URL but not its model still builds prompts in the
+    right format and size."""
+    from starcoder_ls.backends.http import HttpBackend
+    from starcoder_ls.engine import CompletionEngine
+    from starcoder_ls.settings import Settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEAM_KEY", KEY)
+        backend = HttpBackend("starcoder-ls", url=llama.url, api_key_env="TEAM_KEY")
+        unknown = HttpBackend("starcoder-ls", url=llama.url, api_key_env="NO_SUCH_VARIABLE")
+    try:
+        assert (backend.family, backend.context_length, backend.model_id) == (
+            "starcoder-ls",
+            512,
+            "starcoder-ls-tiny",
+        )
+        assert CompletionEngine(Settings(backend="starcoder-ls")).family(backend) == "starcoder-ls"
+        # Refused (no key): the settings' defaults stand, and completing says why.
+        assert unknown.family is None and unknown.context_length == 8192
+    finally:
+        backend.close()
+        unknown.close()
+
+
 # ------------------------------------------------------------------- bad input
 
 BAD_BODIES: list[tuple[str, bytes, int, str]] = [
