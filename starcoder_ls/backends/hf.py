@@ -142,6 +142,7 @@ class TransformersBackend(TokenLoopBackend):
                 torch.tensor([ids], device=self.device),
                 past_key_values=self._cache,
                 use_cache=True,
+                logits_to_keep=1,  # only the next token's: not a vocabulary row per prompt token
             )
         self._cache = out.past_key_values
         self._cached_ids.extend(ids)

@@ -433,6 +433,29 @@ def test_client_disconnect_frees_the_slot(slow: ServeProcess) -> None:
     assert metric(slow, "starcoder_ls_cancelled_total", reason="disconnect") == 2
 
 
+def test_disconnect_stops_a_batched_generation_at_the_next_token(tmp_path: Path) -> None:
+    """The real model, batched: a stream the client abandons after its first event stops
+    generating, where the same request left alone runs to its token limit."""
+    server = ServeProcess(
+        ["--backend", "transformers", "--threads", "1", "--max-batch", "4"], log=tmp_path / "log"
+    )
+    body = {"prompt": "x = [", "max_tokens": 256, "temperature": 0, "stop": []}
+    url = f"{server.url}/v1/completions"
+    try:
+        whole = httpx.post(url, json=body, timeout=60).json()
+        assert whole["usage"]["completion_tokens"] == 256  # it runs to the limit (half the context)
+        before = metric(server, "starcoder_ls_completion_tokens_total")
+        with httpx.stream("POST", url, json={**body, "stream": True}, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    break  # the first event: now hang up
+        _until(lambda: metric(server, "starcoder_ls_cancelled_total", reason="disconnect") == 1)
+        _until(lambda: httpx.get(f"{server.url}/health").json()["running"] == 0)
+        assert metric(server, "starcoder_ls_completion_tokens_total") - before < 128
+    finally:
+        server.stop()
+
+
 def test_request_timeout_stops_the_generation(tmp_path: Path) -> None:
     server = ServeProcess(
         ["--backend", "test", "--model", "latency_ms=20000", "--request-timeout", "0.5"],
