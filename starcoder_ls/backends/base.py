@@ -184,6 +184,8 @@ class TokenStream:
         self.finish_reason = ""
         """Empty while running; then stop, length or cancelled."""
         self._shown = 0
+        self._prefix_offset = 0
+        self._read_offset = 0
 
     @property
     def finished(self) -> bool:
@@ -199,7 +201,7 @@ class TokenStream:
             return None
         self.tokens.append(token)
         previous = len(self.text)
-        self.text = self._text_of(self.tokens)
+        self._extend_text()
         hit = find_stop(self.text, self.stops, max(0, previous - self._longest_stop))
         if hit != -1:
             self.text = self.text[:hit]
@@ -207,9 +209,25 @@ class TokenStream:
             return None
         if len(self.tokens) >= self.params.max_tokens or len(self.tokens) >= self.room:
             self.finish_reason = "length"
-            self.text = self.text.rstrip("\ufffd")  # a character cut in half by the limit
             return None
         return token
+
+    def _extend_text(self) -> None:
+        """Add the text of the tokens not rendered yet, decoding only them and the token(s)
+        before them (whole-sequence decoding each step costs O(length) per token).
+
+        The preceding tokens are decoded with them because a tokenizer may render a token
+        differently at the start of a text (SentencePiece drops a leading space); the new text
+        is what decoding them adds. While the new tokens end in the middle of a character
+        (a replacement character, or nothing more for a renderer that holds such bytes back),
+        nothing is added: the character's other bytes come with the next token, and a
+        character cut in half by the end of the generation is left out."""
+        start, read = self._prefix_offset, self._read_offset
+        before = self._text_of(self.tokens[start:read]) if read > start else ""
+        now = self._text_of(self.tokens[start:])
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.text += now[len(before) :]
+            self._prefix_offset, self._read_offset = read, len(self.tokens)
 
     def cancel(self) -> None:
         if not self.finish_reason:
