@@ -172,17 +172,20 @@ class CompletionEngine:
 
     # -- backend lifecycle -------------------------------------------------------------------
 
-    def update_settings(self, settings: Settings) -> None:
+    def update_settings(self, settings: Settings) -> bool:
+        """Apply ``settings``; True when they replace the backend."""
         from starcoder_ls.cache import CompletionCache
 
         old, self.settings = self.settings, settings
-        if any(getattr(old, f) != getattr(settings, f) for f in _BACKEND_FIELDS):
+        replaced = any(getattr(old, f) != getattr(settings, f) for f in _BACKEND_FIELDS)
+        if replaced:
             self.close_backend()
             # Completions on screen came from the old model; don't serve their rest.
             self.forward = type(self.forward)()
         if old.cache != settings.cache:
             self.cache.close()
             self.cache = CompletionCache(settings.cache)
+        return replaced
 
     def backend(self) -> Backend:
         """The backend, created on first use; raises BackendError when it cannot be created."""
@@ -215,19 +218,17 @@ class CompletionEngine:
     def family(self, backend: Backend) -> str:
         if self.settings.family != "auto":
             return self.settings.family
+        # What a team server says it serves comes first: it knows its model.
+        served = getattr(backend, "family", None)
+        if isinstance(served, str) and served:
+            return served
         known = self._family
         if known is not None and known[0] is backend:
             return known[1]
         from starcoder_ls.models.registry import family_for
 
-        # What a team server says it serves comes first: it knows its model. Otherwise looked
-        # up once per backend: it may read the model file's vocabulary.
-        served = getattr(backend, "family", None)
-        family = (
-            served
-            if isinstance(served, str) and served
-            else family_for(self.settings.model or backend.model_id, default="starcoder")
-        )
+        # Looked up once per backend: it may read the model file's vocabulary.
+        family = family_for(self.settings.model or backend.model_id, default="starcoder")
         self._family = (backend, family)
         return family
 

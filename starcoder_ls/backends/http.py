@@ -44,6 +44,8 @@ DEFAULT_CONTEXT = 8192
 """Context assumed for a remote model that ``n_ctx`` does not set and the model registry does
 not know (StarCoder's)."""
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+DESCRIBE_EVERY_S = 30.0
+"""How often a team server that could not say what it serves is asked again."""
 BACKOFF_S = 0.25
 """First retry delay; doubled per attempt, capped at 2 s, and never past the deadline."""
 
@@ -146,18 +148,32 @@ class HttpBackend:
         self._stream: Any = None
         """The kept-alive connection's stream, the one the next request will most likely use."""
         self._lock = threading.Lock()
-        self.family: str | None = None
-        """The prompt family the server says it serves (the team server does); None: unknown."""
+        self._family: str | None = None
+        self._n_ctx = n_ctx
+        self._described_at = -DESCRIBE_EVERY_S
         if kind == "starcoder-ls":
-            self._describe(n_ctx)
+            self._describe()
 
-    def _describe(self, n_ctx: int) -> None:
+    @property
+    def family(self) -> str | None:
+        """The prompt family the team server says it serves; None when unknown (other servers,
+        or a team server that could not be asked yet: asked again every 30 s)."""
+        if (
+            self._family is None
+            and self.name == "starcoder-ls"
+            and time.monotonic() - self._described_at >= DESCRIBE_EVERY_S
+        ):
+            self._describe()
+        return self._family
+
+    def _describe(self) -> None:
         """Ask a team server what it serves (``GET /v1/models``): its prompt family, context
         length and model name, so prompts fit the model even under a name the model registry
         does not know. Best effort: a server that is down now gets its clear error at the
-        first completion."""
+        first completion, and is asked again later."""
         import httpx
 
+        self._described_at = time.monotonic()
         url = self.url[: -len("/completions")] + "/models"
         try:
             response = self._client.get(url, headers=self._headers(), timeout=min(self.timeout, 3))
@@ -173,8 +189,8 @@ class HttpBackend:
         from starcoder_ls.prompt.templates import FAMILIES
 
         if isinstance(family, str) and family in FAMILIES:
-            self.family = family
-        if not n_ctx and isinstance(context, int) and context > 0:
+            self._family = family
+        if not self._n_ctx and isinstance(context, int) and context > 0:
             self.context_length = context
         if not self.model and isinstance(served, str) and served:
             self.model_id = served

@@ -161,7 +161,10 @@ class StarcoderServer(LanguageServer):
     def apply_settings(self, raw: Any, *, base: Settings | None = None) -> list[str]:
         settings, errors = parse_settings(raw, base or self.settings)
         old, self.settings = self.settings, settings
-        self.engine.update_settings(settings)
+        if self.engine.update_settings(settings):
+            # Another backend: its first failure is news, whatever the last one said.
+            for key in ("backend", "timeout"):
+                self._warned.pop(key, None)
         if (old.workspace, old.cross_file) != (settings.workspace, settings.cross_file):
             self.workspace_support.settings_changed()
         self.debouncer.base_ms = settings.debounce_ms

@@ -267,20 +267,28 @@ def test_the_client_learns_family_and_context_from_the_server(llama: ServeProces
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TEAM_KEY", KEY)
+        mp.delenv("LATE_KEY", raising=False)
         backend = HttpBackend("starcoder-ls", url=llama.url, api_key_env="TEAM_KEY")
-        unknown = HttpBackend("starcoder-ls", url=llama.url, api_key_env="NO_SUCH_VARIABLE")
-    try:
-        assert (backend.family, backend.context_length, backend.model_id) == (
-            "starcoder-ls",
-            512,
-            "starcoder-ls-tiny",
-        )
-        assert CompletionEngine(Settings(backend="starcoder-ls")).family(backend) == "starcoder-ls"
-        # Refused (no key): the settings' defaults stand, and completing says why.
-        assert unknown.family is None and unknown.context_length == 8192
-    finally:
-        backend.close()
-        unknown.close()
+        unknown = HttpBackend("starcoder-ls", url=llama.url, api_key_env="LATE_KEY")
+        try:
+            assert (backend.family, backend.context_length, backend.model_id) == (
+                "starcoder-ls",
+                512,
+                "starcoder-ls-tiny",
+            )
+            engine = CompletionEngine(Settings(backend="starcoder-ls"))
+            assert engine.family(backend) == "starcoder-ls"
+            # Refused (no key yet): the settings' defaults stand, and completing says why...
+            assert unknown.family is None and unknown.context_length == 8192
+            assert engine.family(unknown) == "starcoder"
+            # ... until the server can be asked again (every 30 s; at once here).
+            mp.setenv("LATE_KEY", KEY)
+            mp.setattr("starcoder_ls.backends.http.DESCRIBE_EVERY_S", 0.0)
+            assert engine.family(unknown) == "starcoder-ls"
+            assert unknown.context_length == 512
+        finally:
+            backend.close()
+            unknown.close()
 
 
 # ------------------------------------------------------------------- bad input
