@@ -61,6 +61,9 @@ class TransformersBackend(TokenLoopBackend):
         except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot load"
             raise BackendError(f"cannot load the transformers model {model!r}: {exc}") from exc
         self.tokenizer: Any = tokenizer
+        # Prompts are fitted to the context here (``fit_prompt``); the tokenizer's own limit
+        # would only log a warning about long texts that are cut before the model sees them.
+        self.tokenizer.model_max_length = 1 << 62
         self.model: Any = cast(Any, loaded)  # transformers' decorated ``to`` confuses mypy
         self.model.to(torch.device(self.device)).eval()
         trained = next(

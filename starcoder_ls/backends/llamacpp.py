@@ -56,12 +56,17 @@ class LlamaCppBackend(TokenLoopBackend):
         # trained context, so the configured context can only shrink it.
         limit = trained or n_ctx or DEFAULT_MAX_CTX
         self.context_length = min(n_ctx or min(limit, DEFAULT_MAX_CTX), limit)
+        threads = n_threads or default_threads()
         try:
             self._llm: Llama = load_gguf(
                 path,
                 n_ctx=self.context_length,
                 n_batch=min(512, self.context_length),
-                n_threads=n_threads or default_threads(),
+                n_threads=threads,
+                # Prompt evaluation too: llama-cpp-python's default is every logical CPU, whose
+                # threads wait for each other at every layer (stalls of 100+ ms were measured
+                # for a 3-token prompt while other processes kept one of 2 cores busy).
+                n_threads_batch=threads,
             )
         except RecipeError as exc:
             raise BackendError(str(exc)) from exc
