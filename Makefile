@@ -29,6 +29,7 @@ bench: setup
 	$(PY) bench/recipe_bench.py --json bench/results/recipe_bench.json | tee bench/results/recipe_bench.md
 	$(PY) bench/crossfile_bench.py --json bench/results/crossfile_bench.json
 	$(PY) bench/neovim_latency.py --json bench/results/neovim_latency.json | tee bench/results/neovim_latency.md
+	$(PY) bench/serve_bench.py --json bench/results/serve_bench.json | tee bench/results/serve_bench.md
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
