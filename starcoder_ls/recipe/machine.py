@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-def machine_info() -> dict[str, Any]:
-    import torch
-
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), or the architecture elsewhere."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(
@@ -19,8 +18,14 @@ def machine_info() -> dict[str, Any]:
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
+    return cpu
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
