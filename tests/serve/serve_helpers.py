@@ -16,6 +16,14 @@ from pathlib import Path
 import httpx
 
 
+def key_file(folder: Path, *keys: str) -> Path:
+    """An API key file as an administrator would write it: a comment, the keys, mode 600."""
+    path = folder / "api-keys"
+    path.write_text("# the team's keys\n" + "".join(f"{k}\n" for k in keys))
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

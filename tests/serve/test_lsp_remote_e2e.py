@@ -33,6 +33,7 @@ from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient
 from remote_fixtures import Background, FakeRemote, LlamaCppPythonServer, counter
 from serve_helpers import ServeProcess, free_port
+from serve_helpers import key_file as write_key_file
 
 from starcoder_ls.postprocess import postprocess
 from starcoder_ls.types import CompletionMode
@@ -244,10 +245,7 @@ def state_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "api-keys"
-    path.write_text(f"# the team's key\n{TEAM_KEY}\n")
-    path.chmod(0o600)
-    return path
+    return write_key_file(tmp_path_factory.mktemp("keys"), TEAM_KEY)
 
 
 def _serve(backend: str, key_file: Path, log: Path) -> ServeProcess:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from serve_helpers import ServeProcess
+from serve_helpers import key_file as write_key_file
 from starcoder_ls.models import BUNDLED_GGUF
 
 from starcoder_ls.backends.llamacpp import LlamaCppBackend
@@ -38,10 +39,7 @@ SUFFIX = "\n\n\ndef sub(a, b):\n    return a - b\n"
 
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "keys.txt"
-    path.write_text(f"# the team's keys\n{KEY}\n")
-    path.chmod(0o600)
-    return path
+    return write_key_file(tmp_path_factory.mktemp("keys"), KEY)
 
 
 @pytest.fixture(scope="module")
