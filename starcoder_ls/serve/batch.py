@@ -63,8 +63,6 @@ class BatchEngine(Engine):
     """Decodes up to ``max_batch`` jobs together, one token of every sequence per model call;
     waiting jobs join a running batch at the next step."""
 
-    kind = "batch"
-
     def __init__(self, backend: TransformersBackend, *, max_queue: int, max_batch: int) -> None:
         import torch
 

@@ -81,8 +81,6 @@ class Engine:
     """A bounded queue and one worker thread; subclasses say how waiting jobs are run
     (``_work``)."""
 
-    kind = "queue"
-
     def __init__(self, backend: Backend, *, max_queue: int, max_batch: int = 1) -> None:
         self.backend = backend
         self.model_id = backend.model_id
@@ -215,7 +213,11 @@ class QueueEngine(Engine):
     """One job at a time on any backend, in arrival order."""
 
     def __init__(self, backend: Backend, *, max_queue: int) -> None:
+        from starcoder_ls.backends.base import TokenLoopBackend
+
         self._current: Job | None = None
+        self._streams = isinstance(backend, TokenLoopBackend)
+        """The backend hands out text as it generates (``on_text``)."""
         super().__init__(backend, max_queue=max_queue, max_batch=1)
 
     def _work(self) -> None:
@@ -238,7 +240,7 @@ class QueueEngine(Engine):
 
     def _generate(self, job: Job) -> Generation:
         generate = self.backend.generate
-        if job.on_text is not None and _takes_on_text(self.backend):
+        if job.on_text is not None and self._streams:
             return generate(job.prompt, job.params, job.cancel, on_text=job.on_text)  # type: ignore[call-arg]
         generation = generate(job.prompt, job.params, job.cancel)
         if job.on_text is not None and generation.text:
@@ -249,9 +251,3 @@ class QueueEngine(Engine):
         job = self._current
         if job is not None:
             job.cancel.cancel()
-
-
-def _takes_on_text(backend: Backend) -> bool:
-    from starcoder_ls.backends.base import TokenLoopBackend
-
-    return isinstance(backend, TokenLoopBackend)
