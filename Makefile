@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SCL := .venv/bin/starcoder-ls
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bundled-model bench clean
+.PHONY: setup demo test lint bundled-model bench bench-kernels clean
 
 setup:
 	@scripts/setup.sh
@@ -16,9 +16,9 @@ test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(PY) -m ruff check starcoder_ls models tests bench
-	$(PY) -m ruff format --check starcoder_ls models tests bench
-	$(PY) -m mypy starcoder_ls models
+	$(PY) -m ruff check starcoder_ls models kernels tests bench
+	$(PY) -m ruff format --check starcoder_ls models kernels tests bench
+	$(PY) -m mypy starcoder_ls models kernels
 
 # Retrain the bundled model from scratch (about 45 minutes on 2 CPU cores).
 bundled-model: setup
@@ -30,6 +30,11 @@ bench: setup
 	$(PY) bench/crossfile_bench.py --json bench/results/crossfile_bench.json
 	$(PY) bench/neovim_latency.py --json bench/results/neovim_latency.json | tee bench/results/neovim_latency.md
 	$(PY) bench/serve_bench.py --json bench/results/serve_bench.json | tee bench/results/serve_bench.md
+	$(PY) bench/kernels_bench.py --json bench/results/kernels_bench.json | tee bench/results/kernels_bench.md
+
+# On a GPU: kernel timings and end-to-end tokens/s; elsewhere, interpreter correctness only.
+bench-kernels: setup
+	$(PY) bench/kernels_bench.py --json bench/results/kernels_bench.json | tee bench/results/kernels_bench.md
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

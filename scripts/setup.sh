@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-llama,recipe,serve,dev}
+EXTRAS=${EXTRAS:-llama,recipe,serve,kernels,dev}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)" >&2

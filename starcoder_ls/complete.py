@@ -31,6 +31,10 @@ _FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--context-tokens", "contextTokens", int),
     ("--timeout-ms", "timeoutMs", int),
     ("--cross-file-tokens", "crossFileTokens", int),
+    ("--device", "device", str),
+    ("--dtype", "dtype", str),
+    ("--kernels", "kernels", str),
+    ("--quantize", "quantize", str),
 )
 
 

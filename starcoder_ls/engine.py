@@ -45,6 +45,8 @@ _BACKEND_FIELDS = (
     "api_key_env",
     "device",
     "dtype",
+    "kernels",
+    "quantize",
     "n_threads",
     "n_ctx",
     "tls_verify",

@@ -107,6 +107,11 @@ class Settings:
     """transformers backend: auto, cpu, cuda, mps."""
     dtype: str = "auto"
     """transformers backend: auto, float32, float16, bfloat16."""
+    kernels: str = "auto"
+    """transformers backend: Triton kernels for decode attention and int4 matmul. auto: on a
+    CUDA GPU when they pass a start-up self-check; on: required; off: the PyTorch reference."""
+    quantize: str = "none"
+    """transformers backend: none, or int4 (group-wise 4-bit weights: a 15B model in ~9 GB)."""
     n_threads: int = 0
     """CPU threads for the llamacpp and transformers backends. 0: half the logical CPUs, which
     leaves room for the editor (with every core busy, generations stalled for seconds)."""
@@ -138,6 +143,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "fim_mode": ("psm", "spm"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "float16", "bfloat16"),
+    "kernels": ("auto", "on", "off"),
+    "quantize": ("none", "int4"),
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "max_tokens": (1, 4096),

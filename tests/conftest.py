@@ -7,11 +7,17 @@ sharding take a second or two.
 
 from __future__ import annotations
 
+import os
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Without an NVIDIA GPU the Triton kernels run in Triton's CPU interpreter. Triton reads this when
+# a kernel is defined, so it is set before any test module imports ``starcoder_ls.kernels``.
+if not Path("/dev/nvidiactl").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MICRO_PACKAGES = ("json", "html", "http", "urllib")
@@ -92,3 +98,21 @@ def _tiny_train_config(data: Path, output: Path, **overrides: Any) -> Any:
     )
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` need a real GPU with compiled (not interpreted) Triton kernels."""
+    if not any(item.get_closest_marker("cuda") for item in items):
+        return
+    import torch
+
+    reason = None
+    if not torch.cuda.is_available():
+        reason = "needs a CUDA GPU"
+    elif os.environ.get("TRITON_INTERPRET") == "1":
+        reason = "TRITON_INTERPRET=1 runs kernels in the CPU interpreter"
+    if reason:
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker("cuda"):
+                item.add_marker(skip)

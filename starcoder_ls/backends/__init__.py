@@ -45,6 +45,8 @@ def create_backend(settings: Settings) -> Backend:
             settings.model or str(BUNDLED_HF),
             device=settings.device,
             dtype=settings.dtype,
+            kernels=settings.kernels,
+            quantize=settings.quantize,
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads,
         )

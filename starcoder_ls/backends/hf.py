@@ -8,6 +8,7 @@ between tokens. The module is called ``hf`` so it cannot shadow the ``transforme
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -20,6 +21,8 @@ from starcoder_ls.types import BackendError, CancelToken
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger(__name__)
 
 PROMPT_CHUNK = 256
 """Prompt tokens run through the model between two looks at the cancel token."""
@@ -39,9 +42,15 @@ class TransformersBackend(TokenLoopBackend):
         dtype: str = "auto",
         n_ctx: int = 0,
         n_threads: int = 0,
+        kernels: str = "auto",
+        quantize: str = "none",
     ) -> None:
         """``n_threads`` > 0 sets torch's CPU thread count (process-wide: torch has one pool);
-        a small model decodes faster on one thread than on several contended ones."""
+        a small model decodes faster on one thread than on several contended ones.
+
+        ``kernels`` (auto, on, off) chooses between the Triton kernels and the PyTorch
+        reference path, ``quantize`` (none, int4) packs the linear layers to 4 bits; see
+        ``starcoder_ls.kernels.integration``."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -65,6 +74,7 @@ class TransformersBackend(TokenLoopBackend):
         # would only log a warning about long texts that are cut before the model sees them.
         self.tokenizer.model_max_length = 1 << 62
         self.model: Any = cast(Any, loaded)  # transformers' decorated ``to`` confuses mypy
+        self.kernels = self._prepare(kernels, quantize)
         self.model.to(torch.device(self.device)).eval()
         trained = next(
             (
@@ -85,6 +95,24 @@ class TransformersBackend(TokenLoopBackend):
         self._lock = threading.Lock()
         self._cache: Any = None
         self._cached_ids: list[int] = []
+
+    def _prepare(self, kernels: str, quantize: str) -> Any:
+        """Kernels and quantization, before the model moves to its device: packing layer by
+        layer from the CPU copy is what lets a model larger than the GPU in half precision
+        load in 4-bit. Returns the ``KernelReport``."""
+        from starcoder_ls.kernels.integration import KernelError, prepare_model
+
+        try:
+            report = prepare_model(self.model, device=self.device, mode=kernels, quantize=quantize)
+        except (KernelError, ValueError) as exc:
+            raise BackendError(str(exc)) from exc
+        log.info("transformers backend: %s", report.summary())
+        if quantize == "int4" and not report.int4_kernel:
+            log.warning(
+                "int4 weights without the Triton kernels are dequantized at every step (slow); "
+                "on a CPU the llamacpp backend with a 4-bit GGUF is the fast way"
+            )
+        return report
 
     # ------------------------------------------------------------------ tokens
 

@@ -75,9 +75,15 @@ class BatchEngine(Engine):
         self._hf = backend
         self._torch = torch
         self._device = torch.device(backend.device)
-        self._mask_4d = getattr(backend.model.config, "_attn_implementation", "") == "sdpa"
-        """sdpa takes a ready boolean mask, sparing transformers' mask building each step;
-        other attention kinds get the 2D padding mask and build their own."""
+        from starcoder_ls.kernels.integration import ATTENTION
+
+        self._mask_4d = getattr(backend.model.config, "_attn_implementation", "") in (
+            "sdpa",
+            ATTENTION,
+        )
+        """sdpa (and the decode kernel, which takes sdpa's masks) take a ready boolean mask,
+        sparing transformers' mask building each step; other attention kinds get the 2D
+        padding mask and build their own."""
         self._seqs: list[_Sequence] = []
         """The batch's rows, in cache order."""
         self._joining: list[_Sequence] = []

@@ -97,6 +97,19 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     model.add_argument("--device", default="auto", help="transformers: auto, cuda, cpu, mps")
     model.add_argument("--dtype", default="auto", help="transformers: auto, float16, bfloat16, ...")
+    model.add_argument(
+        "--kernels",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="transformers: Triton kernels (auto: on CUDA when a start-up self-check passes; "
+        "off: the PyTorch reference path)",
+    )
+    model.add_argument(
+        "--quantize",
+        choices=("none", "int4"),
+        default="none",
+        help="transformers: int4 packs the linear layers to group-wise 4-bit weights",
+    )
     model.add_argument("--n-ctx", type=int, default=0, help="context length (default: the model's)")
     model.add_argument("--threads", type=int, default=0, help="CPU threads (default: automatic)")
 
@@ -173,6 +186,8 @@ def build_engine(args: argparse.Namespace, choice: ModelChoice) -> Any:
                 choice.model or str(BUNDLED_HF),
                 device=args.device,
                 dtype=args.dtype,
+                kernels=args.kernels,
+                quantize=args.quantize,
                 n_ctx=args.n_ctx,
                 n_threads=args.threads,
             )

@@ -40,6 +40,8 @@ local function server_defaults()
     },
     device = "auto",
     dtype = "auto",
+    kernels = "auto",
+    quantize = "none",
     nThreads = 0,
     nCtx = 0,
     tlsVerify = true,

@@ -1,0 +1,314 @@
+"""The kernels inside the transformers backend, on the bundled model.
+
+Without a GPU the kernels run in Triton's CPU interpreter (``kernels="on"`` asks for them
+explicitly; ``auto`` uses them only on CUDA). The one promise checked throughout: greedy output
+with the kernels is the reference path's, token for token, alone, in a batch of mixed lengths
+and through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from starcoder_ls.kernels import integration
+from starcoder_ls.models import BUNDLED_HF
+
+from starcoder_ls.types import (
+    BackendError,
+    CancelToken,
+    FimInput,
+    Generation,
+    GenerationParams,
+    Prompt,
+)
+
+DEVICE = (
+    "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+)
+STOPS = ("<|endoftext|>", "<fim_pad>", "<file_sep>")
+GREEDY = GenerationParams(max_tokens=24)
+_SOURCE = (Path(sysconfig.get_paths()["stdlib"]) / "json" / "decoder.py").read_text()
+
+
+def fim(prefix: str, suffix: str) -> Prompt:
+    return Prompt(
+        text=f"<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>",
+        family="starcoder",
+        stop=STOPS,
+        fim=FimInput(prefix=prefix, suffix=suffix),
+    )
+
+
+PROMPTS = (
+    fim("def add(a, b):\n    ", "\n"),
+    fim(_SOURCE[:700], _SOURCE[700:760]),
+    fim("import os\n\n\ndef read_file(path):\n    with open(path) as f:\n", ""),
+    fim(_SOURCE[2000:2300], ""),
+)
+"""Prompts of 10 to 250 tokens: single blocks and several, lengths off the kernel's blocks."""
+
+
+class Calls:
+    """Counts the kernel launches the model makes, by wrapping the real kernels."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from starcoder_ls.kernels import decode_attention, int4_matmul
+
+        self.attention = self.int4 = 0
+        real_attention, real_int4 = decode_attention.decode_attention, int4_matmul.int4_matmul
+
+        def attention(*args: Any, **kwargs: Any) -> torch.Tensor:
+            self.attention += 1
+            return real_attention(*args, **kwargs)
+
+        def int4(*args: Any, **kwargs: Any) -> torch.Tensor:
+            self.int4 += 1
+            return real_int4(*args, **kwargs)
+
+        monkeypatch.setattr(decode_attention, "decode_attention", attention)
+        monkeypatch.setattr(int4_matmul, "int4_matmul", int4)
+
+
+def load(kernels: str, quantize: str = "none") -> Any:
+    from starcoder_ls.backends.hf import TransformersBackend
+
+    return TransformersBackend(
+        str(BUNDLED_HF), device=DEVICE, kernels=kernels, quantize=quantize, n_threads=1
+    )
+
+
+def greedy_ids(backend: Any, prompt: Prompt, tokens: int) -> list[int]:
+    """The token ids greedy decoding picks, straight from the backend's logits."""
+    backend._cache, backend._cached_ids = None, []
+    _, logits = backend._evaluate_prompt(backend.tokenize(prompt.text), CancelToken())
+    ids = []
+    for _ in range(tokens):
+        ids.append(int(logits.argmax()))
+        logits = backend._step(ids[-1])
+    return ids
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[dict[tuple[str, str], Any]]:
+    loaded = {
+        (kernels, quantize): load(kernels, quantize)
+        for quantize in ("none", "int4")
+        for kernels in ("off", "on")
+    }
+    yield loaded
+    for backend in loaded.values():
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("quantize", "prompts", "params"),
+    [
+        ("none", PROMPTS, GREEDY),
+        # the interpreted int4 matmul is slow: a short and a long prompt, fewer tokens
+        ("int4", PROMPTS[:2], GenerationParams(max_tokens=12)),
+    ],
+)
+def test_greedy_generation_with_kernels_equals_the_reference_path(
+    backends: dict[tuple[str, str], Any],
+    quantize: str,
+    prompts: tuple[Prompt, ...],
+    params: GenerationParams,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reference, fast = backends["off", quantize], backends["on", quantize]
+    assert reference.model.config._attn_implementation == "sdpa"
+    assert fast.model.config._attn_implementation == integration.ATTENTION
+    assert fast.kernels.attention and not reference.kernels.attention
+    calls = Calls(monkeypatch)
+    for prompt in prompts:
+        want = reference.generate(prompt, params, CancelToken())
+        got = fast.generate(prompt, params, CancelToken())
+        assert (got.text, got.completion_tokens, got.finish_reason) == (
+            want.text,
+            want.completion_tokens,
+            want.finish_reason,
+        )
+        assert greedy_ids(fast, prompt, params.max_tokens) == greedy_ids(
+            reference, prompt, params.max_tokens
+        )
+    layers = fast.model.config.n_layer
+    assert calls.attention >= layers * params.max_tokens  # every decode step, every layer
+    if quantize == "int4":
+        assert fast.kernels.quantized_layers == 4 * layers  # qkv, out, mlp up and down
+        assert fast.kernels.int4_kernel and not reference.kernels.int4_kernel
+        assert calls.int4 > 0
+        assert reference.kernels.weight_bytes_after < reference.kernels.weight_bytes_before / 6
+    else:
+        assert calls.int4 == 0
+
+
+def test_int4_reference_path_stays_close_to_full_precision(
+    backends: dict[tuple[str, str], Any],
+) -> None:
+    """4-bit weights change the logits a little, not the model: the top token agrees with the
+    full-precision model at most positions of real code."""
+    full, int4 = backends["off", "none"], backends["off", "int4"]
+    ids = full.tokenize(_SOURCE[:1200])[:300]
+    with torch.inference_mode():
+        a = full.model(torch.tensor([ids], device=DEVICE)).logits[0].argmax(-1)
+        b = int4.model(torch.tensor([ids], device=DEVICE)).logits[0].argmax(-1)
+    assert float((a == b).float().mean()) > 0.8
+
+
+def test_batch_of_mixed_lengths_with_kernels_equals_the_reference_path(
+    backends: dict[tuple[str, str], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The team server's batches: left-padded rows of different lengths, rows joining and
+    leaving; the kernel gets SDPA's padding mask."""
+    from starcoder_ls.serve.batch import BatchEngine
+    from starcoder_ls.serve.engine import Job
+
+    outputs: dict[str, list[Generation]] = {}
+    calls = Calls(monkeypatch)
+    for kernels in ("off", "on"):
+        engine = BatchEngine(backends[kernels, "none"], max_queue=8, max_batch=4)
+        try:
+            jobs = [Job(p, GREEDY) for p in PROMPTS]
+            for job in jobs:
+                engine.submit(job)
+            outputs[kernels] = [job.future.result(timeout=120) for job in jobs]
+            assert max(engine.stats.batches) > 1
+        finally:
+            engine.close()
+    assert calls.attention > 0
+    assert [g.text for g in outputs["on"]] == [g.text for g in outputs["off"]]
+
+
+def test_auto_uses_the_reference_path_without_a_gpu() -> None:
+    if DEVICE == "cuda":
+        pytest.skip("this machine has a GPU")
+    backend = load("auto")
+    try:
+        assert not backend.kernels.attention
+        assert backend.kernels.reason == "no CUDA device (cpu)"
+        assert backend.model.config._attn_implementation == "sdpa"
+    finally:
+        backend.close()
+
+
+def test_kernels_on_without_a_gpu_or_interpreter_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if DEVICE == "cuda":
+        pytest.skip("this machine has a GPU")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(BackendError, match=r"kernels are on but cannot run: .*need a CUDA GPU"):
+        load("on")
+
+
+def test_a_kernel_failing_its_self_check_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that computes wrong numbers (a broken GPU, driver or Triton build): ``on``
+    refuses with the reason; the reference path stays available."""
+    from starcoder_ls.kernels import decode_attention
+
+    def wrong(q: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return q * 0 + 1
+
+    monkeypatch.setattr(decode_attention, "decode_attention", wrong)
+    monkeypatch.setattr(integration, "_checked", {})
+    with pytest.raises(BackendError, match="self-check failed: decode_attention differs"):
+        load("on")
+    assert not load("off").kernels.attention
+
+
+def test_self_check_reports_errors_within_tolerance() -> None:
+    failure, errors = integration.self_check(
+        DEVICE, torch.float32, heads=6, kv_heads=2, head_dim=40
+    )
+    assert failure is None
+    assert set(errors) == {"decode_attention", "int4_matmul[m=1]", "int4_matmul[m=33]"}
+    assert all(0 <= e < 1 for e in errors.values())
+
+
+def test_int4_memory_estimate_matches_a_quantized_model() -> None:
+    """``weight_bytes`` on a meta-device model (how the docs size a 15B model) agrees with
+    what quantizing the real model takes."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(BUNDLED_HF)
+    with torch.device("meta"):
+        estimate = integration.weight_bytes(
+            AutoModelForCausalLM.from_config(config), quantize="int4", dtype_bytes=2
+        )
+    model = AutoModelForCausalLM.from_pretrained(BUNDLED_HF, dtype=torch.float16)
+    before = integration.weight_bytes(model)
+    layers, linear_before, linear_after = integration.quantize_linears(
+        model, device="cpu", kernel=False
+    )
+    assert layers == 4 * config.n_layer
+    assert integration.weight_bytes(model, quantize="int4") == estimate
+    assert estimate == before - linear_before + linear_after
+    assert linear_after < linear_before / 3  # 4-bit codes plus a scale and zero per 128
+
+
+def test_prepare_model_validates_its_arguments() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="unknown kernels mode 'fast'"):
+        integration.prepare_model(model, device="cpu", mode="fast")
+    with pytest.raises(ValueError, match="unknown quantize 'int3'"):
+        integration.prepare_model(model, device="cpu", quantize="int3")
+
+
+def test_the_cli_completes_the_same_with_and_without_kernels(tmp_path: Path) -> None:
+    source = tmp_path / "shapes.py"
+    source.write_text(
+        "import math\n\n\nclass Circle:\n    def __init__(self, r):\n        self.r = r\n\n"
+        "    def area(self):\n        return \n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "0")}
+
+    def run(kernels: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "starcoder_ls",
+                "complete",
+                f"{source}:9:16",
+                "--backend",
+                "transformers",
+                f"--kernels={kernels}",
+                "--quantize=int4",
+                "--max-tokens=16",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
+    with ThreadPoolExecutor(2) as pool:  # two processes: the model loads overlap
+        results = dict(zip(("off", "on"), pool.map(run, ("off", "on")), strict=True))
+    assert results["on"]["completion"] == results["off"]["completion"]
+    assert results["on"]["model"] == results["off"]["model"]
+
+
+def test_the_cli_rejects_an_unknown_kernels_mode(tmp_path: Path) -> None:
+    source = tmp_path / "a.py"
+    source.write_text("x = 1\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", "complete", f"{source}:1:1", "--kernels=fast"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "kernels" in out.stderr and "fast" in out.stderr
