@@ -43,7 +43,9 @@ from typing import Any
 
 import torch
 
-HAVE_GPU = torch.cuda.is_available()
+HAVE_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+DEVICE = "cuda" if HAVE_GPU else "cpu"
+"""Where the timing sections run: the GPU; on a CPU only as a smoke run in the interpreter."""
 if not HAVE_GPU:
     # Triton reads this when the kernels are defined, before starcoder_ls.kernels is imported.
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -148,14 +150,32 @@ def copy_bandwidth() -> float:
 
 
 def peak(info: dict[str, Any]) -> float:
-    """Bytes/s against which fractions are quoted: the data sheet's, else the measured copy."""
-    return 1e9 * float(info.get("peak_bandwidth_gbs") or info["copy_bandwidth_gbs"])
+    """Bytes/s against which fractions are quoted: the data sheet's, else the measured copy
+    (NaN without a GPU)."""
+    return 1e9 * float(
+        info.get("peak_bandwidth_gbs") or info.get("copy_bandwidth_gbs") or float("nan")
+    )
 
 
 def bench_ms(fn: Callable[[], Any]) -> float:
+    """Median milliseconds of ``fn``: ``triton.testing.do_bench`` (CUDA events, L2 flushed
+    between runs) on a GPU; a plain clock in the CPU smoke run."""
+    if not HAVE_GPU:
+        fn()
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - started) * 1e3)
+        return statistics.median(times)
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=25, rep=100))
+
+
+def synchronize() -> None:
+    if HAVE_GPU:
+        torch.cuda.synchronize()
 
 
 # --------------------------------------------------------------------------- attention
@@ -178,17 +198,20 @@ def decode_inputs(
     return q, k, v, lengths
 
 
-def attention_rows(info: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+def attention_rows(
+    info: dict[str, Any],
+    shapes: list[Shape],
+    batches: tuple[int, ...] = (1, 8, 32),
+    contexts: tuple[int, ...] = (1024, 4096, 8192),
+) -> list[dict[str, Any]]:
     import torch.nn.functional as F
     from starcoder_ls.kernels.decode_attention import decode_attention
 
     rows = []
-    batches = (1, 8) if quick else (1, 8, 32)
-    contexts = (1024, 8192) if quick else (1024, 4096, 8192)
-    for shape in [*STARCODER, STARCODER2_15B]:
+    for shape in shapes:
         for batch in batches:
             for context in contexts:
-                q, k, v, _ = decode_inputs(shape, batch, context, torch.float16, "cuda")
+                q, k, v, _ = decode_inputs(shape, batch, context, torch.float16, DEVICE)
                 scale = shape.head_dim**-0.5
                 ours = bench_ms(partial(decode_attention, q, k, v, scale=scale))
                 sdpa = bench_ms(
@@ -222,18 +245,20 @@ def attention_rows(info: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- int4
 
 
-def int4_rows(info: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+def int4_rows(
+    info: dict[str, Any], shapes: list[Shape], ms: tuple[int, ...] = (1, 8, 512)
+) -> list[dict[str, Any]]:
     import torch.nn.functional as F
     from starcoder_ls.kernels.int4 import pack_int4
     from starcoder_ls.kernels.int4_matmul import int4_matmul
 
     rows = []
-    for shape in STARCODER:
+    for shape in shapes:
         for layer, k_dim, n_dim in shape.linears():
-            weight = torch.randn(n_dim, k_dim, device="cuda", dtype=torch.float16) * 0.02
+            weight = torch.randn(n_dim, k_dim, device=DEVICE, dtype=torch.float16) * 0.02
             packed = pack_int4(weight, 128)
-            for m in (1, 8) if quick else (1, 8, 512):
-                x = torch.randn(m, k_dim, device="cuda", dtype=torch.float16)
+            for m in ms:
+                x = torch.randn(m, k_dim, device=DEVICE, dtype=torch.float16)
                 ours = bench_ms(partial(int4_matmul, x, packed))
                 dense = bench_ms(partial(F.linear, x, weight))
                 moved = packed.nbytes + 2 * (x.numel() + m * n_dim)
@@ -259,30 +284,23 @@ def int4_rows(info: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- end to end
 
 
-def e2e_rows(quick: bool, tokens: int = 128) -> list[dict[str, Any]]:
+def e2e_rows(
+    shape: Shape, *, tokens: int = 128, prompt_tokens: int = 1024, rounds: int = 3
+) -> list[dict[str, Any]]:
     """Decode tokens/s of the transformers backend itself (its prompt and step functions)."""
     import shutil
     import tempfile
 
     from starcoder_ls.models import BUNDLED_HF
-    from transformers import AutoModelForCausalLM, GPTBigCodeConfig
+    from transformers import AutoModelForCausalLM
 
     from starcoder_ls.backends.hf import TransformersBackend
     from starcoder_ls.types import CancelToken
 
-    shape = STARCODER[0]
-    config = GPTBigCodeConfig(
-        vocab_size=shape.vocab,
-        n_positions=shape.positions,
-        n_embd=shape.hidden,
-        n_layer=shape.layers,
-        n_head=shape.heads,
-        n_inner=shape.inner,
-        multi_query=True,
-    )
+    config = gpt_bigcode_config(shape)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        with torch.device("cuda"):
+        with torch.device(DEVICE):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float16)
         model.save_pretrained(tmp)
         del model
@@ -293,19 +311,19 @@ def e2e_rows(quick: bool, tokens: int = 128) -> list[dict[str, Any]]:
         for quantize in ("none", "int4"):
             for kernels in ("off", "on"):
                 backend = TransformersBackend(
-                    tmp, device="cuda", dtype="float16", kernels=kernels, quantize=quantize
+                    tmp, device=DEVICE, dtype="float16", kernels=kernels, quantize=quantize
                 )
-                ids = backend.tokenize(prompt)[:1024]
+                ids = backend.tokenize(prompt)[:prompt_tokens]
                 rates = []
-                for _ in range(2 if quick else 3):
+                for _ in range(rounds):
                     backend._cache, backend._cached_ids = None, []
                     _, logits = backend._evaluate_prompt(ids, CancelToken())
-                    torch.cuda.synchronize()
+                    synchronize()
                     started = time.perf_counter()
                     token = int(logits.argmax()) if logits is not None else 0
                     for _ in range(tokens):
                         token = int(backend._step(token).argmax())
-                    torch.cuda.synchronize()
+                    synchronize()
                     rates.append(tokens / (time.perf_counter() - started))
                 rows.append(
                     {
@@ -313,35 +331,46 @@ def e2e_rows(quick: bool, tokens: int = 128) -> list[dict[str, Any]]:
                         "weights": "fp16" if quantize == "none" else "int4 g128",
                         "kernels": kernels,
                         "tokens_per_s": statistics.median(rates),
-                        "memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+                        "memory_gib": (
+                            torch.cuda.max_memory_allocated() / 2**30 if HAVE_GPU else float("nan")
+                        ),
                         "report": backend.kernels.summary(),
                     }
                 )
                 backend.close()
                 del backend
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
+                if HAVE_GPU:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
     return rows
 
 
 # --------------------------------------------------------------------------- memory
 
 
+def gpt_bigcode_config(shape: Shape) -> Any:
+    from transformers import GPTBigCodeConfig
+
+    return GPTBigCodeConfig(
+        vocab_size=shape.vocab,
+        n_positions=shape.positions,
+        n_embd=shape.hidden,
+        n_layer=shape.layers,
+        n_head=shape.heads,
+        n_inner=shape.inner,
+        multi_query=shape.kv_heads == 1,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+
+
 def memory_rows() -> list[dict[str, Any]]:
     from starcoder_ls.kernels.integration import weight_bytes
-    from transformers import AutoModelForCausalLM, GPTBigCodeConfig
+    from transformers import AutoModelForCausalLM
 
     rows = []
     for shape in STARCODER:
-        config = GPTBigCodeConfig(
-            vocab_size=shape.vocab,
-            n_positions=shape.positions,
-            n_embd=shape.hidden,
-            n_layer=shape.layers,
-            n_head=shape.heads,
-            n_inner=shape.inner,
-            multi_query=True,
-        )
+        config = gpt_bigcode_config(shape)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         fp16 = weight_bytes(model, quantize="none")
@@ -432,7 +461,8 @@ def greedy_rows(tokens: int = 24) -> list[dict[str, Any]]:
     from starcoder_ls.types import CancelToken
 
     source = (ROOT / "starcoder_ls" / "backends" / "hf.py").read_text()
-    cuts = [source.index(marker) for marker in ("def resolve_device", "class Transformers")]
+    markers = ("def resolve_device", "class Transformers", "def _truncate_cache", "def _end_ids")
+    cuts = [source.index(marker) for marker in markers]
     prompts = [source[max(0, c - 1500) : c + 20] for c in cuts]
     rows = []
     for quantize in ("none", "int4"):
@@ -443,7 +473,7 @@ def greedy_rows(tokens: int = 24) -> list[dict[str, Any]]:
             )
             outputs[kernels] = []
             for prompt in prompts:
-                ids = backend.tokenize(prompt)
+                ids = backend.tokenize(prompt)[-400:]  # the bundled model has 512 positions
                 backend._cache, backend._cached_ids = None, []
                 _, logits = backend._evaluate_prompt(ids, CancelToken())
                 out = []
@@ -565,7 +595,7 @@ def render(results: dict[str, Any]) -> str:
             "## Correctness in Triton's CPU interpreter (kernel vs PyTorch reference)",
             "",
             "Error: largest absolute difference (int4: relative to the output's scale), and "
-            "the same in units of the per-dtype tolerance the tests use (below 1 passes).",
+            "the same in units of the start-up self-check's per-dtype tolerance (below 1 passes).",
             "",
         ]
         out += table(
@@ -591,6 +621,8 @@ def render(results: dict[str, Any]) -> str:
                 ("identical", "identical_prompts", "d"),
             ],
         )
+    if "seconds" in results:
+        out += ["", f"Generated in {results['seconds']:.0f} s."]
     return "\n".join(out) + "\n"
 
 
@@ -601,13 +633,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "memory": memory_rows()}
-    if HAVE_GPU and os.environ.get("TRITON_INTERPRET") != "1":
-        results["attention"] = attention_rows(results["machine"], args.quick)
-        results["int4"] = int4_rows(results["machine"], args.quick)
-        results["e2e"] = e2e_rows(args.quick)
+    if HAVE_GPU:
+        info = results["machine"]
+        if args.quick:
+            results["attention"] = attention_rows(info, STARCODER, (1, 8), (1024, 8192))
+            results["int4"] = int4_rows(info, STARCODER, (1, 8))
+            results["e2e"] = e2e_rows(STARCODER[0], rounds=2)
+        else:
+            results["attention"] = attention_rows(info, [*STARCODER, STARCODER2_15B])
+            results["int4"] = int4_rows(info, STARCODER)
+            results["e2e"] = e2e_rows(STARCODER[0])
     else:
         results["interpreter"] = interpreter_rows(args.quick)
-        results["greedy"] = greedy_rows()
+        results["greedy"] = greedy_rows(tokens=24 if args.quick else 32)
     results["seconds"] = time.perf_counter() - started
     report = render(results)
     print(report)

@@ -70,14 +70,18 @@ class KernelReport:
         if self.quantized_layers:
             parts.append(
                 f"int4 weights: {self.quantized_layers} layers, "
-                f"{self.weight_bytes_before / 2**20:.0f} -> {self.weight_bytes_after / 2**20:.0f} "
-                f"MiB ({'Triton' if self.int4_kernel else 'reference'} matmul)"
+                f"{_size(self.weight_bytes_before)} -> {_size(self.weight_bytes_after)} "
+                f"({'Triton' if self.int4_kernel else 'reference'} matmul)"
             )
         if self.attention:
             parts.append("decode attention: Triton")
         else:
             parts.append(f"kernels off ({self.reason})" if self.reason else "kernels off")
         return "; ".join(parts)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def unavailable_reason(device: str) -> str | None:
