@@ -69,6 +69,8 @@ def test_an_integral_float_is_accepted_for_a_whole_number() -> None:
         ("backend", "gpt", "backend", "one of llamacpp"),
         ("completion_fallback", "sometimes", "completionFallback", "one of auto, on, off"),
         ("dtype", "int4", "dtype", "one of auto"),
+        ("kernels", "fast", "kernels", "one of auto, on, off"),
+        ("quantize", "int8", "quantize", "one of none, int4"),
         ("languages", ["python"], "languages", "true/false"),
         ("languages", {"python": "no"}, "languages", "true/false"),
         ("family", "gpt-neo", "family", "auto or one of"),

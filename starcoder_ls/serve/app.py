@@ -98,6 +98,9 @@ class Service:
             "context_length": self.engine.context_length,
             "max_model_len": self.engine.context_length,  # vLLM's name for it
         }
+        kernels = getattr(self.engine.backend, "kernels", None)
+        if kernels is not None:  # transformers: what the model runs on, for whoever operates it
+            entry["kernels"] = kernels.summary()
         return JSONResponse({"object": "list", "data": [entry]})
 
     async def metrics_route(self, request: Request) -> Response:

@@ -280,6 +280,9 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     engine = build_engine(args, choice)
+    kernels = getattr(engine.backend, "kernels", None)
+    if kernels is not None:
+        print(f"starcoder-ls serve: {kernels.summary()}", file=sys.stderr)
     from starcoder_ls.prompt.templates import get_template
 
     try:

@@ -312,3 +312,45 @@ def test_the_cli_rejects_an_unknown_kernels_mode(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "kernels" in out.stderr and "fast" in out.stderr
+
+
+@pytest.mark.parametrize("window", [None, 12])
+def test_grouped_query_attention_of_a_starcoder2_model(
+    window: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """StarCoder2's layout (4 query heads sharing 2 KV heads), a left-padded batch of two
+    lengths, and a sliding window shorter than the sequence (SDPA's mask then starts each row
+    late): greedy tokens with the kernel are the reference path's."""
+    from transformers import AutoModelForCausalLM, Starcoder2Config
+
+    torch.manual_seed(0)
+    config = Starcoder2Config(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        sliding_window=window,
+        pad_token_id=0,
+    )
+    model = AutoModelForCausalLM.from_config(config).to(DEVICE).eval()
+    ids = torch.randint(1, 512, (2, 20), device=DEVICE)
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0  # the second row is 13 tokens, padded on the left
+    ids[1, :7] = 0
+
+    def generate() -> torch.Tensor:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False
+            )
+        return out[:, ids.shape[1] :]
+
+    want = generate()
+    report = integration.prepare_model(model, device=DEVICE, mode="on")
+    assert report.attention and model.config._attn_implementation == integration.ATTENTION
+    calls = Calls(monkeypatch)
+    assert torch.equal(generate(), want)
+    assert calls.attention == 2 * 11  # both layers, every step after the prompt
