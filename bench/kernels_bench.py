@@ -43,12 +43,13 @@ from typing import Any
 
 import torch
 
-HAVE_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+if not torch.cuda.is_available():
+    # The interpreter is the only way to run the kernels here. Triton reads this when the
+    # kernels are defined, before starcoder_ls.kernels is imported.
+    os.environ["TRITON_INTERPRET"] = "1"
+HAVE_GPU = os.environ.get("TRITON_INTERPRET") != "1"
 DEVICE = "cuda" if HAVE_GPU else "cpu"
 """Where the timing sections run: the GPU; on a CPU only as a smoke run in the interpreter."""
-if not HAVE_GPU:
-    # Triton reads this when the kernels are defined, before starcoder_ls.kernels is imported.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 

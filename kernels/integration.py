@@ -233,7 +233,11 @@ def decode_attention_forward(
         and kwargs.get("softcap") is None
         and kwargs.get("position_bias") is None
         and kwargs.get("cache") is None
-        and (attention_mask is None or attention_mask.dtype == torch.bool)
+        and (
+            attention_mask is None
+            # one boolean mask for all heads, as SDPA's masks are; anything else goes to SDPA
+            or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1)
+        )
         and query.dtype in _TOLERANCE
     )
     if not decode:

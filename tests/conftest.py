@@ -101,7 +101,16 @@ def _tiny_train_config(data: Path, output: Path, **overrides: Any) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``cuda`` need a real GPU with compiled (not interpreted) Triton kernels."""
+    """Tests marked ``cuda`` need a real GPU with compiled Triton kernels; tests marked
+    ``interpreter`` (and not ``cuda``) run kernels on CPU tensors, which only Triton's
+    interpreter can. Without a GPU the first are skipped; on a GPU box, unless
+    TRITON_INTERPRET=1 is set, the second."""
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    if not interpreting:
+        skip = pytest.mark.skip(reason="needs Triton's CPU interpreter (TRITON_INTERPRET=1)")
+        for item in items:
+            if item.get_closest_marker("interpreter") and not item.get_closest_marker("cuda"):
+                item.add_marker(skip)
     if not any(item.get_closest_marker("cuda") for item in items):
         return
     import torch
@@ -109,7 +118,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     reason = None
     if not torch.cuda.is_available():
         reason = "needs a CUDA GPU"
-    elif os.environ.get("TRITON_INTERPRET") == "1":
+    elif interpreting:
         reason = "TRITON_INTERPRET=1 runs kernels in the CPU interpreter"
     if reason:
         skip = pytest.mark.skip(reason=reason)

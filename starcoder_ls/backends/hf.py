@@ -106,7 +106,10 @@ class TransformersBackend(TokenLoopBackend):
             report = prepare_model(self.model, device=self.device, mode=kernels, quantize=quantize)
         except (KernelError, ValueError) as exc:
             raise BackendError(str(exc)) from exc
-        log.info("transformers backend: %s", report.summary())
+        if self.device == "cuda" and kernels == "auto" and not report.attention:
+            log.warning("transformers backend on a GPU without its kernels: %s", report.reason)
+        else:
+            log.info("transformers backend: %s", report.summary())
         if quantize == "int4" and not report.int4_kernel:
             log.warning(
                 "int4 weights without the Triton kernels are dequantized at every step (slow); "

@@ -19,6 +19,9 @@ from starcoder_ls.kernels import decode_attention as decode_module
 from starcoder_ls.kernels.attention_reference import decode_attention_reference
 from starcoder_ls.kernels.decode_attention import decode_attention, default_num_splits
 
+# Kernels on CPU tensors run only in the interpreter; the GPU tests below are marked cuda.
+pytestmark = pytest.mark.interpreter
+
 # Both sides accumulate in fp32; what differs is rounding. fp32: only summation order (and exp2
 # vs exp), so errors stay near 1e-6 relative. fp16 (11-bit mantissa): the output rounds to a
 # half-ulp of 2^-11 ~ 4.9e-4 relative and the GPU kernel also rounds the softmax weights to

@@ -21,6 +21,9 @@ from starcoder_ls.kernels.int4 import (
 )
 from starcoder_ls.kernels.int4_matmul import Int4MatmulConfig, int4_matmul, int4_matmul_config
 
+# Kernels on CPU tensors run only in the interpreter; the GPU tests below are marked cuda.
+pytestmark = pytest.mark.interpreter
+
 # -------------------------------------------------------------------------------------- helpers
 
 

@@ -9,7 +9,6 @@ and through the CLI.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import sysconfig
@@ -32,9 +31,11 @@ from starcoder_ls.types import (
     Prompt,
 )
 
-DEVICE = (
-    "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
-)
+DEVICES = [
+    pytest.param("cpu", marks=pytest.mark.interpreter),
+    pytest.param("cuda", marks=pytest.mark.cuda),
+]
+"""The kernels interpreted on the CPU, and compiled on a GPU (each skipped where it cannot run)."""
 STOPS = ("<|endoftext|>", "<fim_pad>", "<file_sep>")
 GREEDY = GenerationParams(max_tokens=24)
 _SOURCE = (Path(sysconfig.get_paths()["stdlib"]) / "json" / "decoder.py").read_text()
@@ -79,11 +80,19 @@ class Calls:
         monkeypatch.setattr(int4_matmul, "int4_matmul", int4)
 
 
-def load(kernels: str, quantize: str = "none") -> Any:
+def load(kernels: str, quantize: str = "none", device: str = "cpu") -> Any:
+    """The bundled model in float32 (on a GPU too: greedy equality is asserted exactly, and
+    half precision could turn a near tie either way; the kernels' half-precision accuracy is
+    what test_decode_attention and test_int4 check)."""
     from starcoder_ls.backends.hf import TransformersBackend
 
     return TransformersBackend(
-        str(BUNDLED_HF), device=DEVICE, kernels=kernels, quantize=quantize, n_threads=1
+        str(BUNDLED_HF),
+        device=device,
+        dtype="float32",
+        kernels=kernels,
+        quantize=quantize,
+        n_threads=1,
     )
 
 
@@ -98,10 +107,10 @@ def greedy_ids(backend: Any, prompt: Prompt, tokens: int) -> list[int]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def backends() -> Iterator[dict[tuple[str, str], Any]]:
+@pytest.fixture(scope="module", params=DEVICES)
+def backends(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, str], Any]]:
     loaded = {
-        (kernels, quantize): load(kernels, quantize)
+        (kernels, quantize): load(kernels, quantize, request.param)
         for quantize in ("none", "int4")
         for kernels in ("off", "on")
     }
@@ -160,8 +169,8 @@ def test_int4_reference_path_stays_close_to_full_precision(
     full, int4 = backends["off", "none"], backends["off", "int4"]
     ids = full.tokenize(_SOURCE[:1200])[:300]
     with torch.inference_mode():
-        a = full.model(torch.tensor([ids], device=DEVICE)).logits[0].argmax(-1)
-        b = int4.model(torch.tensor([ids], device=DEVICE)).logits[0].argmax(-1)
+        a = full.model(torch.tensor([ids], device=full.device)).logits[0].argmax(-1)
+        b = int4.model(torch.tensor([ids], device=int4.device)).logits[0].argmax(-1)
     assert float((a == b).float().mean()) > 0.8
 
 
@@ -190,9 +199,7 @@ def test_batch_of_mixed_lengths_with_kernels_equals_the_reference_path(
 
 
 def test_auto_uses_the_reference_path_without_a_gpu() -> None:
-    if DEVICE == "cuda":
-        pytest.skip("this machine has a GPU")
-    backend = load("auto")
+    backend = load("auto", device="cpu")
     try:
         assert not backend.kernels.attention
         assert backend.kernels.reason == "no CUDA device (cpu)"
@@ -204,14 +211,15 @@ def test_auto_uses_the_reference_path_without_a_gpu() -> None:
 def test_kernels_on_without_a_gpu_or_interpreter_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if DEVICE == "cuda":
-        pytest.skip("this machine has a GPU")
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(BackendError, match=r"kernels are on but cannot run: .*need a CUDA GPU"):
-        load("on")
+        load("on", device="cpu")
 
 
-def test_a_kernel_failing_its_self_check_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_kernel_failing_its_self_check_is_not_used(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A kernel that computes wrong numbers (a broken GPU, driver or Triton build): ``on``
     refuses with the reason; the reference path stays available."""
     from starcoder_ls.kernels import decode_attention
@@ -222,14 +230,14 @@ def test_a_kernel_failing_its_self_check_is_not_used(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(decode_attention, "decode_attention", wrong)
     monkeypatch.setattr(integration, "_checked", {})
     with pytest.raises(BackendError, match="self-check failed: decode_attention differs"):
-        load("on")
-    assert not load("off").kernels.attention
+        load("on", device=device)
+    assert not load("off", device=device).kernels.attention
 
 
-def test_self_check_reports_errors_within_tolerance() -> None:
-    failure, errors = integration.self_check(
-        DEVICE, torch.float32, heads=6, kv_heads=2, head_dim=40
-    )
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_self_check_reports_errors_within_tolerance(device: str, dtype: torch.dtype) -> None:
+    failure, errors = integration.self_check(device, dtype, heads=6, kv_heads=2, head_dim=40)
     assert failure is None
     assert set(errors) == {"decode_attention", "int4_matmul[m=1]", "int4_matmul[m=33]"}
     assert all(0 <= e < 1 for e in errors.values())
@@ -264,13 +272,13 @@ def test_prepare_model_validates_its_arguments() -> None:
         integration.prepare_model(model, device="cpu", quantize="int3")
 
 
+@pytest.mark.interpreter
 def test_the_cli_completes_the_same_with_and_without_kernels(tmp_path: Path) -> None:
     source = tmp_path / "shapes.py"
     source.write_text(
         "import math\n\n\nclass Circle:\n    def __init__(self, r):\n        self.r = r\n\n"
         "    def area(self):\n        return \n"
     )
-    env = {**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "0")}
 
     def run(kernels: str) -> dict[str, Any]:
         out = subprocess.run(
@@ -282,6 +290,7 @@ def test_the_cli_completes_the_same_with_and_without_kernels(tmp_path: Path) -> 
                 f"{source}:9:16",
                 "--backend",
                 "transformers",
+                "--device=cpu",
                 f"--kernels={kernels}",
                 "--quantize=int4",
                 "--max-tokens=16",
@@ -289,7 +298,6 @@ def test_the_cli_completes_the_same_with_and_without_kernels(tmp_path: Path) -> 
             ],
             capture_output=True,
             text=True,
-            env=env,
             timeout=300,
         )
         assert out.returncode == 0, out.stderr
@@ -314,9 +322,10 @@ def test_the_cli_rejects_an_unknown_kernels_mode(tmp_path: Path) -> None:
     assert "kernels" in out.stderr and "fast" in out.stderr
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("window", [None, 12])
 def test_grouped_query_attention_of_a_starcoder2_model(
-    window: int | None, monkeypatch: pytest.MonkeyPatch
+    device: str, window: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """StarCoder2's layout (4 query heads sharing 2 KV heads), a left-padded batch of two
     lengths, and a sliding window shorter than the sequence (SDPA's mask then starts each row
@@ -335,8 +344,8 @@ def test_grouped_query_attention_of_a_starcoder2_model(
         sliding_window=window,
         pad_token_id=0,
     )
-    model = AutoModelForCausalLM.from_config(config).to(DEVICE).eval()
-    ids = torch.randint(1, 512, (2, 20), device=DEVICE)
+    model = AutoModelForCausalLM.from_config(config).to(device).eval()
+    ids = torch.randint(1, 512, (2, 20), device=device)
     mask = torch.ones_like(ids)
     mask[1, :7] = 0  # the second row is 13 tokens, padded on the left
     ids[1, :7] = 0
@@ -349,7 +358,7 @@ def test_grouped_query_attention_of_a_starcoder2_model(
         return out[:, ids.shape[1] :]
 
     want = generate()
-    report = integration.prepare_model(model, device=DEVICE, mode="on")
+    report = integration.prepare_model(model, device=device, mode="on")
     assert report.attention and model.config._attn_implementation == integration.ATTENTION
     calls = Calls(monkeypatch)
     assert torch.equal(generate(), want)

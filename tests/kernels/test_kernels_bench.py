@@ -28,6 +28,7 @@ def bench() -> ModuleType:
     return module
 
 
+@pytest.mark.interpreter
 def test_timing_sections_run_and_report(bench: ModuleType) -> None:
     mqa = bench.Shape("tiny-mqa", hidden=64, heads=4, kv_heads=1, layers=2, inner=256, vocab=4096)
     gqa = bench.Shape("tiny-gqa", hidden=96, heads=6, kv_heads=2, layers=2, inner=192, vocab=4096)

@@ -3,7 +3,6 @@ Triton kernels (in the CPU interpreter here) answer what the reference path answ
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,13 +16,22 @@ from starcoder_ls.types import CancelToken, FimInput, GenerationParams, Prompt
 PROMPTS = ("import os\nimport ", "def add(a, b):\n    return", "class Point:\n    def __init__(")
 
 
-def test_batched_requests_with_kernels_equal_the_reference_path(tmp_path: Path) -> None:
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("runs the kernels on the CPU, through Triton's interpreter")
+@pytest.mark.parametrize(
+    "device",
+    [
+        pytest.param("cpu", marks=pytest.mark.interpreter),
+        pytest.param("cuda", marks=pytest.mark.cuda),
+    ],
+)
+def test_batched_requests_with_kernels_equal_the_reference_path(
+    device: str, tmp_path: Path
+) -> None:
     from starcoder_ls.backends.hf import TransformersBackend
     from starcoder_ls.prompt.templates import get_template
 
-    reference = TransformersBackend(str(BUNDLED_HF), device="cpu", kernels="off", quantize="int4")
+    reference = TransformersBackend(
+        str(BUNDLED_HF), device=device, dtype="float32", kernels="off", quantize="int4"
+    )
     stop = get_template("starcoder-ls").stop
     want = [
         reference.generate(
@@ -37,7 +45,8 @@ def test_batched_requests_with_kernels_equal_the_reference_path(tmp_path: Path) 
 
     server = ServeProcess(
         [
-            *("--backend", "transformers", "--device", "cpu", "--threads", "1"),
+            *("--backend", "transformers", "--device", device, "--dtype", "float32"),
+            *("--threads", "1"),
             *("--kernels", "on", "--quantize", "int4", "--max-batch", "4"),
         ],
         log=tmp_path / "log",
