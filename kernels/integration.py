@@ -99,29 +99,37 @@ def unavailable_reason(device: str) -> str | None:
 # Tolerances for the self-check, per dtype: fp32 accumulation either way, so the difference is
 # summation order plus, in half precision, the rounding of the output.
 _TOLERANCE = {torch.float32: 2e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-_checked: dict[tuple[str, torch.dtype, int, int, int], tuple[str | None, dict[str, float]]] = {}
+_checked: dict[tuple[Any, ...], tuple[str | None, dict[str, float]]] = {}
 _check_lock = threading.Lock()
 
 
 def self_check(
-    device: str, dtype: torch.dtype, *, heads: int, kv_heads: int, head_dim: int
+    device: str,
+    dtype: torch.dtype,
+    *,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    int4: bool = True,
 ) -> tuple[str | None, dict[str, float]]:
-    """Run both kernels once on small irregular shapes of this model's head layout against
-    their references. Returns (failure or None, error per kernel in tolerance units).
+    """Run the kernels once on small irregular shapes of this model's head layout against
+    their references (the int4 matmul only when ``int4``: compiling it takes start-up time a
+    model without int4 layers need not spend). Returns (failure or None, error per kernel in
+    tolerance units).
 
     This is what turns ``auto`` on: a GPU, a driver or a Triton build on which a kernel fails to
     compile or computes wrong numbers falls back to the reference path instead of producing
     bad completions. The first call also compiles the kernels the model will use.
     """
-    key = (device, dtype, heads, kv_heads, head_dim)
+    key = (device, dtype, heads, kv_heads, head_dim, int4)
     with _check_lock:
         if key not in _checked:
-            _checked[key] = _run_self_check(device, dtype, heads, kv_heads, head_dim)
+            _checked[key] = _run_self_check(device, dtype, heads, kv_heads, head_dim, int4)
         return _checked[key]
 
 
 def _run_self_check(
-    device: str, dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int
+    device: str, dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int, int4: bool
 ) -> tuple[str | None, dict[str, float]]:
     from starcoder_ls.kernels.attention_reference import decode_attention_reference
 
@@ -137,7 +145,6 @@ def _run_self_check(
     started = time.perf_counter()
     try:
         from starcoder_ls.kernels.decode_attention import decode_attention
-        from starcoder_ls.kernels.int4_matmul import int4_matmul
 
         # Three rows of mixed length, right-aligned as in a padded batch.
         seq = 77
@@ -152,14 +159,17 @@ def _run_self_check(
         want = decode_attention_reference(q, k, v, lengths=lengths, starts=starts)
         errors["decode_attention"] = _error(got, want) / tolerance
 
-        weight = rand(72, 2 * GROUP_SIZE + 8) * 0.05
-        packed = pack_int4(weight, GROUP_SIZE)
-        bias = rand(72)
-        for rows in (1, 33):
-            x = rand(rows, weight.shape[1])
-            got = int4_matmul(x, packed, bias)
-            want = int4_matmul_reference(x, packed, bias)
-            errors[f"int4_matmul[m={rows}]"] = _error(got, want) / tolerance
+        if int4:
+            from starcoder_ls.kernels.int4_matmul import int4_matmul
+
+            weight = rand(72, 2 * GROUP_SIZE + 8) * 0.05  # K off the group size: padding
+            packed = pack_int4(weight, GROUP_SIZE)
+            bias = rand(72)
+            for rows in (1, 33):
+                x = rand(rows, weight.shape[1])
+                got = int4_matmul(x, packed, bias)
+                want = int4_matmul_reference(x, packed, bias)
+                errors[f"int4_matmul[m={rows}]"] = _error(got, want) / tolerance
     except Exception as exc:  # a compile error, a missing driver, an unsupported GPU
         log.warning("Triton kernel self-check failed to run: %s", exc)
         return f"the kernel self-check failed: {type(exc).__name__}: {exc}", errors
@@ -189,9 +199,10 @@ def _error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 # ------------------------------------------------------------------------------- attention
 
-_mask_memo: tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-"""(mask, its 2-D view, starts, lengths) for the last mask seen: transformers hands every layer
-of a forward pass the same mask object, so the bounds are found once per step, not per layer."""
+_mask_memo: tuple[Any, int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+"""(mask, its version, its 2-D view, starts, lengths) for the last mask seen: transformers hands
+every layer of a forward pass the same mask object, so the bounds are found once per step, not
+per layer. The version counter notices a mask edited in place between two calls."""
 
 
 def _bounds(mask: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,15 +210,15 @@ def _bounds(mask: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor,
     kernel skips the blocks outside them (the left padding) and masks inside them."""
     global _mask_memo
     memo = _mask_memo
-    if memo is not None and memo[0] is mask:
-        return memo[1], memo[2], memo[3]
+    if memo is not None and memo[0] is mask and memo[1] == mask._version:
+        return memo[2], memo[3], memo[4]
     rows = mask[:, 0, -1, :].expand(batch, mask.shape[-1])
     seq = rows.shape[-1]
     hits = rows.to(torch.int8)
     first = hits.argmax(dim=-1)
     last = seq - 1 - hits.flip(-1).argmax(dim=-1)
     lengths = (last - first + 1) * hits.amax(dim=-1)  # a row with no key: length 0
-    _mask_memo = (mask, rows, first, lengths)
+    _mask_memo = (mask, mask._version, rows, first, lengths)
     return rows, first, lengths
 
 
@@ -400,7 +411,12 @@ def prepare_model(
     else:
         heads, kv_heads, head_dim = head_layout(config)
         failure, report.checks = self_check(
-            device, dtype, heads=heads, kv_heads=kv_heads, head_dim=head_dim
+            device,
+            dtype,
+            heads=heads,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            int4=quantize == "int4",
         )
         if failure is not None:
             report.reason = failure

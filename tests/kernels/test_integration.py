@@ -363,3 +363,44 @@ def test_grouped_query_attention_of_a_starcoder2_model(
     calls = Calls(monkeypatch)
     assert torch.equal(generate(), want)
     assert calls.attention == 2 * 11  # both layers, every step after the prompt
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_attention_function_takes_sdpas_masks(
+    device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What transformers hands the attention function: no mask, a (B, 1, 1, S) boolean mask
+    with left padding and holes, one mask broadcast over the batch. Decode steps go to the
+    kernel and agree with SDPA; prefill and per-head masks go to SDPA itself."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    gen = torch.Generator().manual_seed(3)
+    module = torch.nn.Module().eval()
+    module.num_key_value_groups = 3  # type: ignore[assignment]
+    q = torch.randn(3, 6, 1, 32, generator=gen).to(device)
+    k, v = (torch.randn(3, 2, 45, 32, generator=gen).to(device) for _ in range(2))
+    padded = torch.ones(3, 1, 1, 45, dtype=torch.bool)
+    padded[0, ..., :30] = False  # left padding
+    padded[1, ..., 10:14] = False  # a hole
+    masks = [None, padded.to(device), padded[:1].to(device)]
+    calls = Calls(monkeypatch)
+    for mask in masks:
+        got, _ = integration.decode_attention_forward(module, q, k, v, mask, scaling=0.2)
+        want, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.2)
+        assert got.shape == want.shape == (3, 1, 6, 32)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert calls.attention == len(masks)
+    edited = masks[1]
+    assert edited is not None
+    integration.decode_attention_forward(module, q, k, v, edited, scaling=0.2)
+    edited[0, ..., 5:30] = True  # the same mask object, edited in place: wider bounds
+    got, _ = integration.decode_attention_forward(module, q, k, v, edited, scaling=0.2)
+    want, _ = sdpa_attention_forward(module, q, k, v, edited, scaling=0.2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    calls.attention -= 2
+
+    prefill = torch.randn(3, 6, 4, 32, generator=gen).to(device)
+    per_head = torch.ones(3, 6, 1, 45, dtype=torch.bool, device=device)
+    integration.decode_attention_forward(module, prefill, k, v, None, scaling=0.2)
+    integration.decode_attention_forward(module, q, k, v, per_head, scaling=0.2)
+    assert calls.attention == len(masks)  # both went to SDPA
