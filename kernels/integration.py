@@ -210,7 +210,10 @@ def _bounds(mask: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor,
     kernel skips the blocks outside them (the left padding) and masks inside them."""
     global _mask_memo
     memo = _mask_memo
-    if memo is not None and memo[0] is mask and memo[1] == mask._version:
+    # Tensors made under inference_mode (the backends' forward passes) keep no version; their
+    # masks are made afresh for each forward pass.
+    version = -1 if mask.is_inference() else mask._version
+    if memo is not None and memo[0] is mask and memo[1] == version:
         return memo[2], memo[3], memo[4]
     rows = mask[:, 0, -1, :].expand(batch, mask.shape[-1])
     seq = rows.shape[-1]
@@ -218,7 +221,7 @@ def _bounds(mask: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor,
     first = hits.argmax(dim=-1)
     last = seq - 1 - hits.flip(-1).argmax(dim=-1)
     lengths = (last - first + 1) * hits.amax(dim=-1)  # a row with no key: length 0
-    _mask_memo = (mask, mask._version, rows, first, lengths)
+    _mask_memo = (mask, version, rows, first, lengths)
     return rows, first, lengths
 
 
