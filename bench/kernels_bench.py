@@ -496,6 +496,26 @@ def greedy_rows(tokens: int = 24) -> list[dict[str, Any]]:
     return rows
 
 
+# --------------------------------------------------------------------------- compiled
+
+
+def compile_rows() -> list[dict[str, Any]]:
+    """``starcoder_ls.kernels.compile_check``: every launch the heuristics make for these models,
+    compiled for an A100, an L4 and an H100 (no GPU needed), in a process without the
+    interpreter."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run(
+        [sys.executable, "-m", "starcoder_ls.kernels.compile_check", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return list(json.loads(out.stdout))
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -545,6 +565,32 @@ def render(results: dict[str, Any]) -> str:
             ("int4 + KV fits 12 GB", "fits_12gb_int4", ""),
         ],
     )
+    if "compiled" in results:
+        builds = results["compiled"]
+        spilled = sum(b["spill_bytes"] > 0 for b in builds)
+        too_big = sum(not b["fits"] for b in builds)
+        out += [
+            "",
+            "## Compiled for GPUs (sm_80 A100, sm_89 L4, sm_90 H100)",
+            "",
+            f"Every launch the heuristics make for these models' decode attention (batch 8, 8k "
+            f"tokens) and linear layers (1 to 512 rows), fp16 and bf16, built by Triton's GPU "
+            f"compiler without a GPU: {len(builds)} builds, {spilled} with register spills, "
+            f"{too_big} over the GPU's shared memory. Registers and spills per thread (ptxas), "
+            f"shared memory per program.",
+            "",
+        ]
+        out += table(
+            [b for b in builds if b["dtype"] == "bf16"],
+            [
+                ("GPU", "gpu", ""),
+                ("kernel", "kernel", ""),
+                ("launch", "launch", ""),
+                ("registers", "registers", "d"),
+                ("spill B", "spill_bytes", "d"),
+                ("shared KiB", "shared_kib", ".0f"),
+            ],
+        )
     if "attention" in results:
         out += ["", "## Decode attention (fp16): flash-decoding kernel vs torch SDPA", ""]
         out += table(
@@ -634,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "memory": memory_rows()}
+    results["compiled"] = [{**b, "shared_kib": b["shared_bytes"] / 1024} for b in compile_rows()]
     if HAVE_GPU:
         info = results["machine"]
         if args.quick:

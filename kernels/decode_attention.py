@@ -12,6 +12,7 @@ query head, which is the bandwidth saving MQA/GQA exist for.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import triton
@@ -235,10 +236,18 @@ def default_num_splits(work_items: int, max_len: int, block_n: int, device: torc
     longest row still gets at least ``_MIN_BLOCKS_PER_SPLIT`` blocks. Off CUDA the kernel runs in
     the interpreter, where programs execute one after another and splitting only adds work.
     """
-    max_blocks = triton.cdiv(max(max_len, 0), block_n)
-    if device.type != "cuda" or max_blocks <= 1 or work_items <= 0:
+    if device.type != "cuda":
         return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return gpu_num_splits(work_items, max_len, block_n, sms=sms)
+
+
+def gpu_num_splits(work_items: int, max_len: int, block_n: int, *, sms: int) -> int:
+    """``default_num_splits`` on a GPU with ``sms`` SMs (also for planning launches on GPUs
+    this machine does not have)."""
+    max_blocks = triton.cdiv(max(max_len, 0), block_n)
+    if max_blocks <= 1 or work_items <= 0:
+        return 1
     splits = (4 * sms) // work_items
     splits = min(splits, max_blocks // _MIN_BLOCKS_PER_SPLIT, _MAX_DEFAULT_SPLITS)
     return max(1, splits)
@@ -260,16 +269,67 @@ def _longest_row(seq_len: int, lengths: torch.Tensor | None, starts: torch.Tenso
 
 
 def _launch_config(block_g: int, block_n: int, block_d: int, elem_size: int) -> tuple[int, int]:
-    """num_warps and num_stages for stage 1 (tuned by reasoning, not yet by measurement).
+    """num_warps and num_stages for stage 1 (chosen by reasoning and by what compiles without
+    spills, ``compile_check``; not yet by timing on a GPU).
 
-    Eight warps once the fp32 accumulator tile (G x D) reaches 64 x 128 keeps it from spilling
-    registers. Two pipeline stages hide the latency of the K/V loads; one when two stages of K
-    and V tiles would exceed 64 KiB of shared memory (fp32 inputs), which consumer GPUs lack.
+    Eight warps once the fp32 accumulator tile (G x D) reaches 32 x 128 keep it from spilling
+    registers (with four, StarCoder-3B's 22 heads spill on Ada and Hopper). Two pipeline stages
+    hide the latency of the K/V loads; one when two stages of K and V tiles would exceed 64 KiB
+    of shared memory (fp32 inputs), which consumer GPUs lack.
     """
-    num_warps = 8 if block_g * block_d >= 64 * 128 else 4
+    num_warps = 8 if block_g * block_d >= 32 * 128 else 4
     kv_tile_bytes = 2 * block_n * block_d * elem_size
     num_stages = 2 if 2 * kv_tile_bytes <= 64 * 1024 else 1
     return num_warps, num_stages
+
+
+def default_block_n(head_dim: int, seq_len: int, group: int = 1) -> int:
+    """Keys per block: 64, or 32 where the score and accumulator tiles are large (heads over
+    128 wide, 33 or more query heads per KV head) so that registers do not spill (measured with
+    ``compile_check``: StarCoder-15B's 48 heads spill on an A100 with 64); short caches get a
+    smaller block rather than masking off most of one."""
+    block_n = 64 if head_dim <= 128 and group <= 32 else 32
+    return min(block_n, max(16, triton.next_power_of_2(seq_len)))
+
+
+def stage1_launch(
+    group: int, head_dim: int, block_n: int, dtype: torch.dtype, *, interpreted: bool
+) -> tuple[dict[str, Any], int, int]:
+    """Stage 1's compile-time constants (all but USE_MASK and SINGLE_SPLIT, which depend on
+    the call), num_warps and num_stages: what the wrapper launches, and what
+    ``compile_check`` compiles for GPUs this machine may not have."""
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_g = max(16, triton.next_power_of_2(group))
+    # 16-bit tiles go into tl.dot as they are (fp32 accumulation); fp32 must not be rounded to
+    # TF32. The interpreter multiplies bf16 tiles as raw integers, so there they are upcast.
+    upcast = dtype == torch.bfloat16 and interpreted
+    dot_precision = "ieee" if dtype == torch.float32 or upcast else None
+    num_warps, num_stages = _launch_config(block_g, block_n, block_d, dtype.itemsize)
+    constants = {
+        "GROUP": group,
+        "HEAD_DIM": head_dim,
+        "BLOCK_G": block_g,
+        "BLOCK_N": block_n,
+        "BLOCK_D": block_d,
+        "UPCAST": upcast,
+        "DOT_PRECISION": dot_precision,
+    }
+    return constants, num_warps, num_stages
+
+
+def stage2_launch(
+    q_heads: int, num_splits: int, head_dim: int, *, interpreted: bool
+) -> tuple[dict[str, Any], int]:
+    """Stage 2's compile-time constants and num_warps."""
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_s = min(_MERGE_CHUNK, triton.next_power_of_2(num_splits))
+    # On a GPU one head per program spreads the merge over the SMs; the interpreter runs
+    # programs one by one, so there a single program takes all of a row's heads.
+    block_h = 1
+    if interpreted:
+        block_h = min(triton.next_power_of_2(q_heads), max(1, 2**16 // (block_s * block_d)))
+    constants = {"HEAD_DIM": head_dim, "BLOCK_H": block_h, "BLOCK_S": block_s, "BLOCK_D": block_d}
+    return constants, 4 if block_d >= 128 else 2
 
 
 def decode_attention(
@@ -335,24 +395,16 @@ def decode_attention(
     else:
         mask_arg, stride_mb, stride_mn = lengths_i32, 0, 0  # never read
 
-    group = shape.group
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    block_g = max(16, triton.next_power_of_2(group))
     if block_n is None:
-        block_n = 64 if head_dim <= 128 else 32
-        # Short caches: no point masking off most of a 64-key tile.
-        block_n = min(block_n, max(16, triton.next_power_of_2(seq_len)))
+        block_n = default_block_n(head_dim, seq_len, shape.group)
     longest = _longest_row(seq_len, lengths, starts)
     if num_splits is None:
         num_splits = default_num_splits(batch * kv_heads, longest, block_n, device)
     single = num_splits == 1
-
     sm_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    # 16-bit tiles go into tl.dot as they are (fp32 accumulation); fp32 must not be rounded to
-    # TF32. The interpreter multiplies bf16 tiles as raw integers, so there they are upcast.
-    upcast = q.dtype == torch.bfloat16 and _interpreted()
-    dot_precision = "ieee" if q.dtype == torch.float32 or upcast else None
-    num_warps, num_stages = _launch_config(block_g, block_n, block_d, q.element_size())
+    constants, num_warps, num_stages = stage1_launch(
+        shape.group, head_dim, block_n, q.dtype, interpreted=_interpreted()
+    )
 
     if single:
         part_o = part_lse = out  # unused by the single-split variant
@@ -394,26 +446,17 @@ def decode_attention(
         out.stride(1),
         *p_strides,
         *l_strides,
-        GROUP=group,
-        HEAD_DIM=head_dim,
-        BLOCK_G=block_g,
-        BLOCK_N=block_n,
-        BLOCK_D=block_d,
         USE_MASK=mask is not None,
         SINGLE_SPLIT=single,
-        UPCAST=upcast,
-        DOT_PRECISION=dot_precision,
+        **constants,
         num_warps=num_warps,
         num_stages=num_stages,
     )
     if not single:
-        block_s = min(_MERGE_CHUNK, triton.next_power_of_2(num_splits))
-        # On a GPU one head per program spreads the merge over the SMs; the interpreter runs
-        # programs one by one, so there a single program takes all of a row's heads.
-        block_h = 1
-        if _interpreted():
-            block_h = min(triton.next_power_of_2(q_heads), max(1, 2**16 // (block_s * block_d)))
-        _decode_stage2[(batch, triton.cdiv(q_heads, block_h))](
+        merge, merge_warps = stage2_launch(
+            q_heads, num_splits, head_dim, interpreted=_interpreted()
+        )
+        _decode_stage2[(batch, triton.cdiv(q_heads, merge["BLOCK_H"]))](
             part_o,
             part_lse,
             out,
@@ -423,10 +466,7 @@ def decode_attention(
             *l_strides,
             out.stride(0),
             out.stride(1),
-            HEAD_DIM=head_dim,
-            BLOCK_H=block_h,
-            BLOCK_S=block_s,
-            BLOCK_D=block_d,
-            num_warps=4 if block_d >= 128 else 2,
+            **merge,
+            num_warps=merge_warps,
         )
     return out

@@ -15,6 +15,7 @@ memory-bound GEMV-like decode. One kernel serves two launch shapes:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -30,7 +31,9 @@ _MAX_SPLIT_K = 32
 # Stand-in for the SM count off CUDA (Triton's interpreter runs programs one after another, so
 # more splits only add work; two still exercise the split-K path in ordinary use).
 _CPU_SMS = 2
-_MIN_SHARED_MEMORY = 99 * 1024  # what consumer Ampere/Ada GPUs let one block opt in to
+_MIN_SHARED_MEMORY = 99 * 1024
+REDUCE_BLOCK, REDUCE_WARPS = 1024, 4
+"""The split-K sum's launch: outputs per program, and warps."""  # what consumer Ampere/Ada GPUs let one block opt in to
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def _shared_memory(device: torch.device) -> int:
 
 
 def _stages(
-    block_m: int, block_n: int, block_k: int, x_bytes: int, device: torch.device, want: int
+    block_m: int, block_n: int, block_k: int, x_bytes: int, shared_memory: int, want: int
 ) -> int:
     """Pipeline depth that fits shared memory: H100s take ``want``, 100 KB consumer GPUs fewer.
 
@@ -82,7 +85,7 @@ def _stages(
     """
     per_stage = block_m * block_k * x_bytes + block_k * block_n * 4
     fixed = block_k * block_n * x_bytes
-    return max(1, min(want, (_shared_memory(device) - fixed) // per_stage))
+    return max(1, min(want, (shared_memory - fixed) // per_stage))
 
 
 def int4_matmul_config(
@@ -99,9 +102,10 @@ def int4_matmul_config(
     programs streaming it, and split-K targets about two programs per SM (e.g. K = N = 2048 gives
     32 tiles × 8 splits = 256 programs on an H100's 132 SMs), while each split still covers whole
     K tiles. Prefill is bound by the tensor cores: bigger M tiles as M grows, 128-wide N tiles and
-    64-deep K steps, with the warps that fill those tiles and the stages that fit them.
+    32-deep K steps, with the stages that fit. Warps and K depths are the ones that compile
+    without register spills for sm_80, sm_89 and sm_90 (``compile_check``; eight warps for the
+    decode tile: with four, Hopper spills 160 bytes per thread).
     """
-    x_bytes = dtype.itemsize
     if device.type != "cuda":
         # Triton's interpreter runs programs one after another and pays per tile operation,
         # not per element: the fewest, largest tiles are fastest (about 10x on the bundled
@@ -111,21 +115,39 @@ def int4_matmul_config(
             min(1024, max(16, triton.next_power_of_2(n))),
             group_size,
         )
+    return gpu_config(
+        m, n, k, group_size, dtype, sms=_sm_count(device), shared_memory=_shared_memory(device)
+    )
+
+
+def gpu_config(
+    m: int,
+    n: int,
+    k: int,
+    group_size: int,
+    dtype: torch.dtype,
+    *,
+    sms: int,
+    shared_memory: int,
+) -> Int4MatmulConfig:
+    """``int4_matmul_config`` on a GPU with ``sms`` SMs and ``shared_memory`` bytes per block
+    (opt-in), so a launch can be planned, and compiled, for a GPU this machine lacks."""
+    x_bytes = dtype.itemsize
     if m <= _DECODE_MAX_M:
         block_n, block_k = 64, min(128, group_size)
         tiles = triton.cdiv(n, block_n)
         k_tiles = triton.cdiv(k, block_k)
-        want = triton.cdiv(2 * _sm_count(device), tiles)
+        want = triton.cdiv(2 * sms, tiles)
         split = max(1, min(want, k_tiles, _MAX_SPLIT_K))
         # Whole K tiles per split; drop splits that would be left with nothing to do.
         split = triton.cdiv(k_tiles, triton.cdiv(k_tiles, split))
-        stages = _stages(_DECODE_MAX_M, block_n, block_k, x_bytes, device, 4)
+        stages = _stages(_DECODE_MAX_M, block_n, block_k, x_bytes, shared_memory, 4)
         return Int4MatmulConfig(
-            _DECODE_MAX_M, block_n, block_k, split_k=split, num_warps=4, num_stages=stages
+            _DECODE_MAX_M, block_n, block_k, split_k=split, num_warps=8, num_stages=stages
         )
-    block_k = min(64, group_size)
-    block_m, warps = (32, 4) if m <= 32 else (64, 4) if m <= 64 else (128, 8)
-    stages = _stages(block_m, 128, block_k, x_bytes, device, 4 if block_m < 128 else 3)
+    block_k = min(32, group_size)
+    block_m, warps = (32, 4) if m <= 32 else (64, 8) if m <= 64 else (128, 8)
+    stages = _stages(block_m, 128, block_k, x_bytes, shared_memory, 4)
     return Int4MatmulConfig(block_m, 128, block_k, num_warps=warps, num_stages=stages)
 
 
@@ -272,6 +294,30 @@ def _split_k_reduce_kernel(
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def kernel_constants(
+    cfg: Int4MatmulConfig,
+    group_size: int,
+    split: int,
+    dtype: torch.dtype,
+    has_bias: bool,
+    emulate_bf16: bool = False,
+) -> dict[str, Any]:
+    """The main kernel's compile-time constants for a launch: what ``int4_matmul`` passes, and
+    what ``compile_check`` compiles for GPUs this machine may not have."""
+    return {
+        "GROUP_SIZE": group_size,
+        "BLOCK_M": cfg.block_m,
+        "BLOCK_N": cfg.block_n,
+        "BLOCK_K": cfg.block_k,
+        "GROUP_M": cfg.group_m,
+        "SPLIT_K": split,
+        "HAS_BIAS": has_bias,
+        # TF32 would cost fp32 inputs 13 mantissa bits; 16-bit inputs take the default.
+        "INPUT_PRECISION": "ieee" if dtype == torch.float32 else None,
+        "EMULATE_BF16": emulate_bf16,
+    }
+
+
 def int4_matmul(
     x: torch.Tensor,
     w: Int4Weight,
@@ -335,22 +381,12 @@ def int4_matmul(
         1,
         m * n,
         tiles_per_split,
-        GROUP_SIZE=w.group_size,
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        BLOCK_K=cfg.block_k,
-        GROUP_M=cfg.group_m,
-        SPLIT_K=split,
-        HAS_BIAS=bias is not None,
-        # TF32 would cost fp32 inputs 13 mantissa bits; 16-bit inputs take the default.
-        INPUT_PRECISION="ieee" if x.dtype == torch.float32 else None,
-        EMULATE_BF16=emulate_bf16,
+        **kernel_constants(cfg, w.group_size, split, x.dtype, bias is not None, emulate_bf16),
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )
     if split > 1:
-        block = 1024
-        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](
+        _split_k_reduce_kernel[(triton.cdiv(m * n, REDUCE_BLOCK),)](
             target,
             bias_arg,
             out,
@@ -359,7 +395,7 @@ def int4_matmul(
             SPLIT_K=split,
             HAS_BIAS=bias is not None,
             EMULATE_BF16=emulate_bf16,
-            BLOCK=block,
-            num_warps=4,
+            BLOCK=REDUCE_BLOCK,
+            num_warps=REDUCE_WARPS,
         )
     return out.view(*lead, n)
