@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from wire_formats import OLLAMA_FIELDS, OLLAMA_OPTIONS
 
 from starcoder_ls.backends.http import HttpBackend
 from starcoder_ls.types import (
@@ -33,15 +34,6 @@ TGI_PARAMETERS = {
     "repetition_penalty", "frequency_penalty", "return_full_text", "seed", "stop",
     "temperature", "top_k", "top_n_tokens", "top_p", "truncate", "typical_p", "watermark",
     "grammar", "adapter_id",
-}  # fmt: skip
-OLLAMA_FIELDS = {
-    "model", "prompt", "suffix", "images", "format", "options", "system", "template",
-    "stream", "raw", "keep_alive", "context", "think",
-}  # fmt: skip
-OLLAMA_OPTIONS = {
-    "num_predict", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "num_ctx",
-    "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "typical_p",
-    "num_keep", "num_batch", "num_thread",
 }  # fmt: skip
 INFILL_FIELDS = {
     "input_prefix", "input_suffix", "input_extra", "prompt", "n_predict", "temperature",

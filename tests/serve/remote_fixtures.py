@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
+from wire_formats import OLLAMA_FIELDS, OLLAMA_OPTIONS
 
 # ----------------------------------------------------------------------------- the wire formats
 
@@ -48,16 +49,6 @@ TGI_MAX_NEW_TOKENS = 1024
 """A modest ``--max-total-tokens`` budget for the answer."""
 HF_TOP_LEVEL = {*TGI_TOP_LEVEL, "options"}
 """The inference API also takes ``options: {use_cache, wait_for_model}``."""
-OLLAMA_FIELDS = {
-    "model", "prompt", "suffix", "images", "format", "options", "system", "template",
-    "stream", "raw", "keep_alive", "context", "think",
-}  # fmt: skip
-OLLAMA_OPTIONS = {
-    "num_predict", "temperature", "top_p", "top_k", "min_p", "stop", "seed", "num_ctx",
-    "repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty", "typical_p",
-    "num_keep", "num_batch", "num_thread",
-}  # fmt: skip
-"""Ollama's ``/api/generate`` fields and the model ``options`` it documents."""
 
 
 class Refused(Exception):
