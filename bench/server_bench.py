@@ -13,6 +13,9 @@
    completions shown, share served without the backend, p50/p95 time to show.
 4. The llama.cpp backend with the bundled model over consecutive keystrokes: prompt tokens
    actually evaluated per request vs prompt length (KV-cache reuse), and end-to-end latency.
+5. The model worker's process hop: the same keystroke sequence generated in process and through
+   the supervised worker process, side by side in one run (the hop's cost per request: wall
+   time minus the worker's own generation time; per-line token counts in one round trip).
 
 Usage: ``python bench/server_bench.py [--json OUT] [--quick]``. Everything runs locally.
 """
@@ -431,6 +434,74 @@ def kv_reuse(keystrokes: int) -> dict[str, Any]:
     }
 
 
+def worker_hop(keystrokes: int) -> dict[str, Any]:
+    """The same requests in process and through the worker, interleaved, so machine noise hits
+    both alike; the hop is what the worker adds to its own measured generation time."""
+    from starcoder_ls.models import BUNDLED_GGUF
+
+    from starcoder_ls.backends.llamacpp import LlamaCppBackend
+    from starcoder_ls.backends.worker import WorkerBackend
+    from starcoder_ls.documents import Document
+    from starcoder_ls.engine import CompletionEngine
+    from starcoder_ls.settings import Settings
+    from starcoder_ls.types import CancelToken
+
+    settings = Settings(model=str(BUNDLED_GGUF), max_tokens=24)
+    local = LlamaCppBackend(BUNDLED_GGUF)
+    t0 = time.perf_counter()
+    worker = WorkerBackend(settings)
+    start_s = time.perf_counter() - t0
+    engine = CompletionEngine(settings, backend_factory=lambda s: local)
+    _, source = real_source()
+    start = source.index("    def _get_values(self, action, arg_strings):")
+    typed = source[start : start + keystrokes]
+    doc = Document(
+        "file:///bench/hop.py", "python", 1, source[:start] + source[start + keystrokes :]
+    )
+    line, col = source[:start].count("\n"), 0
+    rows = []
+    for ch in typed:
+        doc.apply_change(ch, ((line, col), (line, col)))
+        doc.version += 1
+        line, col = (line + 1, 0) if ch == "\n" else (line, col + 1)
+        built = engine.build_prompt(doc.snapshot(), line, col, root=None)
+        params = engine.params(built.mode)
+        t = time.perf_counter()
+        a = local.generate(built.prompt, params, CancelToken())
+        in_process = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        b = worker.generate(built.prompt, params, CancelToken())
+        through = (time.perf_counter() - t) * 1000
+        assert a.text == b.text, (a.text, b.text)
+        rows.append((in_process, through, through - b.latency_ms))
+    window = source[start - 6000 : start].splitlines(keepends=True)
+    t = time.perf_counter()
+    worker.count_tokens_many(window)
+    count_ms = (time.perf_counter() - t) * 1000
+    rss = worker.resident_bytes()
+    info = worker.info
+    worker.close()
+    local.close()
+    steady = rows[1:]
+    med_local = statistics.median(r[0] for r in steady)
+    med_worker = statistics.median(r[1] for r in steady)
+    return {
+        "requests": len(rows),
+        "identical_text": True,
+        "in_process_p50_ms": round(med_local, 2),
+        "worker_p50_ms": round(med_worker, 2),
+        "ratio_worker_to_in_process": round(med_worker / med_local, 3),
+        "hop_p50_ms": round(pct([r[2] for r in steady], 50), 2),
+        "hop_p95_ms": round(pct([r[2] for r in steady], 95), 2),
+        "count_lines": len(window),
+        "count_round_trip_ms": round(count_ms, 2),
+        "worker_start_s": round(start_s, 2),
+        "worker_load_ms": info.load_ms if info else None,
+        "worker_rss_mb": round(rss / 2**20, 1),
+        "runs_on": info.runs_on if info else "",
+    }
+
+
 def render(r: dict[str, Any]) -> str:
     m = r["machine"]
     o, p, k = r["overhead"], r["prompt_build"], r["kv_reuse"]
@@ -470,7 +541,23 @@ def render(r: dict[str, Any]) -> str:
             f"request evaluated {k['first_request_evaluated']}); end-to-end generation latency p50 "
             f"{k['latency_p50_ms']} ms, p95 {k['latency_p95_ms']} ms for "
             f"{k['completion_tokens_mean']} new tokens on average",
+            "",
+            "## 5. The model worker process (the same requests in process and through the worker, "
+            "interleaved)",
+            _hop_line(r["worker_hop"]) if "worker_hop" in r else "- not measured",
         ]
+    )
+
+
+def _hop_line(h: dict[str, Any]) -> str:
+    return (
+        f"- {h['requests']} keystroke requests with the bundled model, identical text both ways: "
+        f"in process p50 {h['in_process_p50_ms']} ms, through the worker p50 {h['worker_p50_ms']} "
+        f"ms (ratio {h['ratio_worker_to_in_process']}); the hop (wall time minus the worker's own "
+        f"time) **p50 {h['hop_p50_ms']} ms**, p95 {h['hop_p95_ms']} ms (budget: 3 ms); token "
+        f"counts of {h['count_lines']} lines in one round trip {h['count_round_trip_ms']} ms; "
+        f"worker start with the model loaded {h['worker_start_s']} s (load {h['worker_load_ms']} "
+        f"ms), resident {h['worker_rss_mb']} MB, on {h['runs_on']}"
     )
 
 
@@ -513,6 +600,8 @@ def main() -> int:
         ]
         print("llama.cpp KV reuse ...", file=sys.stderr)
         report["kv_reuse"] = kv_reuse(20 if args.quick else 80)
+        print("worker hop ...", file=sys.stderr)
+        report["worker_hop"] = worker_hop(20 if args.quick else 80)
     text = render(report)
     print(text)
     if args.json:

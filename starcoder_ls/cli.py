@@ -67,15 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_command.cli_register(sub)
 
-    models = sub.add_parser(
-        "models",
-        help="known models and their prompt formats",
-        description="Models starcoder-ls knows: their FIM family, context size and files.",
-    )
-    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    ml = models_sub.add_parser("list", help="list known models")
-    ml.add_argument("--json", action="store_true")
-    ml.set_defaults(func=_run_models_list)
+    from starcoder_ls.models import command as models_command
+
+    models_command.cli_register(sub)
 
     stats = sub.add_parser(
         "stats",
@@ -104,21 +98,6 @@ def _run_lsp(args: argparse.Namespace) -> int:
     from starcoder_ls.server import serve
 
     return serve(settings_from_args(args), tcp=args.tcp)
-
-
-def _run_models_list(args: argparse.Namespace) -> int:
-    import json
-    from dataclasses import asdict
-
-    from starcoder_ls.models.registry import known_models
-
-    models = known_models()
-    if args.json:
-        print(json.dumps([asdict(m) for m in models], indent=1, default=str))
-        return 0
-    for m in models:
-        print(f"{m.id:42} {m.family:15} ctx {m.context_length:>6}")
-    return 0
 
 
 def _run_stats(args: argparse.Namespace) -> int:

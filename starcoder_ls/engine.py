@@ -78,8 +78,16 @@ class LineTokenCounter:
     from ``build_prompt(exact=True)`` where a report needs them (``starcoder-ls prompt``).
     """
 
-    def __init__(self, count: Callable[[str], int], max_lines: int = 50_000) -> None:
+    def __init__(
+        self,
+        count: Callable[[str], int],
+        count_many: Callable[[list[str]], list[int]] | None = None,
+        max_lines: int = 50_000,
+    ) -> None:
         self._count = count
+        self._count_many = count_many
+        """Counts several texts in one call (a worker process: one round trip, not one per
+        line)."""
         self._max = max_lines
         self._cache: dict[str, int] = {}
         self._texts: dict[str, int] = {}
@@ -115,7 +123,11 @@ class LineTokenCounter:
         cache = self._cache
         with self._lock:
             missing = set(lines).difference(cache)
-        counted = {line: self._count(line) for line in missing}  # the tokenizer, unlocked
+        if self._count_many is not None and missing:  # the tokenizer, unlocked
+            todo = list(missing)
+            counted = dict(zip(todo, self._count_many(todo), strict=True))
+        else:
+            counted = {line: self._count(line) for line in missing}
         with self._lock:
             if len(cache) + len(counted) > self._max:
                 cache.clear()
@@ -162,6 +174,7 @@ class CompletionEngine:
         self._line_counter: LineTokenCounter | None = None
         self._family: tuple[Backend, str] | None = None
         self._backend_lock = threading.Lock()
+        self._backend_failure: BackendError | None = None
         self.cache = CompletionCache(self.settings.cache)
         self.forward = ForwardCache()
         self.last_prompts: dict[str, Prompt] = {}
@@ -190,27 +203,40 @@ class CompletionEngine:
         return replaced
 
     def backend(self) -> Backend:
-        """The backend, created on first use; raises BackendError when it cannot be created."""
-        with self._backend_lock:
-            if self._backend is None:
-                if self._backend_factory is not None:
-                    self._backend = self._backend_factory(self.settings)
-                else:
-                    from starcoder_ls.backends import create_backend
+        """The backend, created on first use; raises BackendError when it cannot be created.
 
-                    self._backend = create_backend(self.settings)
+        A model that crashed its worker while loading is not tried again on every keystroke:
+        the same error is raised until the settings change or the backend is restarted."""
+        with self._backend_lock:
+            if self._backend_failure is not None:
+                raise self._backend_failure
+            if self._backend is None:
+                try:
+                    if self._backend_factory is not None:
+                        self._backend = self._backend_factory(self.settings)
+                    else:
+                        from starcoder_ls.backends import create_backend
+
+                        self._backend = create_backend(self.settings)
+                except BackendError as exc:
+                    if getattr(exc, "at_load", False):
+                        self._backend_failure = exc
+                    raise
             return self._backend
 
     def _window_counter(self, backend: Backend) -> Callable[[str], int]:
         with self._backend_lock:
             if self._line_counter is None or backend is not self._backend:
-                self._line_counter = LineTokenCounter(backend.count_tokens)
+                self._line_counter = LineTokenCounter(
+                    backend.count_tokens, getattr(backend, "count_tokens_many", None)
+                )
             return self._line_counter
 
     def close_backend(self) -> None:
         with self._backend_lock:
             backend, self._backend = self._backend, None
             self._line_counter = None
+            self._backend_failure = None
         if backend is not None:
             try:
                 backend.close()
@@ -366,6 +392,7 @@ class CompletionEngine:
         Raises BackendError when the backend cannot be created or fails.
         """
         from starcoder_ls.postprocess import postprocess
+        from starcoder_ls.prompt.templates import left_to_right
 
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
@@ -425,6 +452,7 @@ class CompletionEngine:
             stop=built.prompt.stop,
             language=snapshot.language_id,
             check_syntax=self.settings.syntax_check,
+            left_to_right=left_to_right(built.prompt.family),
         )
         if not text:
             return None
@@ -455,6 +483,22 @@ class CompletionEngine:
             if uri is not None:
                 return self.last_prompts.get(uri)
             return next(reversed(self.last_prompts.values()), None)
+
+    def worker_status(self) -> dict[str, Any] | None:
+        """The model worker process of a local backend (pid, load time, memory at load, what
+        it runs on, crashes so far), or None for other backends or before it started."""
+        backend = self._backend
+        info = getattr(backend, "info", None)
+        if info is None:
+            return None
+        return {
+            "pid": info.pid,
+            "load_ms": info.load_ms,
+            "rss_bytes_at_load": info.rss_bytes,
+            "runs_on": info.runs_on,
+            "restarts": getattr(backend, "restarts", 0),
+            "crashes": list(getattr(backend, "crashes", [])),
+        }
 
     def _model_name(self) -> str:
         return self._backend.model_id if self._backend is not None else self.settings.model

@@ -6,9 +6,11 @@ cursor, or loops. Each step fixes one of those, and why:
 
 1. ``strip_special_tokens``: FIM/end tokens are not code; text after one belongs elsewhere.
 2. ``cut_at_stop``: stop strings end the generation even where a backend ignored them.
-3. ``first_line``: a single-line request must not push the rest of the file down.
-4. ``drop_repetition``: a loop (a line or a short period repeated) is never wanted code.
-5. ``dedup_indentation``: the model may re-emit indentation the user has already typed.
+3. ``first_line``: a single-line request must not push the rest of the file down;
+   ``skip_blank_lines``: on a blank line (an empty function body) a multi-line completion
+   starts on that line, not below it, and one whose first code is a dedent left the block.
+4. ``dedup_indentation``: the model may re-emit indentation the user has already typed.
+5. ``drop_repetition``: a loop (a line or a short period repeated) is never wanted code.
 6. ``limit_scope``: output past the end of the current block is a guess about unrelated code.
 7. ``dedup_suffix_lines``: the lines below the cursor are already in the file.
 8. ``dedup_rest_of_line``: so is the rest of the current line (``)``, ``):``).
@@ -127,15 +129,20 @@ def postprocess(
     stop: Sequence[str] = (),
     language: str | None = None,
     check_syntax: bool = False,
+    left_to_right: bool = False,
 ) -> str:
-    """The text to insert at the cursor, or "" when nothing useful is left."""
+    """The text to insert at the cursor, or "" when nothing useful is left.
+
+    ``left_to_right``: the model never saw the suffix (a family without FIM), so it writes on
+    past the cursor's gap as a matter of course; the completion ends at the first line that is
+    the suffix's next line, however short."""
     if mode == CompletionMode.NONE or not raw:
         return ""
     ctx = Context.of(prefix, suffix, language)
     stops = tuple(s for s in stop if s)
     text = raw
     while True:
-        new = _one_pass(text, ctx, mode, stops)
+        new = _one_pass(text, ctx, mode, stops, left_to_right)
         if new == text or len(new) >= len(text):
             break
         text = new
@@ -144,14 +151,18 @@ def postprocess(
     return text
 
 
-def _one_pass(text: str, ctx: Context, mode: CompletionMode, stops: tuple[str, ...]) -> str:
+def _one_pass(
+    text: str, ctx: Context, mode: CompletionMode, stops: tuple[str, ...], left_to_right: bool
+) -> str:
     text = cut_at_stop(strip_special_tokens(text), stops)
     if mode == CompletionMode.SINGLE_LINE:
         text = first_line(text, ctx)
-    text = dedup_indentation(drop_repetition(text), ctx)
+    else:
+        text = skip_blank_lines(text, ctx)
+    text = drop_repetition(dedup_indentation(text, ctx), ctx.cur)
     if mode == CompletionMode.MULTI_LINE:
         text = limit_scope(text, ctx)
-    text = dedup_rest_of_line(dedup_suffix_lines(text, ctx), ctx)
+    text = dedup_rest_of_line(dedup_suffix_lines(text, ctx, strict=left_to_right), ctx)
     text = drop_trailing_blank_lines(balance_brackets(text, ctx), ctx)
     return text if text.strip() else ""
 
@@ -186,12 +197,34 @@ def first_line(text: str, ctx: Context) -> str:
     return line.group() if line else ""
 
 
-def drop_repetition(text: str) -> str:
+_LEADING_BLANK = re.compile(r"(?:[^\S\n]*\n)+")
+
+
+def skip_blank_lines(text: str, ctx: Context) -> str:
+    """On a blank line, line breaks before the first code only push it away from the cursor
+    (the user is in the empty body they want filled): the completion starts with that code.
+    When that code is indented less than the cursor it belongs outside the cursor's block (the
+    model closed the body and began the next definition), so nothing is left."""
+    if not ctx.line_blank:
+        return text
+    m = _LEADING_BLANK.match(text)
+    if m is None:
+        return text
+    body = text[m.end() :]
+    if body.strip() and _indent(body) < _width(ctx.cur):
+        return ""
+    return body
+
+
+def drop_repetition(text: str, cur: str = "") -> str:
     """Keep the first occurrence of a loop: lines (or groups of up to 8 lines) repeated three
     times in a row, the last copy possibly cut short by the token limit, or a short period with
     a letter in it repeated to the end of the last line (``foo(bar(foo(bar(``; a run of one
-    character such as ``xxxx`` or ``====`` is left alone: that is usually deliberate)."""
-    lines = text.split("\n")
+    character such as ``xxxx`` or ``====`` is left alone: that is usually deliberate).
+    ``cur`` is the current line before the cursor: the first line is compared with it in front,
+    as it will read in the file."""
+    original = text.split("\n")
+    lines = [cur + original[0], *original[1:]] if cur.strip() == "" and cur else original
     n = len(lines)
     for i in range(n):
         for q in range(1, 9):
@@ -206,7 +239,7 @@ def drop_repetition(text: str) -> str:
                 and third[:-1] == unit[: len(third) - 1]
                 and unit[len(third) - 1].startswith(third[-1])
             ):  # fmt: skip
-                return "\n".join(lines[: i + q])
+                return "\n".join(original[: i + q])
     return _drop_char_loop(text)
 
 
@@ -256,7 +289,12 @@ def limit_scope(text: str, ctx: Context) -> str:
     content = [line for line in lines[1:] if line.strip()]
     if not first.strip() and not content:
         return text
-    block = _indent(first) if first.strip() else _indent(content[0])
+    if first.strip():
+        block = _indent(first)
+    elif ctx.cur:  # a blank first line after typed indentation: the cursor's block
+        block = _width(ctx.cur)
+    else:
+        block = _indent(content[0])
     base = len(ctx.cur)
     closers = _closers(ctx.cur + text, ctx.language)
     unmatched = [p - base for p, o in closers if o is None]
@@ -281,10 +319,12 @@ def limit_scope(text: str, ctx: Context) -> str:
     return text
 
 
-def dedup_suffix_lines(text: str, ctx: Context) -> str:
+def dedup_suffix_lines(text: str, ctx: Context, *, strict: bool = False) -> str:
     """Cut where the completion's lines become the lines below the cursor: when its last
     lines are the next lines of the suffix, or when it reaches the suffix's next line and that
-    line is distinctive enough (8+ characters, or two lines in a row) to be no coincidence."""
+    line is distinctive enough (8+ characters, or two lines in a row) to be no coincidence.
+    ``strict`` (a left-to-right model, which never saw the suffix): any line equal to the
+    suffix's next line, indentation aside, is where the gap ends."""
     below = [line.rstrip() for line in ctx.below if line.strip()][:64]
     if not below:
         return text
@@ -295,9 +335,12 @@ def dedup_suffix_lines(text: str, ctx: Context) -> str:
         if not full[i].strip():
             continue
         tail = [line for line in full[i:] if line.strip()]
-        runs_into = tail[0] == below[0] and (
-            len(tail[0].strip()) >= 8 or tail[1:2] == below[1:2] != []
-        )
+        if strict:
+            runs_into = tail[0].strip() == below[0].strip()
+        else:
+            runs_into = tail[0] == below[0] and (
+                len(tail[0].strip()) >= 8 or tail[1:2] == below[1:2] != []
+            )
         if runs_into or tail == below[: len(tail)]:
             return "\n".join(lines[:i])
     return text

@@ -19,6 +19,11 @@ import pytest
 if not Path("/dev/nvidiactl").exists():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# An empty `model` setting means the real default model (Gemma-3-270M) for users; the suite's
+# servers and commands run the bundled tiny model, which answers in milliseconds. Tests of the
+# real default name it explicitly (tests/test_default_model.py).
+os.environ.setdefault("STARCODER_LS_DEFAULT_MODEL", "tiny")
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MICRO_PACKAGES = ("json", "html", "http", "urllib")
 

@@ -109,6 +109,12 @@ def test_drop_repetition(raw: str, expected: str) -> None:
     assert pp.drop_repetition(raw) == expected
 
 
+def test_a_loop_that_starts_at_the_cursor_counts_the_typed_indentation() -> None:
+    doc = '"""Return the mean."""'
+    raw = f"{doc}\n    {doc}\n    {doc}\n    {doc}"
+    assert pp.drop_repetition(raw, "    ") == doc
+
+
 # -- indentation ---------------------------------------------------------------------------
 
 
@@ -209,6 +215,36 @@ def test_dedup_indentation(prefix: str, raw: str, expected: str) -> None:
 )
 def test_limit_scope(prefix: str, suffix: str, raw: str, expected: str, language: str) -> None:
     assert pp.limit_scope(raw, ctx(prefix, suffix, language)) == expected
+
+
+_EMPTY_BODY = 'def mean(values):\n    """Return the mean."""\n    '
+_NEXT_DEF = "\n\ndef stdev(values):\n    return 0\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # The model closed the empty body and began another definition: nothing to insert.
+        ("\n\ndef stdev_mean(values):\n    ...", ""),
+        # Blank lines before the body's code: the code starts on the cursor's line.
+        ("\n    return sum(values) / len(values)\n", "return sum(values) / len(values)"),
+        ("\n\n    total = sum(values)\n    return total\n\ndef g():\n    pass",
+         "total = sum(values)\n    return total"),
+        ("return sum(values) / len(values)\n\n\ndef g():\n    x", "return sum(values) / len(values)"),
+    ],
+)  # fmt: skip
+def test_empty_body_completion_starts_inside_the_body(raw: str, expected: str) -> None:
+    out = postprocess(
+        raw, prefix=_EMPTY_BODY, suffix=_NEXT_DEF, mode=CompletionMode.MULTI_LINE, language="python"
+    )
+    assert out == expected
+
+
+def test_limit_scope_cuts_at_a_dedent_after_leading_blank_lines() -> None:
+    # The current line has code after the cursor, so the blank lines are kept; the dedent to
+    # column 0 still ends the completion.
+    c = ctx("def f():\n    ", "x = 1\n", "python")
+    assert pp.limit_scope("\n\n    y = 2\ndef g():\n    pass", c) == "\n\n    y = 2"
 
 
 # -- the code after the cursor -------------------------------------------------------------

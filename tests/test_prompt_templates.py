@@ -38,6 +38,8 @@ PLAIN_PSM = {
     "qwen2.5-coder": f"<|fim_prefix|>{PRE}<|fim_suffix|>{SUF}<|fim_middle|>",
     "codegemma": f"<|fim_prefix|>{PRE}<|fim_suffix|>{SUF}<|fim_middle|>",
     "starcoder-ls": f"<fim_prefix>{PRE}<fim_suffix>{SUF}<fim_middle>",
+    # No FIM: the code before the cursor, nothing else (the suffix steers post-processing).
+    "left-to-right": PRE,
 }
 
 
@@ -97,6 +99,7 @@ WITH_PATH_PSM = {
     "codellama": PLAIN_PSM["codellama"],
     "codegemma": PLAIN_PSM["codegemma"],
     "deepseek-coder": PLAIN_PSM["deepseek-coder"],
+    "left-to-right": PRE,
 }
 
 
@@ -137,6 +140,7 @@ REPO_PSM = {
     "santacoder": f"<fim-prefix>{UTIL_COMMENTS}{PRE}<fim-suffix>{SUF}<fim-middle>",
     "codellama": f"<PRE> {UTIL_COMMENTS}{PRE} <SUF>{SUF} <MID>",
     "codegemma": f"<|fim_prefix|>{UTIL_COMMENTS}{PRE}<|fim_suffix|>{SUF}<|fim_middle|>",
+    "left-to-right": f"{UTIL_COMMENTS}{PRE}",
 }
 
 
@@ -200,6 +204,15 @@ STOPS = {
 @pytest.mark.parametrize("family", sorted(STOPS))
 def test_stop_strings(family: str) -> None:
     assert STOPS[family] <= set(FAMILIES[family].stop)
+
+
+def test_left_to_right_has_no_sentinels_and_no_spm() -> None:
+    template = FAMILIES["left-to-right"]
+    assert template.special_tokens == ()
+    assert "left-to-right" not in spm_families()
+    with pytest.raises(ValueError, match="SPM"):
+        render(PLAIN, "left-to-right", "spm")
+    assert SUF not in render(REPO, "left-to-right")
 
 
 def test_repo_format_flags() -> None:

@@ -23,19 +23,33 @@ from __future__ import annotations
 from starcoder_ls.settings import REMOTE_BACKENDS, Settings
 from starcoder_ls.types import Backend, BackendError
 
-__all__ = ["create_backend"]
+__all__ = ["LOCAL_BACKENDS", "create_backend", "create_local_backend"]
+
+LOCAL_BACKENDS = ("llamacpp", "transformers")
+"""Backends whose model runs on this machine: the language server and the CLI run them in a
+supervised worker process (``backends.worker``), so a native crash cannot take them down."""
 
 
 def create_backend(settings: Settings) -> Backend:
     """Build the backend ``settings`` ask for; raises ``BackendError`` with a message for the
-    user when it cannot (missing model file, unknown backend, bad URL)."""
+    user when it cannot (missing model file, unknown backend, bad URL). Local models run in a
+    worker process."""
+    if settings.backend in LOCAL_BACKENDS:
+        from starcoder_ls.backends.worker import WorkerBackend
+
+        return WorkerBackend(settings)
+    return create_local_backend(settings)
+
+
+def create_local_backend(settings: Settings) -> Backend:
+    """Like ``create_backend``, with a local model loaded into this process (the worker
+    itself, the team server, benchmarks)."""
     kind = settings.backend
     if kind == "llamacpp":
         from starcoder_ls.backends.llamacpp import LlamaCppBackend
-        from starcoder_ls.models import BUNDLED_GGUF
 
         return LlamaCppBackend(
-            settings.model or BUNDLED_GGUF, n_ctx=settings.n_ctx, n_threads=settings.n_threads
+            gguf_for(settings.model), n_ctx=settings.n_ctx, n_threads=settings.n_threads
         )
     if kind == "transformers":
         from starcoder_ls.backends.hf import TransformersBackend
@@ -69,3 +83,22 @@ def create_backend(settings: Settings) -> Backend:
 
         return TestBackend(settings.model)
     raise BackendError(f"unknown backend {kind!r}")
+
+
+def gguf_for(model: str) -> str:
+    """The GGUF file the llamacpp backend loads for a ``model`` setting: the default model when
+    empty, a pulled file for a registry name, else the path as given."""
+    import logging
+
+    from starcoder_ls.models import default_gguf
+    from starcoder_ls.models.hub import HubError, resolve_gguf
+
+    if not model.strip():
+        path, note = default_gguf()
+        if note:
+            logging.getLogger(__name__).warning("%s", note)
+        return path
+    try:
+        return resolve_gguf(model)
+    except HubError as exc:
+        raise BackendError(str(exc)) from None

@@ -320,6 +320,10 @@ class TokenLoopBackend:
     context_length: int
     _lock: threading.Lock
     _special_ids: frozenset[int]
+    _bos_id: int | None = None
+    """The token the model's tokenizer puts before every sequence (Gemma's ``<bos>``, Llama's
+    ``<s>``), or None when it adds none (StarCoder). A model trained with it writes nonsense
+    without it, so prompts get it; token counts of pieces of a prompt do not."""
 
     def tokenize(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -357,6 +361,8 @@ class TokenLoopBackend:
         ids = self.tokenize(prompt.text)
         if not ids:
             return Generation(text="", finish_reason="stop")
+        if self._bos_id is not None and ids[0] != self._bos_id:
+            ids = [self._bos_id, *ids]
         ids, max_tokens = fit_prompt(
             ids, self.context_length, params.max_tokens, keep_first=ids[0] in self._special_ids
         )

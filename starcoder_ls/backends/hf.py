@@ -92,6 +92,7 @@ class TransformersBackend(TokenLoopBackend):
             int(i) for i, token in added.items() if getattr(token, "special", False)
         )
         self._end_ids = frozenset(_end_ids(self.model, self.tokenizer))
+        self._bos_id = _sequence_start(self.tokenizer)
         self._lock = threading.Lock()
         self._cache: Any = None
         self._cached_ids: list[int] = []
@@ -223,6 +224,15 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "float16" if device == "mps" else "float32"
+
+
+def _sequence_start(tokenizer: Any) -> int | None:
+    """The BOS id when the tokenizer puts one before every text (Gemma, Llama), else None."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return int(bos) if with_special and with_special[0] == bos else None
 
 
 def _end_ids(model: Any, tokenizer: Any) -> set[int]:

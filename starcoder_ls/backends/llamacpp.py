@@ -81,6 +81,7 @@ class LlamaCppBackend(TokenLoopBackend):
         self._closed = False
         self._n_vocab = int(self._llm.n_vocab())
         self._special_ids, self._end_ids = self._special_tokens()
+        self._bos_id = self._sequence_start()
         self._stop_id_cache: dict[tuple[str, ...], frozenset[int]] = {}
 
     # ------------------------------------------------------------------ tokens
@@ -108,6 +109,16 @@ class LlamaCppBackend(TokenLoopBackend):
         control = [i for i in range(self._n_vocab) if llama_cpp.llama_vocab_is_control(vocab, i)]
         end = [i for i in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
         return frozenset(control), frozenset(end)
+
+    def _sequence_start(self) -> int | None:
+        """BOS when the GGUF says its tokenizer adds one (``tokenizer.ggml.add_bos_token``)."""
+        import llama_cpp
+
+        vocab = self._llm._model.vocab
+        if not llama_cpp.llama_vocab_get_add_bos(vocab):
+            return None
+        bos = int(llama_cpp.llama_vocab_bos(vocab))
+        return bos if 0 <= bos < self._n_vocab else None
 
     def stop_ids(self, stops: tuple[str, ...]) -> frozenset[int]:
         """The family's stop strings that are single special tokens, plus the model's own

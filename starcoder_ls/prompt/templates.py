@@ -12,6 +12,10 @@ PSM mode the FIM part is ``P inner prefix S suffix M``; in SPM mode (bigcode's v
 the families here were trained with) it is ``P S suffix M inner prefix`` and the model goes on
 with the middle after the prefix.
 
+Models without FIM sentinels (most small general models) get the ``left-to-right`` family: the
+prompt is the prefix alone, and the suffix only steers post-processing (the completion stops
+where it reaches the code below the cursor).
+
 Cross-file context (``FimInput.extra``) is rendered as extra files of the repository for families
 with a repository format, and as line comments at the top of the prefix, under a ``Path:`` line,
 for the others, so the code of the current file stays valid code.
@@ -41,7 +45,8 @@ class Template:
     stop: tuple[str, ...]
     """Stop strings: end of text, FIM pad, the start of another file, stray sentinels."""
     layout: str
-    """How metadata and other files are placed: ``plain`` (comments only), ``filename``
+    """How metadata and other files are placed: ``plain`` (comments only), ``ltr`` (comments
+    only, and no suffix: left-to-right), ``filename``
     (StarCoder's ``<filename>`` header), ``path-comments`` (DeepSeek-Coder's ``# path`` lines),
     ``starcoder2``, ``qwen``, ``bundled`` (repository formats)."""
     spm: bool = False
@@ -81,6 +86,7 @@ class Template:
 
 
 _BIGCODE_FIM = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+LEFT_TO_RIGHT = "left-to-right"
 
 FAMILIES: dict[str, Template] = {
     # StarCoder / StarCoderBase: arXiv:2305.06161 section 5.1 and the bigcode/starcoder model card.
@@ -209,7 +215,24 @@ FAMILIES: dict[str, Template] = {
         file_sep=bundled_tokens.FILE_SEP,
         source="starcoder_ls/recipe/fim.py; models/starcoder-ls-tiny/MODEL_CARD.md",
     ),
+    # Models trained without FIM: the prompt is the code before the cursor, other files as
+    # comments above it; the model's own end-of-text tokens (by id) end the generation.
+    LEFT_TO_RIGHT: Template(
+        family=LEFT_TO_RIGHT,
+        prefix="",
+        suffix="",
+        middle="",
+        stop=(),
+        layout="ltr",
+        source="no FIM format: plain continuation of the prefix",
+    ),
 }
+
+
+def left_to_right(family: str) -> bool:
+    """The family's prompts hold no suffix (post-processing must stop at it instead)."""
+    template = FAMILIES.get(family)
+    return template is not None and template.layout == "ltr"
 
 
 def get_template(family: str) -> Template:
@@ -311,7 +334,7 @@ def head(template: Template, fim: FimInput, blocks: list[str]) -> tuple[str, str
     if layout == "filename":
         header = f"{template.file_name}{path}\n" if path else ""
         return "", header + files
-    if layout == "plain":
+    if layout in ("plain", "ltr"):
         return "", files
     if layout == "path-comments":
         if not files:
@@ -339,6 +362,8 @@ def head(template: Template, fim: FimInput, blocks: list[str]) -> tuple[str, str
 
 def assemble(template: Template, outer: str, inner: str, fim: FimInput, mode: str) -> str:
     t = template
+    if t.layout == "ltr":
+        return f"{outer}{inner}{fim.prefix}"
     if mode == PSM:
         return f"{outer}{t.prefix}{t.lead}{inner}{fim.prefix}{t.suffix}{fim.suffix}{t.middle}"
     return f"{outer}{t.prefix}{t.suffix}{fim.suffix}{t.middle}{t.lead}{inner}{fim.prefix}"

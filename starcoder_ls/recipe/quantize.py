@@ -82,7 +82,9 @@ def llama_log_capture(*, forward: bool = False) -> Iterator[LlamaLog]:
     """Route llama.cpp's log into a ``LlamaLog`` (and on to llama-cpp-python's when ``forward``)."""
     import ctypes
 
-    import llama_cpp
+    from starcoder_ls.backends.cpu_select import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
     from llama_cpp import _logger
 
     log = LlamaLog()
@@ -104,7 +106,9 @@ def load_gguf(path: str | Path, **kwargs: Any) -> Llama:
     """Open a GGUF in llama.cpp (``verbose=False`` unless given), with a ``RecipeError`` that
     says why when it cannot: llama-cpp-python itself only raises a bare ``ValueError``."""
     path = check_gguf_file(path)
-    import llama_cpp
+    from starcoder_ls.backends.cpu_select import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
 
     kwargs.setdefault("verbose", False)
     with llama_log_capture(forward=bool(kwargs["verbose"])) as log:
@@ -133,7 +137,9 @@ def quantize_gguf(src: str | Path, dst: str | Path, qtype: str) -> Path:
     dst = Path(dst)
     if dst.resolve() == src.resolve():
         raise RecipeError(f"refusing to quantize {src} onto itself; choose another output path")
-    import llama_cpp
+    from starcoder_ls.backends.cpu_select import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
 
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_quantize_default_params()

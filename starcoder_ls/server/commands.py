@@ -56,6 +56,7 @@ def register(server: StarcoderServer) -> None:
             "backend_ok": ls.backend_ok,
             "position_encoding": ls.encoding.value,
             "inline_completion_client": ls.inline_supported,
+            "worker": ls.engine.worker_status(),
             "settings": settings,
         }
 

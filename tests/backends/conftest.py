@@ -69,7 +69,7 @@ class CancelAfter(CancelToken):
 
 @pytest.fixture(scope="session")
 def gguf_backend() -> Iterator[Any]:
-    from starcoder_ls.backends import create_backend
+    from starcoder_ls.backends import create_local_backend as create_backend
     from starcoder_ls.settings import Settings
 
     backend = create_backend(Settings(backend="llamacpp", n_threads=1))

@@ -3,6 +3,7 @@ sampling, and backend selection."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,21 @@ def test_create_backend_picks_by_name() -> None:
     remote.close()
     with pytest.raises(BackendError, match="unknown backend"):
         create_backend(Settings(backend="nonsense"))
+
+
+def test_local_models_run_in_a_worker_process() -> None:
+    from starcoder_ls.models import BUNDLED_GGUF
+
+    from starcoder_ls.backends.worker import WorkerBackend
+
+    pytest.importorskip("llama_cpp")
+    backend = create_backend(Settings(backend="llamacpp", model=str(BUNDLED_GGUF), n_threads=1))
+    try:
+        assert isinstance(backend, WorkerBackend)
+        assert backend.info is not None and backend.info.pid != os.getpid()
+        assert backend.model_id == str(BUNDLED_GGUF)
+    finally:
+        backend.close()
 
 
 def _scripted(tokens: list[int], pieces: dict[int, str]) -> tuple[list[np.ndarray], Any]:

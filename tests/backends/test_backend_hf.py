@@ -18,7 +18,7 @@ GREEDY = GenerationParams(max_tokens=12)
 
 @pytest.fixture(scope="module")
 def hf_backend() -> Iterator[Any]:
-    from starcoder_ls.backends import create_backend
+    from starcoder_ls.backends import create_local_backend as create_backend
     from starcoder_ls.settings import Settings
 
     backend = create_backend(Settings(backend="transformers", device="cpu", n_threads=1))

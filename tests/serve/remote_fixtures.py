@@ -290,7 +290,7 @@ class LlamaCppPythonServer:
         self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+                sys.executable, "-m", "starcoder_ls.backends.cpu_select", "run", "llama_cpp.server", "--model", str(model),
                 "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
                 "--n_threads", "1",
             ],

@@ -1,0 +1,111 @@
+"""The language server survives its model: SIGKILL the worker process in the middle of a
+generation, and the server answers, says why once, and completes again after the restart.
+
+The real default model (Gemma-3-270M) runs here because its generations last long enough to be
+interrupted on purpose; the bundled test model finishes in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from lsp_helpers import inline_at, open_doc, start
+from lsprotocol import types as lsp
+from pytest_lsp import LanguageClient
+from starcoder_ls.models.packaged import DEFAULT, path_if_ready
+
+SOURCE = (
+    'import json\n\n\nclass Inventory:\n    """Items in stock, by name."""\n\n'
+    "    def __init__(self):\n        self.items = {}\n\n    def add(self, name, count):\n        \n"
+)
+
+
+def worker_pids() -> list[int]:
+    """Model worker processes started (indirectly) by this test process."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    me = os.getpid()
+
+    def descends(pid: int) -> bool:
+        for _ in range(10):
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    return [p for p, cmd in commands.items() if "worker_main" in cmd and descends(p)]
+
+
+async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+async def test_sigkill_mid_generation_then_complete_again(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    gguf = path_if_ready(DEFAULT)
+    if gguf is None:
+        pytest.fail(f"the default model {DEFAULT.name} is not installed (scripts/setup.sh)")
+    await start(
+        client,
+        {"model": str(gguf), "maxTokens": 256, "debounceMs": 0, "timeoutMs": 120000},
+        root=tmp_path,
+    )
+    src = tmp_path / "inventory.py"
+    uri = open_doc(client, src, SOURCE)
+    await wait_for(lambda: len(worker_pids()) == 1)
+    first = await inline_at(client, uri, 10, 8)  # the model is loaded and answers
+    assert first is not None and first.items, first
+    [pid] = worker_pids()
+
+    # Another prompt (no cache: a line above the cursor changed), a generation of up to 256
+    # tokens: kill the worker during it.
+    client.text_document_did_change(
+        lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                lsp.TextDocumentContentChangeWholeDocument(text="# Stock keeping.\n" + SOURCE)
+            ],
+        )
+    )
+    request = asyncio.ensure_future(inline_at(client, uri, 11, 8))
+    await asyncio.sleep(0.8)
+    assert not request.done(), "the generation ended before it could be interrupted"
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    result = await asyncio.wait_for(request, 30)
+    assert result is None or not result.items
+    await wait_for(lambda: any("SIGKILL" in m.message for m in client.messages), 10)
+    crash = [m for m in client.messages if "SIGKILL" in m.message]
+    assert len(crash) == 1 and "model worker died" in crash[0].message
+
+    # The worker is restarted; the next completion succeeds within a few seconds of loading.
+    again = await inline_at(client, uri, 11, 8)
+    assert again is not None and again.items
+    assert time.monotonic() - killed_at < 60
+    [new_pid] = worker_pids()
+    assert new_pid != pid
+    status = await client.workspace_execute_command_async(
+        lsp.ExecuteCommandParams(command="starcoder.status")
+    )
+    assert status["backend_ok"] is True
