@@ -31,6 +31,8 @@ bench: setup
 	$(PY) bench/neovim_latency.py --json bench/results/neovim_latency.json | tee bench/results/neovim_latency.md
 	$(PY) bench/serve_bench.py --json bench/results/serve_bench.json | tee bench/results/serve_bench.md
 	$(PY) bench/kernels_bench.py --json bench/results/kernels_bench.json | tee bench/results/kernels_bench.md
+	$(PY) bench/model_bench.py --json bench/results/model_bench.json | tee bench/results/model_bench.md
+	$(PY) bench/portable_bench.py --json bench/results/portable_bench.json | tee bench/results/portable_bench.md
 
 # On a GPU: kernel timings and end-to-end tokens/s; elsewhere, interpreter correctness only.
 bench-kernels: setup

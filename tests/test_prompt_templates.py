@@ -40,6 +40,7 @@ PLAIN_PSM = {
     "starcoder-ls": f"<fim_prefix>{PRE}<fim_suffix>{SUF}<fim_middle>",
     # No FIM: the code before the cursor, nothing else (the suffix steers post-processing).
     "left-to-right": PRE,
+    "left-to-right-repo": PRE,
 }
 
 
@@ -100,6 +101,8 @@ WITH_PATH_PSM = {
     "codegemma": PLAIN_PSM["codegemma"],
     "deepseek-coder": PLAIN_PSM["deepseek-coder"],
     "left-to-right": PRE,
+    # StarCoder2's repository document, without FIM.
+    "left-to-right-repo": f"<file_sep>pkg/main.py\n{PRE}",
 }
 
 
@@ -141,6 +144,10 @@ REPO_PSM = {
     "codellama": f"<PRE> {UTIL_COMMENTS}{PRE} <SUF>{SUF} <MID>",
     "codegemma": f"<|fim_prefix|>{UTIL_COMMENTS}{PRE}<|fim_suffix|>{SUF}<|fim_middle|>",
     "left-to-right": f"{UTIL_COMMENTS}{PRE}",
+    "left-to-right-repo": (
+        "<repo_name>demo<file_sep>pkg/util.py\ndef mul(a, b):\n    return a * b\n"
+        f"<file_sep>pkg/main.py\n{PRE}"
+    ),
 }
 
 
@@ -217,7 +224,13 @@ def test_left_to_right_has_no_sentinels_and_no_spm() -> None:
 
 def test_repo_format_flags() -> None:
     repo = {name for name, t in FAMILIES.items() if t.repo_format}
-    assert repo == {"starcoder2", "qwen2.5-coder", "starcoder-ls", "deepseek-coder"}
+    assert repo == {
+        "starcoder2",
+        "qwen2.5-coder",
+        "starcoder-ls",
+        "deepseek-coder",
+        "left-to-right-repo",
+    }
     headers = {name for name, t in FAMILIES.items() if t.file_header}
     assert headers == repo | {"starcoder"}
 

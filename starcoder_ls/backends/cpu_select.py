@@ -289,6 +289,25 @@ def select_cpu_backend() -> CpuChoice:
     return _choice
 
 
+def ggml_own_choice() -> str | None:
+    """The variant ggml itself would load here (``ggml_backend_load_all``: CPUID scores only),
+    found in a throwaway process; for reports that compare it with ours."""
+    lib = llama_lib_dir()
+    if lib is None or not available_variants(lib):
+        return None
+    code = (
+        "import ctypes, sys\n"
+        f"lib = ctypes.CDLL({str(lib / 'libllama.so')!r}, mode=ctypes.RTLD_GLOBAL)\n"
+        "lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]\n"
+        f"lib.ggml_backend_load_all_from_path({str(lib).encode()!r})\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    import re
+
+    found = re.search(r"libggml-cpu-([a-z0-9_]+)\.so", out.stderr + out.stdout)
+    return found.group(1) if found else None
+
+
 def import_llama_cpp() -> Any:
     """``import llama_cpp`` after choosing its CPU kernels; RuntimeError when none can run."""
     select_cpu_backend()
@@ -312,7 +331,8 @@ def _main() -> int:
         return 0
     results = probe()
     choice = select_cpu_backend()
-    print(json.dumps({"probe": results, "choice": choice.__dict__}, indent=1))
+    report = {"probe": results, "choice": choice.__dict__, "ggml_own_choice": ggml_own_choice()}
+    print(json.dumps(report, indent=1))
     return 0
 
 

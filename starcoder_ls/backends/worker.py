@@ -192,10 +192,10 @@ class _Worker:
         self._on_exit(self)
 
     def crash_message(self) -> str:
-        where = "while loading the model" if self.info is None else ""
+        where = " while loading the model" if self.info is None else ""
         cause = describe_exit(self.exit_code)
         tail = [line for line in self.stderr if line.strip()][-3:]
-        text = f"the model worker died {where}: {cause}".replace("  ", " ")
+        text = f"the model worker died{where}: {cause}"
         if tail:
             text += "; its last output: " + " | ".join(t[-200:] for t in tail)
         return text
@@ -301,19 +301,22 @@ class WorkerBackend:
         with self._lock:
             if self._closed or worker is not self._worker or worker.closing:
                 return
-            if worker.info is None:
-                if worker.load_error is None:
+            if worker.info is None:  # it never loaded: report that, do not loop
+                if worker.load_error is not None:
+                    self._failure = BackendError(worker.load_error)
+                else:
                     self._failure = WorkerCrashed(worker.crash_message(), at_load=True)
-                    log.error("%s; not restarting it", self._failure)
-                return  # a restart that failed to load: report it, do not loop
+                log.info("%s; not restarting it", self._failure)
+                return
             message = worker.crash_message()
-            self.crashes.append(message)
+            self.crashes = [*self.crashes[-19:], message]
             if time.monotonic() - worker.info.started >= STABLE_S:
                 self._quick_crashes = 0
             n = self._quick_crashes
             delay = 0.0 if n == 0 else min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (n - 1))
             self._quick_crashes += 1
-            log.error("%s; restarting it in %.2f s", message, delay)
+            # The caller reports the crash to the user (showMessage, the CLI's error line).
+            log.info("%s; restarting it in %.2f s", message, delay)
             timer = threading.Timer(delay, self._restart)
             timer.daemon = True
             self._restart_timer = timer

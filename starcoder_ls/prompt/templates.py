@@ -63,12 +63,19 @@ class Template:
     @property
     def repo_format(self) -> bool:
         """Other files go in as files of the repository (not as comments)."""
-        return self.layout in ("starcoder2", "qwen", "bundled", "path-comments")
+        return self.layout in ("starcoder2", "qwen", "bundled", "path-comments", "ltr-repo")
 
     @property
     def file_header(self) -> bool:
         """The current file's path can be given to the model."""
-        return self.layout in ("filename", "starcoder2", "qwen", "bundled", "path-comments")
+        return self.layout in (
+            "filename",
+            "starcoder2",
+            "qwen",
+            "bundled",
+            "path-comments",
+            "ltr-repo",
+        )
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
@@ -87,6 +94,7 @@ class Template:
 
 _BIGCODE_FIM = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
 LEFT_TO_RIGHT = "left-to-right"
+LEFT_TO_RIGHT_REPO = "left-to-right-repo"
 
 FAMILIES: dict[str, Template] = {
     # StarCoder / StarCoderBase: arXiv:2305.06161 section 5.1 and the bigcode/starcoder model card.
@@ -226,13 +234,27 @@ FAMILIES: dict[str, Template] = {
         layout="ltr",
         source="no FIM format: plain continuation of the prefix",
     ),
+    # The same, for vocabularies that keep StarCoder2's repository tokens without FIM ones
+    # (SmolLM2): other files and the current file's path as a repository document,
+    # "<repo_name>r<file_sep>path\ncode...<file_sep>path\nprefix".
+    LEFT_TO_RIGHT_REPO: Template(
+        family=LEFT_TO_RIGHT_REPO,
+        prefix="",
+        suffix="",
+        middle="",
+        stop=("<file_sep>", "<repo_name>"),
+        layout="ltr-repo",
+        repo_name="<repo_name>",
+        file_sep="<file_sep>",
+        source="StarCoder2's repository layout (arXiv:2402.19173 sec. 5) without FIM",
+    ),
 }
 
 
 def left_to_right(family: str) -> bool:
     """The family's prompts hold no suffix (post-processing must stop at it instead)."""
     template = FAMILIES.get(family)
-    return template is not None and template.layout == "ltr"
+    return template is not None and template.layout in ("ltr", "ltr-repo")
 
 
 def get_template(family: str) -> Template:
@@ -315,7 +337,7 @@ def extra_block(template: Template, seg: Segment, fim: FimInput) -> str:
     """
     if not seg.text.strip():
         return ""
-    if template.layout in ("starcoder2", "bundled"):
+    if template.layout in ("starcoder2", "bundled", "ltr-repo"):
         return f"{template.file_sep}{seg.path}\n{_with_newline(seg.text)}"
     if template.layout == "qwen":
         return f"{template.file_sep}{seg.path}\n{_with_newline(seg.text)}\n"
@@ -342,6 +364,10 @@ def head(template: Template, fim: FimInput, blocks: list[str]) -> tuple[str, str
         start, end = comment_style(fim.language, fim.path)
         current = f"{start} {path}{' ' + end if end else ''}\n" if path else ""
         return "", files + current
+    if layout == "ltr-repo":
+        repo = f"{template.repo_name}{fim.repo_name}" if fim.repo_name is not None else ""
+        current = f"{template.file_sep}{path}\n" if path or files or repo else ""
+        return f"{repo}{files}{current}", ""
     if layout == "bundled":
         if files:
             return (
@@ -362,7 +388,7 @@ def head(template: Template, fim: FimInput, blocks: list[str]) -> tuple[str, str
 
 def assemble(template: Template, outer: str, inner: str, fim: FimInput, mode: str) -> str:
     t = template
-    if t.layout == "ltr":
+    if t.layout in ("ltr", "ltr-repo"):
         return f"{outer}{inner}{fim.prefix}"
     if mode == PSM:
         return f"{outer}{t.prefix}{t.lead}{inner}{fim.prefix}{t.suffix}{fim.suffix}{t.middle}"

@@ -145,16 +145,22 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
     if backend == "auto":
         backend = "transformers" if _has_cuda() else "llamacpp"
     model = args.model
+    default_name = ""
     if backend == "llamacpp":
         # The default model, or the GGUF `models pull` fetched for a registry name.
         from starcoder_ls.backends import gguf_for
         from starcoder_ls.types import BackendError
 
+        if not model:  # the default model: clients know it by its registry name
+            from starcoder_ls.models.registry import lookup
+
+            found = lookup(gguf_for(model))
+            default_name = found.id if found is not None else ""
         try:
             model = gguf_for(model)
         except BackendError as exc:
             raise ServeError(str(exc)) from None
-    name = args.model_name or _derived_name(model, backend) or BUNDLED_NAME
+    name = args.model_name or default_name or _derived_name(model, backend) or BUNDLED_NAME
     if args.family != "auto":
         family = args.family
     elif backend == "test":

@@ -172,10 +172,16 @@ class StarcoderServer(LanguageServer):
             self.show(lsp.MessageType.Warning, f"starcoder-ls settings: {message}", key=message)
         return errors
 
-    def show(self, kind: lsp.MessageType, message: str, *, key: str | None = None) -> None:
-        """window/showMessage, at most once a minute per ``key`` (and logged)."""
+    def show(
+        self, kind: lsp.MessageType, message: str, *, key: str | None = None, once: bool = False
+    ) -> None:
+        """window/showMessage, at most once a minute per ``key`` (and logged); with ``once``,
+        only the first time until the key is cleared (a new backend clears its keys)."""
         key = key or message
         now = time.monotonic()
+        if once and key in self._warned:
+            log.debug("suppressed repeated message: %s", message)
+            return
         if now - self._warned.get(key, -1e9) < _WARN_EVERY_S:
             log.debug("suppressed repeated message: %s", message)
             return
@@ -273,7 +279,12 @@ class StarcoderServer(LanguageServer):
                 return None
             except BackendError as exc:
                 self.backend_ok = False
-                self.show(lsp.MessageType.Error, f"starcoder-ls: {exc}", key="backend")
+                # A model that crashed its worker while loading stays broken until the
+                # settings change: say so once, not every minute of typing.
+                load_crash = bool(getattr(exc, "at_load", False))
+                self.show(
+                    lsp.MessageType.Error, f"starcoder-ls: {exc}", key="backend", once=load_crash
+                )
                 return None
             except Exception:  # a bug must cost one completion, not the session
                 log.exception("completion failed at %s:%d:%d", uri, line, character)

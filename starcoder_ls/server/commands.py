@@ -52,7 +52,7 @@ def register(server: StarcoderServer) -> None:
         return {
             "version": __version__,
             "backend": ls.settings.backend,
-            "model": ls.engine._model_name() or "bundled",
+            "model": ls.engine._model_name() or "default",
             "backend_ok": ls.backend_ok,
             "position_encoding": ls.encoding.value,
             "inline_completion_client": ls.inline_supported,

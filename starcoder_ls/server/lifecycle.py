@@ -69,7 +69,8 @@ def register(server: StarcoderServer) -> None:
                 ls.engine.backend()
             except BackendError as exc:
                 ls.backend_ok = False
-                ls.show(lsp.MessageType.Error, f"starcoder-ls: {exc}", key="backend")
+                once = bool(getattr(exc, "at_load", False))
+                ls.show(lsp.MessageType.Error, f"starcoder-ls: {exc}", key="backend", once=once)
             except Exception as exc:  # a broken model must not take the server down
                 log.exception("loading the backend failed")
                 ls.show(lsp.MessageType.Error, f"starcoder-ls: cannot load the model: {exc}")

@@ -7,7 +7,7 @@ Shapes follow llm-ls's ``custom-types`` crate: params in camelCase (``textDocume
 [{"generated_text": ...}]}``.
 
 The model, backend, URL and API token those clients send are NOT used: starcoder-ls completes
-with its own configuration (the bundled offline model unless configured otherwise), so nothing
+with its own configuration (the default offline model unless configured otherwise), so nothing
 leaves the machine because a client plugin defaults to a hosted API. ``contextWindow`` caps the
 prompt budget and ``tokensToClear`` is removed from the answer, as llm-ls does.
 """

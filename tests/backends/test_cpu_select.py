@@ -128,7 +128,15 @@ def test_selection_and_a_completion_on_a_lower_variant() -> None:
     choice = chosen["choice"]
     assert isinstance(choice, dict)
     needs = set(cpu_select.VARIANTS[str(choice["variant"])])
-    assert needs <= set(cpu_select.usable_features(chosen["probe"]))  # type: ignore[arg-type]
+    usable = set(cpu_select.usable_features(chosen["probe"]))  # type: ignore[arg-type]
+    assert needs <= usable
+    # Where the CPU runs everything it advertises, ggml's own CPUID-only choice agrees with
+    # ours; where it does not (AMX on some VMs), ggml's choice needs a feature that failed.
+    ggml_pick = str(chosen["ggml_own_choice"])
+    if set(cpu_select.VARIANTS[ggml_pick]) <= usable:
+        assert ggml_pick == choice["variant"]
+    else:
+        assert ggml_pick != choice["variant"]
 
     masked = _select(STARCODER_LS_CPU_FEATURES_OFF="avx2,fma")
     assert masked["choice"]["variant"] == "ivybridge"  # type: ignore[index]
@@ -165,3 +173,30 @@ def test_a_foreign_llama_build_is_detected(tmp_path: Path) -> None:
     )
     assert check.returncode == 1
     assert "not the portable build" in check.stdout
+
+
+@x86_only
+def test_setup_replaces_a_foreign_llama_build(tmp_path: Path) -> None:
+    """An environment holding some other llama-cpp-python (here a stand-in without the build
+    marker, as pip's own native build has none) gets the portable build from the cache."""
+    pytest.importorskip("llama_cpp")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    (site / "llama_cpp").mkdir(parents=True)
+    (site / "llama_cpp" / "__init__.py").write_text("NATIVE = True\n")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_llama.py"), "--python", str(python)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "replacing llama-cpp-python with the portable build" in done.stderr
+    marker = json.loads((site / "llama_cpp" / "starcoder_ls_build.json").read_text())
+    assert marker["variants"] == list(cpu_select.VARIANTS)
+    assert not (site / "llama_cpp" / "__init__.py").read_text().startswith("NATIVE")

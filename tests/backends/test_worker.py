@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import fim_prompt
@@ -179,3 +180,65 @@ def test_a_closed_worker_backend_says_so(worker: WorkerBackend) -> None:
 )
 def test_exit_descriptions(code: int, words: str) -> None:
     assert words in describe_exit(code)
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("load:SIGILL", "died while loading the model: it was killed by SIGILL"),
+        ("generate:SIGKILL", "died: it was killed by SIGKILL"),
+    ],
+)
+def test_complete_prints_the_crash_instead_of_dying(fault: str, words: str) -> None:
+    import subprocess
+    import sys
+
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", "complete", f"{demo}:8:5"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STARCODER_LS_WORKER_FAULT": fault},
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("starcoder-ls: error: the model worker"), done.stderr
+    assert words in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_worker_does_not_outlive_a_killed_server() -> None:
+    """The editor's server killed outright (no shutdown): its worker sees its pipe close and
+    exits instead of holding the model's memory."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from starcoder_ls.backends.worker import WorkerBackend\n"
+        "from starcoder_ls.settings import Settings\n"
+        f"b = WorkerBackend(Settings(model={str(BUNDLED_GGUF)!r}, n_threads=1))\n"
+        "print(b.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker_pid = int(parent.stdout.readline())
+        os.kill(worker_pid, 0)  # alive
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:  # gone, or a zombie waiting for init to reap it
+                stat = Path(f"/proc/{worker_pid}/stat").read_text()
+                state = stat.rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            if state == "Z":
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the worker outlived its server")
+    finally:
+        parent.kill()

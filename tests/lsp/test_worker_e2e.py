@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_lsp
+from conftest import STATE_DIR
 from lsp_helpers import inline_at, open_doc, start
 from lsprotocol import types as lsp
-from pytest_lsp import LanguageClient
+from pytest_lsp import ClientServerConfig, LanguageClient
 from starcoder_ls.models.packaged import DEFAULT, path_if_ready
 
 SOURCE = (
@@ -109,3 +113,36 @@ async def test_sigkill_mid_generation_then_complete_again(
         lsp.ExecuteCommandParams(command="starcoder.status")
     )
     assert status["backend_ok"] is True
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(
+        server_command=[sys.executable, "-m", "starcoder_ls", "--log-level", "WARNING"],
+        server_env={
+            **os.environ,
+            "STARCODER_LS_STATE_DIR": str(STATE_DIR),
+            "XDG_CACHE_HOME": str(STATE_DIR / "cache"),
+            "STARCODER_LS_WORKER_FAULT": "load:SIGSEGV",
+        },
+    ),
+)
+async def crashing_client(lsp_client: LanguageClient) -> AsyncIterator[None]:
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_a_model_that_crashes_while_loading_is_reported_once(
+    crashing_client: LanguageClient, tmp_path: Path
+) -> None:
+    client = crashing_client
+    await start(client, {"debounceMs": 0}, root=tmp_path)
+    uri = open_doc(client, tmp_path / "app.py", SOURCE)
+    await wait_for(lambda: any("SIGSEGV" in m.message for m in client.messages))
+    for _ in range(3):  # typing on: empty answers, no new worker, no new message
+        result = await inline_at(client, uri, 10, 8)
+        assert result is None or not result.items
+    await asyncio.sleep(0.5)
+    crashes = [m.message for m in client.messages if "SIGSEGV" in m.message]
+    assert len(crashes) == 1, crashes
+    assert "while loading the model" in crashes[0] and "injected fault" in crashes[0]
+    assert worker_pids() == []
