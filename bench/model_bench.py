@@ -195,9 +195,25 @@ def main() -> int:
             sum(edit_similarity(s.previous.strip(), s.target.strip()) for s in samples) / n, 4
         ),
     }
-    results = [
-        run_model(m.strip(), samples, args.max_tokens, args.threads) for m in args.models.split(",")
-    ]
+    # Each model's result is kept in --json as soon as it is measured, and reused by a rerun with
+    # the same samples (a long run that stops part way loses one model, not all).
+    done: dict[str, Any] = {}
+    if args.json and args.json.is_file():
+        old = json.loads(args.json.read_text())
+        if (old.get("samples"), old.get("seed")) == (len(samples), args.seed):
+            done = {r["model"]: r for r in old.get("results", [])}
+    results = []
+    for m in (m.strip() for m in args.models.split(",")):
+        if m not in done:
+            done[m] = run_model(m, samples, args.max_tokens, args.threads)
+            if args.json:
+                partial = {
+                    "samples": len(samples),
+                    "seed": args.seed,
+                    "results": list(done.values()),
+                }
+                args.json.write_text(json.dumps(partial, indent=1))
+        results.append(done[m])
     name, version = HELD_OUT
     print("# Default model: held-out lines through the completion pipeline\n")
     print(f"Machine: {machine()}. Held out: {name} {version} from PyPI, {len(files)} files, ")

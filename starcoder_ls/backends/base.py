@@ -202,7 +202,11 @@ class TokenStream:
         self.tokens.append(token)
         previous = len(self.text)
         self._extend_text()
-        hit = find_stop(self.text, self.stops, max(0, previous - self._longest_stop))
+        start = max(0, previous - self._longest_stop)
+        if self.params.stop_after_text:
+            body = self.text.lstrip()
+            start = len(self.text) if not body else max(start, len(self.text) - len(body))
+        hit = find_stop(self.text, self.stops, start)
         if hit != -1:
             self.text = self.text[:hit]
             self.finish_reason = "stop"

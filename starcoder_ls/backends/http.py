@@ -27,6 +27,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -205,7 +206,13 @@ class HttpBackend:
         if self._client.is_closed:
             raise BackendError(f"the {self.name} backend for {self.shown_url} was closed")
         deadline = time.monotonic() + self.timeout
-        body = self.dialect.body(prompt, params, self.model)
+        stops = stop_strings(prompt.stop, params.stop)
+        sent = params
+        if params.stop_after_text:
+            # A server would end at a leading line break: whitespace-only stops apply here,
+            # after the first code.
+            sent = replace(params, stop=tuple(s for s in params.stop if s.strip()))
+        body = self.dialect.body(prompt, sent, self.model)
         while not self._lock.acquire(timeout=0.02):
             if cancel.cancelled:
                 return Generation(text="", latency_ms=watch.ms(), finish_reason="cancelled")
@@ -217,7 +224,9 @@ class HttpBackend:
             self._lock.release()
         if reply is None:
             return Generation(text="", latency_ms=watch.ms(), finish_reason="cancelled")
-        text, stopped = cut_at_stop(reply.text, stop_strings(prompt.stop, params.stop))
+        skip = len(reply.text) - len(reply.text.lstrip()) if params.stop_after_text else 0
+        rest, stopped = cut_at_stop(reply.text[skip:], stops)
+        text = reply.text[:skip] + rest
         return Generation(
             text=text,
             prompt_tokens=reply.prompt_tokens,

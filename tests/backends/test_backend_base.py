@@ -152,3 +152,21 @@ def test_decode_loop_streams_what_it_returns() -> None:
     assert result.finish_reason == "stop"
     assert result.text == "return a" == "".join(pieces)
     assert len(pieces) == 3
+
+
+@pytest.mark.parametrize(("after_text", "want"), [(False, ""), (True, "\n    x = 1")])
+def test_a_newline_stop_can_wait_for_the_first_code(after_text: bool, want: str) -> None:
+    """On a blank line a model may open with a line break before the code it means."""
+    rows, text_of = _scripted([1, 2, 3, 1, 4], {1: "\n", 2: "    ", 3: "x = 1", 4: "y"})
+    following = iter(rows[1:])
+    result = decode_loop(
+        rows[0],
+        lambda token: next(following),
+        text_of,
+        stop_ids=frozenset(),
+        stops=("\n",),
+        params=GenerationParams(max_tokens=10, stop_after_text=after_text),
+        room=100,
+        cancel=CancelToken(),
+    )
+    assert result.text == want and result.finish_reason == "stop"

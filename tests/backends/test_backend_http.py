@@ -219,3 +219,17 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not met in time"
         time.sleep(0.01)
+
+
+def test_a_newline_stop_after_text_is_applied_here_not_by_the_server(
+    fake_server: Any, prompt: Prompt
+) -> None:
+    reply = {"content": "\n    x = 1\n    y = 2", "tokens_evaluated": 9, "tokens_predicted": 8}
+    fake_server.handler = lambda seen, conn: (200, reply)
+    backend = backend_for(fake_server.url)
+    params = GenerationParams(max_tokens=16, stop=("\n",), stop_after_text=True)
+    out = backend.generate(prompt, params, CancelToken())
+    assert out.text == "\n    x = 1"
+    sent = fake_server.seen[-1].body
+    assert "\n" not in sent.get("stop", [])  # the server would have ended at the first byte
+    backend.close()
