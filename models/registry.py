@@ -182,7 +182,7 @@ _MODELS: tuple[ModelInfo, ...] = (
     _m("google/gemma-3-270m", "left-to-right", 32768, gguf=("gemma-3-270m-q4_k_m.gguf",)),
     _m(
         "HuggingFaceTB/SmolLM2-135M-Instruct",
-        "left-to-right",
+        "left-to-right-repo",
         8192,
         "smollm2-135m",
         gguf=("SmolLM2-135M-Instruct.Q4_1.gguf",),
@@ -298,7 +298,8 @@ def family_for(model: str, default: str = "starcoder") -> str:
     if path.exists():
         try:
             # A vocabulary without FIM sentinels: the model was not trained to infill.
-            guessed = guess_family_from_vocab(read_vocab(path)) or "left-to-right"
+            vocab = read_vocab(path)
+            guessed = guess_family_from_vocab(vocab) or left_to_right_family(vocab)
         except (OSError, ValueError):
             guessed = None
         if guessed:
@@ -308,6 +309,14 @@ def family_for(model: str, default: str = "starcoder") -> str:
             if pattern.search(name):
                 return family
     return default
+
+
+def left_to_right_family(tokens: Collection[str]) -> str:
+    """For a vocabulary without FIM sentinels: ``left-to-right-repo`` when it keeps StarCoder2's
+    repository tokens (SmolLM2: measured better with the file header, docs/models.md), else
+    ``left-to-right``."""
+    has = set(tokens).__contains__
+    return "left-to-right-repo" if has("<repo_name>") and has("<file_sep>") else "left-to-right"
 
 
 def guess_family_from_vocab(tokens: Collection[str]) -> str | None:

@@ -369,9 +369,13 @@ class CompletionEngine:
             log.exception("cross-file retrieval failed")
             return []
 
-    def params(self, mode: CompletionMode, *, blank_line: bool = False) -> GenerationParams:
+    def params(
+        self, mode: CompletionMode, *, blank_line: bool = False, block_indent: int = 0
+    ) -> GenerationParams:
         """Generation parameters for ``mode``; ``blank_line``: the cursor's line holds nothing
-        but whitespace, so a single line's newline stop waits for the first code."""
+        but whitespace, so a single line's newline stop waits for the first code;
+        ``block_indent``: the cursor line's indentation, left of which a multi-line completion
+        is over (generating on would only be cut off afterwards)."""
         s = self.settings
         single = mode is CompletionMode.SINGLE_LINE
         return GenerationParams(
@@ -380,6 +384,7 @@ class CompletionEngine:
             top_p=s.top_p,
             stop=("\n",) if single else (),
             stop_after_text=single and blank_line,
+            stop_below_indent=0 if single else block_indent,
         )
 
     def complete(
@@ -438,8 +443,16 @@ class CompletionEngine:
         self._remember_prompt(snapshot.uri, built.prompt)
         if cancel.cancelled:
             return None
-        blank = not snapshot.line_text(line).strip()
-        params = self.params(mode, blank_line=blank)
+        text_of_line = snapshot.line_text(line)
+        lead = text_of_line[: len(text_of_line) - len(text_of_line.lstrip(" \t"))]
+        blank = not text_of_line.strip()
+        indent = len(lead[:character].expandtabs(4))
+        params = self.params(
+            mode,
+            blank_line=blank,
+            # At column 0 of a blank line the block is wherever the model indents its code.
+            block_indent=-1 if blank and indent == 0 else indent,
+        )
         key = self.cache.make_key(backend.model_id, built.prompt.text, params)
         raw = self.cache.get(key)
         cached = raw is not None

@@ -85,6 +85,12 @@ class GenerationParams:
     """Stop strings count only once the generation has written something other than whitespace:
     on a blank line a model often starts with a line break before the code it means, and a
     single-line request's newline stop would end it there with nothing."""
+    stop_below_indent: int = 0
+    """Multi-line: end the generation where a later line starts, with code, indented less than
+    this many columns (the cursor's block is over; post-processing would cut there anyway).
+    Lines that start with a closing bracket do not count. 0: off; -1: the indentation of the
+    completion's first line of code (the cursor at column 0 of a blank line). Local backends
+    only."""
 
 
 @dataclass

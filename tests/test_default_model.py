@@ -77,3 +77,14 @@ def test_demo_completes_the_empty_body_sensibly(gguf: Path) -> None:
     assert completion.startswith("return "), completion
     assert "values" in completion and "\n" not in completion
     assert "def " not in completion
+
+
+def test_a_vocabulary_with_repository_tokens_gets_the_file_header(tmp_path: Path) -> None:
+    from starcoder_ls.models.packaged import SMOLLM2_135M, installed
+
+    if not installed(SMOLLM2_135M):
+        pytest.skip("SmolLM2 is not installed (bench/model_bench.py installs it)")
+    path = prepare(SMOLLM2_135M)
+    renamed = tmp_path / "renamed.gguf"
+    shutil.copyfile(path, renamed)
+    assert family_for(str(renamed)) == "left-to-right-repo"

@@ -193,3 +193,37 @@ def test_guess_family_from_vocab(family: str) -> None:
 def test_guess_family_from_vocab_without_fim_tokens() -> None:
     assert guess_family_from_vocab(set()) is None
     assert guess_family_from_vocab({"<|endoftext|>", "<repo_name>", "<file_sep>"}) is None
+
+
+def test_every_download_belongs_to_a_registry_model() -> None:
+    from starcoder_ls.models.registry import HUB_FILES, lookup
+
+    for model_id, hub in HUB_FILES.items():
+        assert lookup(model_id) is not None, model_id
+        assert hub.default in hub.quants
+        assert hub.file(hub.default).endswith(".gguf") and hub.default in hub.file(hub.default)
+        assert hub.match_quant(hub.default.lower()) == hub.default
+    for name in ("starcoder2-3b", "bigcode/starcoder2-7b", "qwen2.5-coder-1.5b-base"):
+        info = lookup(name)
+        assert info is not None and info.hub is not None, name
+
+
+def test_model_setting_resolution_for_the_llamacpp_backend(tmp_path: Path) -> None:
+    from starcoder_ls.models.hub import resolve_gguf
+
+    file = tmp_path / "starcoder2-3b-Q4_K_M.gguf"
+    file.write_bytes(b"GGUF")
+    assert resolve_gguf(str(file)) == str(file)  # an existing path is a path
+    missing = str(tmp_path / "nowhere.gguf")
+    assert resolve_gguf(missing) == missing  # the loader reports a missing file
+    assert resolve_gguf("starcoder-ls-tiny") == str(BUNDLED_GGUF)
+    assert resolve_gguf("some-org/unknown-model") == "some-org/unknown-model"
+
+
+def test_vocabularies_without_fim_tokens_are_left_to_right() -> None:
+    from starcoder_ls.models.registry import left_to_right_family
+
+    assert left_to_right_family({"<bos>", "<eos>", "def"}) == "left-to-right"
+    assert left_to_right_family({"<repo_name>", "<file_sep>", "<|endoftext|>"}) == (
+        "left-to-right-repo"
+    )

@@ -207,6 +207,9 @@ class TokenStream:
             body = self.text.lstrip()
             start = len(self.text) if not body else max(start, len(self.text) - len(body))
         hit = find_stop(self.text, self.stops, start)
+        if hit == -1 and self.params.stop_below_indent:
+            line_start = self.text.rfind("\n", 0, max(previous, 1))
+            hit = dedent_at(self.text, max(line_start, 0), self.params.stop_below_indent)
         if hit != -1:
             self.text = self.text[:hit]
             self.finish_reason = "stop"
@@ -251,6 +254,35 @@ class TokenStream:
 
     def result(self) -> DecodeResult:
         return DecodeResult(self.text, self.tokens, self.finish_reason or "cancelled")
+
+
+def dedent_at(text: str, start: int, block: int) -> int:
+    """Index of the line break before the first line after ``start`` (never the first line)
+    whose code starts left of column ``block``, or -1. A line is judged once its first
+    non-blank character has arrived; blank lines and lines starting with a closing bracket
+    never end a block here (the closer may be the completion's own). ``block`` -1: the block is
+    where the completion's first code is indented (the cursor sat at column 0 of a blank line,
+    under a header whose body the model indents itself)."""
+    if block < 0:
+        code = len(text) - len(text.lstrip())
+        if code >= len(text):
+            return -1
+        line_start = text.rfind("\n", 0, code) + 1
+        block = len(text[line_start:code].expandtabs(4))
+        start = max(start, code)
+    if block <= 0:
+        return -1
+    i = text.find("\n", start)
+    while i != -1:
+        j = k = i + 1
+        while k < len(text) and text[k] in " \t":
+            k += 1
+        if k >= len(text):
+            return -1
+        if text[k] not in "\r\n)]}" and len(text[j:k].expandtabs(4)) < block:
+            return i
+        i = text.find("\n", j)
+    return -1
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:

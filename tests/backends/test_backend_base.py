@@ -170,3 +170,24 @@ def test_a_newline_stop_can_wait_for_the_first_code(after_text: bool, want: str)
         cancel=CancelToken(),
     )
     assert result.text == want and result.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("text", "block", "want"),
+    [
+        ("return a\n\n\ndef g():\n    pass", 4, "return a\n\n"),  # the next top-level def
+        ("x = 1\n    y = 2\n", 4, ""),  # still inside the block (no dedented line yet)
+        ("x = 1\n}\n\nfunction g() {", 4, "x = 1\n}\n"),  # a closer is the block's own
+        ("x = 1\nde", 4, "x = 1"),  # decided at the first character of the line
+        ("x = 1\n  \n", 4, ""),  # blank lines never end the block
+        ("def f():\n    pass", 0, ""),  # at column 0 nothing is left of the block
+        # -1: the block is where the first code is indented (cursor at column 0).
+        ("\n    return a\n\n\ndef g():", -1, "\n    return a\n\n"),
+        ("x = 1\ny = 2", -1, ""),
+    ],
+)
+def test_dedent_ends_a_multi_line_generation(text: str, block: int, want: str) -> None:
+    from starcoder_ls.backends.base import dedent_at
+
+    cut = dedent_at(text, 0, block)
+    assert (text[:cut] if cut != -1 else "") == want
