@@ -23,10 +23,14 @@ from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient
 from starcoder_ls.models.packaged import DEFAULT, path_if_ready
 
+# Greedy Gemma-3-270M writes a long indented body here (256 tokens take seconds on 2 cores):
+# a generation that is still running when the worker is killed.
 SOURCE = (
-    'import json\n\n\nclass Inventory:\n    """Items in stock, by name."""\n\n'
-    "    def __init__(self):\n        self.items = {}\n\n    def add(self, name, count):\n        \n"
+    "import string\n\n\ndef letter_positions():\n"
+    '    """Map each lowercase letter to its position in the alphabet, written out in full."""\n'
+    "    \n"
 )
+LINE, COL = 5, 4
 
 
 def worker_pids() -> list[int]:
@@ -75,25 +79,24 @@ async def test_sigkill_mid_generation_then_complete_again(
         {"model": str(gguf), "maxTokens": 256, "debounceMs": 0, "timeoutMs": 120000},
         root=tmp_path,
     )
-    src = tmp_path / "inventory.py"
+    src = tmp_path / "letters.py"
     uri = open_doc(client, src, SOURCE)
     await wait_for(lambda: len(worker_pids()) == 1)
-    first = await inline_at(client, uri, 10, 8)  # the model is loaded and answers
-    assert first is not None and first.items, first
+
+    async def worker_ready() -> bool:
+        status = await client.workspace_execute_command_async(
+            lsp.ExecuteCommandParams(command="starcoder.status")
+        )
+        return bool(status.get("worker"))
+
+    deadline = time.monotonic() + 60
+    while not await worker_ready():
+        assert time.monotonic() < deadline, "the model did not load"
+        await asyncio.sleep(0.1)
     [pid] = worker_pids()
 
-    # Another prompt (no cache: a line above the cursor changed), a generation of up to 256
-    # tokens: kill the worker during it.
-    client.text_document_did_change(
-        lsp.DidChangeTextDocumentParams(
-            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
-            content_changes=[
-                lsp.TextDocumentContentChangeWholeDocument(text="# Stock keeping.\n" + SOURCE)
-            ],
-        )
-    )
-    request = asyncio.ensure_future(inline_at(client, uri, 11, 8))
-    await asyncio.sleep(0.8)
+    request = asyncio.ensure_future(inline_at(client, uri, LINE, COL))
+    await asyncio.sleep(1.0)
     assert not request.done(), "the generation ended before it could be interrupted"
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -103,8 +106,8 @@ async def test_sigkill_mid_generation_then_complete_again(
     crash = [m for m in client.messages if "SIGKILL" in m.message]
     assert len(crash) == 1 and "model worker died" in crash[0].message
 
-    # The worker is restarted; the next completion succeeds within a few seconds of loading.
-    again = await inline_at(client, uri, 11, 8)
+    # The worker is restarted and the same completion now succeeds.
+    again = await inline_at(client, uri, LINE, COL)
     assert again is not None and again.items
     assert time.monotonic() - killed_at < 60
     [new_pid] = worker_pids()
@@ -139,7 +142,7 @@ async def test_a_model_that_crashes_while_loading_is_reported_once(
     uri = open_doc(client, tmp_path / "app.py", SOURCE)
     await wait_for(lambda: any("SIGSEGV" in m.message for m in client.messages))
     for _ in range(3):  # typing on: empty answers, no new worker, no new message
-        result = await inline_at(client, uri, 10, 8)
+        result = await inline_at(client, uri, LINE, COL)
         assert result is None or not result.items
     await asyncio.sleep(0.5)
     crashes = [m.message for m in client.messages if "SIGSEGV" in m.message]
