@@ -107,9 +107,11 @@ def _engine_for(args: argparse.Namespace) -> Any:
 
     engine = CompletionEngine(settings_from_args(args))
     try:
-        engine.backend()
+        backend = engine.backend()
     except BackendError as exc:
         raise RecipeError(str(exc)) from None
+    if notice := getattr(backend, "notice", ""):
+        print(f"starcoder-ls: warning: {notice}", file=sys.stderr)
     if args.workspace is not None:
         attach_workspace(engine, args.workspace, progress=sys.stderr.isatty())
     return engine

@@ -88,3 +88,21 @@ def test_a_vocabulary_with_repository_tokens_gets_the_file_header(tmp_path: Path
     renamed = tmp_path / "renamed.gguf"
     shutil.copyfile(path, renamed)
     assert family_for(str(renamed)) == "left-to-right-repo"
+
+
+def test_a_missing_default_model_is_said_not_hidden(tmp_path: Path) -> None:
+    """Without the default model's files the bundled test model stands in, and the user is
+    told how to install the real one."""
+    env = {k: v for k, v in os.environ.items() if k != DEFAULT_MODEL_ENV}
+    env[DEFAULT_MODEL_ENV] = "smollm2-135m-instruct"  # a packaged model this setup may lack
+    from starcoder_ls.models.packaged import SMOLLM2_135M, installed
+
+    if installed(SMOLLM2_135M):
+        pytest.skip("SmolLM2 is installed here")
+    done = subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", "complete", "examples/demo.py:8:5", "--json"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "is not installed" in done.stderr and "pip install --no-deps" in done.stderr
+    assert json.loads(done.stdout)["model"].endswith("starcoder-ls-tiny-Q8_0.gguf")

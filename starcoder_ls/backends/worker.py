@@ -272,6 +272,13 @@ class WorkerBackend:
         self.name = info.name
         self.model_id = info.model_id
         self.context_length = info.context_length
+        self.notice = ""
+        """Something the user should hear about the model in use (the default model is not
+        installed and the bundled test model stands in)."""
+        if settings.backend == "llamacpp" and not settings.model.strip():
+            from starcoder_ls.models import default_gguf
+
+            self.notice = default_gguf()[1]
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -66,7 +66,9 @@ def register(server: StarcoderServer) -> None:
         # and a missing or corrupt model file is reported at start.
         def warm() -> None:
             try:
-                ls.engine.backend()
+                backend = ls.engine.backend()
+                if notice := getattr(backend, "notice", ""):
+                    ls.show(lsp.MessageType.Warning, f"starcoder-ls: {notice}", key="notice")
             except BackendError as exc:
                 ls.backend_ok = False
                 once = bool(getattr(exc, "at_load", False))
