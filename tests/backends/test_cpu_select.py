@@ -200,3 +200,20 @@ def test_setup_replaces_a_foreign_llama_build(tmp_path: Path) -> None:
     marker = json.loads((site / "llama_cpp" / "starcoder_ls_build.json").read_text())
     assert marker["variants"] == list(cpu_select.VARIANTS)
     assert not (site / "llama_cpp" / "__init__.py").read_text().startswith("NATIVE")
+
+
+@x86_only
+def test_a_forced_variant_the_cpu_lacks_is_refused_clearly() -> None:
+    pytest.importorskip("llama_cpp")
+    if cpu_select.probe_here()["avx512"] == "ok":
+        pytest.skip("this CPU runs AVX-512")
+    done = subprocess.run(
+        [sys.executable, "-m", "starcoder_ls", "complete", f"{ROOT}/examples/demo.py:8:5"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STARCODER_LS_CPU_VARIANT": "skylakex"},
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert "could not load" in done.stderr and "libggml-cpu-skylakex.so" in done.stderr
+    assert "Traceback" not in done.stderr
