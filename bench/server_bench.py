@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -383,11 +384,29 @@ def _typing_script(source: str, keystrokes: int) -> tuple[str, int, str]:
     return source[:start] + "\n" + source[end:], start, source[start:end][:keystrokes]
 
 
+def typed_prompts(engine: Any, keystrokes: int) -> Iterator[Any]:
+    """The prompt after each keystroke of a real method typed into its file (the path one
+    editor request per keystroke takes), built by ``engine``."""
+    from starcoder_ls.documents import Document
+
+    _, source = real_source()
+    start = source.index("    def _get_values(self, action, arg_strings):")
+    typed = source[start : start + keystrokes]
+    doc = Document(
+        "file:///bench/typed.py", "python", 1, source[:start] + source[start + keystrokes :]
+    )
+    line, col = source[:start].count("\n"), 0
+    for ch in typed:
+        doc.apply_change(ch, ((line, col), (line, col)))
+        doc.version += 1
+        line, col = (line + 1, 0) if ch == "\n" else (line, col + 1)
+        yield engine.build_prompt(doc.snapshot(), line, col, root=None)
+
+
 def kv_reuse(keystrokes: int) -> dict[str, Any]:
     from starcoder_ls.models import BUNDLED_GGUF
 
     from starcoder_ls.backends.llamacpp import LlamaCppBackend
-    from starcoder_ls.documents import Document
     from starcoder_ls.engine import CompletionEngine
     from starcoder_ls.settings import Settings
     from starcoder_ls.types import CancelToken
@@ -395,19 +414,8 @@ def kv_reuse(keystrokes: int) -> dict[str, Any]:
     backend = LlamaCppBackend(BUNDLED_GGUF)
     settings = Settings(max_tokens=24)
     engine = CompletionEngine(settings, backend_factory=lambda s: backend)
-    _, source = real_source()
-    start = source.index("    def _get_values(self, action, arg_strings):")
-    typed = source[start : start + keystrokes]
-    doc = Document(
-        "file:///bench/kv.py", "python", 1, source[:start] + source[start + keystrokes :]
-    )
-    line, col = source[:start].count("\n"), 0
     rows = []
-    for ch in typed:
-        doc.apply_change(ch, ((line, col), (line, col)))
-        doc.version += 1
-        line, col = (line + 1, 0) if ch == "\n" else (line, col + 1)
-        built = engine.build_prompt(doc.snapshot(), line, col, root=None)
+    for built in typed_prompts(engine, keystrokes):
         t = time.perf_counter()
         gen = backend.generate(built.prompt, engine.params(built.mode), CancelToken())
         rows.append(
@@ -441,7 +449,6 @@ def worker_hop(keystrokes: int) -> dict[str, Any]:
 
     from starcoder_ls.backends.llamacpp import LlamaCppBackend
     from starcoder_ls.backends.worker import WorkerBackend
-    from starcoder_ls.documents import Document
     from starcoder_ls.engine import CompletionEngine
     from starcoder_ls.settings import Settings
     from starcoder_ls.types import CancelToken
@@ -452,19 +459,8 @@ def worker_hop(keystrokes: int) -> dict[str, Any]:
     worker = WorkerBackend(settings)
     start_s = time.perf_counter() - t0
     engine = CompletionEngine(settings, backend_factory=lambda s: local)
-    _, source = real_source()
-    start = source.index("    def _get_values(self, action, arg_strings):")
-    typed = source[start : start + keystrokes]
-    doc = Document(
-        "file:///bench/hop.py", "python", 1, source[:start] + source[start + keystrokes :]
-    )
-    line, col = source[:start].count("\n"), 0
     rows = []
-    for ch in typed:
-        doc.apply_change(ch, ((line, col), (line, col)))
-        doc.version += 1
-        line, col = (line + 1, 0) if ch == "\n" else (line, col + 1)
-        built = engine.build_prompt(doc.snapshot(), line, col, root=None)
+    for built in typed_prompts(engine, keystrokes):
         params = engine.params(built.mode)
         t = time.perf_counter()
         a = local.generate(built.prompt, params, CancelToken())
@@ -474,6 +470,8 @@ def worker_hop(keystrokes: int) -> dict[str, Any]:
         through = (time.perf_counter() - t) * 1000
         assert a.text == b.text, (a.text, b.text)
         rows.append((in_process, through, through - b.latency_ms))
+    _, source = real_source()
+    start = source.index("    def _get_values(self, action, arg_strings):")
     window = source[start - 6000 : start].splitlines(keepends=True)
     t = time.perf_counter()
     worker.count_tokens_many(window)
