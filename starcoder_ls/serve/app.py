@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from starcoder_ls.serve.auth import ApiKeys
+from starcoder_ls.serve.auth import ApiKeys, redact_query
 from starcoder_ls.serve.engine import Draining, Engine, Job, QueueFull
 from starcoder_ls.serve.metrics import CONTENT_TYPE, Metrics
 from starcoder_ls.serve.replies import Format, InfillFormat, OpenAIFormat, sse
@@ -137,6 +137,9 @@ class Service:
         try:
             why = self.keys.check(request.headers.get("authorization"))
             if why is not None:
+                query = "?" + request.url.query
+                if redact_query(query) != query:
+                    why += " (a key in the URL is not accepted: URLs are written to logs)"
                 raise ApiError(
                     401, why, kind="authentication_error", headers={"WWW-Authenticate": "Bearer"}
                 )

@@ -8,6 +8,10 @@ Only SHA-256 digests of the keys are kept in memory, and a presented key is comp
 one of them by ``hmac.compare_digest``, never stopping at the first match: how long a check
 takes says nothing about how much of a key was right, or which key matched. Keys are never
 logged, and no message repeats a presented key.
+
+Whether keys are required is decided once, at start-up. A key file that later becomes empty,
+unreadable or malformed never opens the server: the last good keys stay in force, and the log
+says why the file was not taken.
 """
 
 from __future__ import annotations
@@ -28,6 +32,29 @@ ENV_VAR = "STARCODER_LS_API_KEYS"
 MIN_KEY_CHARS = 16
 RELOAD_EVERY_S = 1.0
 """How often the key file's modification time is looked at, at most."""
+
+
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&][^=&#\s]*(?:key|token|secret|passw|auth|sig|credential)[^=&#\s]*=)[^&#\s]*"
+)
+
+
+def redact_query(target: str) -> str:
+    """A request target with the values of key-like query parameters masked (for the log)."""
+    return _SECRET_PARAM.sub(r"\1***", target) if "?" in target else target
+
+
+class AccessLogRedaction(logging.Filter):
+    """Masks key-like query parameters (``?api_key=...``) in uvicorn's access log lines.
+
+    Keys belong in the ``Authorization`` header, but a client that puts one in the URL must
+    not get it written to a log file in clear."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], redact_query(args[2]), *args[3:])
+        return True
 
 
 class ApiKeyError(ValueError):
@@ -55,7 +82,7 @@ def parse_keys(text: str, where: str) -> list[str]:
 
 
 class ApiKeys:
-    """The set of accepted keys; empty means the server is open (loopback use)."""
+    """The set of accepted keys; none at start-up means the server is open (loopback use)."""
 
     def __init__(self, key_file: str | Path | None = None, *, env: bool = True) -> None:
         self.path = Path(key_file).expanduser() if key_file else None
@@ -64,11 +91,14 @@ class ApiKeys:
         self._checked = 0.0
         self._mtime: float | None = None
         self._digests: tuple[bytes, ...] = ()
+        self._problem = ""
         self._load(first=True)
+        self._required = bool(self._digests)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._digests)
+        """Whether requests need a key: fixed at start-up, whatever the file says later."""
+        return self._required
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -82,25 +112,43 @@ class ApiKeys:
             except OSError as exc:
                 if first:
                     raise ApiKeyError(f"cannot read the API key file {self.path}: {exc}") from exc
-                log.error("cannot read the API key file %s (%s); keeping the keys", self.path, exc)
+                self._keep(f"cannot read the API key file {self.path} ({exc})")
                 return
             try:
                 keys += parse_keys(text, str(self.path))
             except ApiKeyError as exc:
                 if first:
                     raise
-                log.error("%s; keeping the previous keys", exc)
+                self._mtime = info.st_mtime
+                self._keep(str(exc))
                 return
             if first and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 log.warning(
                     "the API key file %s can be read by other users; chmod 600 it", self.path
                 )
-            if first and not keys:
-                raise ApiKeyError(f"the API key file {self.path} holds no key")
+            if not keys:
+                if first:
+                    raise ApiKeyError(f"the API key file {self.path} holds no key")
+                # Never an open server: emptying the file is not a way to switch keys off.
+                self._mtime = info.st_mtime
+                self._keep(f"the API key file {self.path} now holds no key")
+                return
             self._mtime = info.st_mtime
             if not first:
                 log.info("API keys reloaded from %s: %d key(s)", self.path, len(keys))
+        self._problem = ""
         self._digests = tuple(_digest(k) for k in keys)
+
+    def _keep(self, why: str) -> None:
+        """A reload that cannot be taken: keep the keys in force, and say so once per cause."""
+        if why != self._problem:
+            self._problem = why
+            log.error(
+                "%s; keeping the %d key(s) in force (to stop the server, stop it; an empty "
+                "file never switches keys off)",
+                why,
+                len(self._digests),
+            )
 
     def _maybe_reload(self) -> None:
         if self.path is None:
@@ -112,16 +160,19 @@ class ApiKeys:
             self._checked = now
             try:
                 mtime = self.path.stat().st_mtime
-            except OSError:
-                return  # gone for a moment (an editor saving it): keep the keys
+            except OSError as exc:  # gone for a moment (an editor saving it), or for good
+                self._keep(f"cannot read the API key file {self.path} ({exc.strerror})")
+                return
             if mtime != self._mtime:
                 self._load()
 
     def check(self, authorization: str | None) -> str | None:
         """None when the ``Authorization`` header carries a valid key, otherwise why not."""
-        if not self._digests:
+        if not self._required:
             return None
         self._maybe_reload()
+        if not self._digests:  # cannot happen (a reload keeps the last keys); refuse if it does
+            return "the server has no valid API key configured; see its log"
         if not authorization:
             return "missing API key: send the header `Authorization: Bearer <key>`"
         scheme, _, presented = authorization.strip().partition(" ")

@@ -336,6 +336,11 @@ def _run(args: argparse.Namespace) -> int:
         log_level="info",
     )
 
+    from starcoder_ls.serve.auth import AccessLogRedaction
+
+    # uvicorn configures its loggers when the Config is made: the filter goes on after that.
+    logging.getLogger("uvicorn.access").addFilter(AccessLogRedaction())
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             service.draining = True  # /health says so at once; new requests get 503

@@ -107,6 +107,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise ApiError(
             400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise ApiError(400, "the body's JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the body must be a JSON object, not {_type(data)}")
     return data

@@ -118,6 +118,14 @@ def test_keys_missing_wrong_and_right(llama: ServeProcess) -> None:
     basic = post(llama, "/v1/completions", body, headers={"Authorization": "Basic abc"})
     assert basic.status_code == 401
     assert post(llama, "/v1/completions", body).status_code == 200
+    # A key in the URL is refused, and the access log masks it.
+    in_url = httpx.get(f"{llama.url}/v1/models?api_key={KEY}&limit=2")
+    assert in_url.status_code == 401
+    assert "a key in the URL is not accepted" in in_url.json()["error"]["message"]
+    deadline = time.monotonic() + 2
+    while "/v1/models?api_key=***&limit=2" not in llama.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "/v1/models?api_key=***&limit=2" in llama.output()
     for route in ("/v1/models", "/metrics"):
         assert httpx.get(f"{llama.url}{route}").status_code == 401
         assert httpx.get(f"{llama.url}{route}", headers=AUTH).status_code == 200
@@ -151,6 +159,43 @@ def test_key_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
         while status(OTHER_KEY) != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert (status(KEY), status(OTHER_KEY)) == (401, 200)
+    finally:
+        server.stop()
+
+
+def test_an_emptied_key_file_never_opens_the_server(tmp_path: Path) -> None:
+    """Emptying (or deleting) the key file keeps the last keys in force and says so in the log;
+    a key written back afterwards is taken as usual."""
+    keys = write_key_file(tmp_path, KEY)
+    server = ServeProcess(
+        ["--backend", "test", "--api-key-file", str(keys)], log=tmp_path / "serve.log"
+    )
+    models = f"{server.url}/v1/models"
+
+    def status(key: str | None) -> int:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(models, headers=headers).status_code
+
+    try:
+        assert (status(None), status(KEY)) == (401, 200)
+        time.sleep(1.1)
+        keys.write_text("")  # `: > keys`
+        deadline = time.monotonic() + 3
+        while "now holds no key" not in server.output() and time.monotonic() < deadline:
+            status(None)  # a request makes the server look at the file
+            time.sleep(0.2)
+        assert "now holds no key; keeping the 1 key(s) in force" in server.output()
+        assert (status(None), status("x" * 20), status(KEY)) == (401, 401, 200)
+        keys.unlink()
+        time.sleep(1.1)
+        assert (status(None), status(KEY)) == (401, 200)
+        assert "cannot read the API key file" in server.output()
+        keys.write_text(OTHER_KEY + "\n")
+        deadline = time.monotonic() + 5
+        while status(OTHER_KEY) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (status(None), status(KEY), status(OTHER_KEY)) == (401, 401, 200)
+        assert KEY not in server.output() and OTHER_KEY not in server.output()
     finally:
         server.stop()
 
@@ -308,6 +353,8 @@ BAD_BODIES: list[tuple[str, bytes, int, str]] = [
     ("/v1/completions", b'{"prompt": "x", "stream": "yes"}', 400, "stream must be true or false"),
     ("/v1/completions", b'{"prompt": "x", "echo": true}', 400, "echo is not supported"),
     ("/v1/completions", b'{"prompt": "x", "model": "gpt-4"}', 404, "is not served here"),
+    ("/v1/completions", b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    ("/v1/completions", b'{"a":' * 50_000 + b"1" + b"}" * 50_000, 400, "nested too deeply"),
     ("/infill", b'{"input_prefix": 3}', 400, "input_prefix must be a string"),
     ("/infill", b'{"input_extra": [{"filename": 1}]}', 400, "input_extra[0]"),
     ("/infill", b"{}", 400, "all empty"),
