@@ -125,6 +125,32 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "--body-timeout", type=float, default=10.0, help="seconds for a body to arrive"
     )
     limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request's line and headers to arrive, from the connection opening "
+        "or the previous answer (idle and slow-header connections are closed)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a keep-alive connection may sit idle after an answer",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        help="open connections at most; at the cap, idle ones are closed to make room "
+        "(default: three quarters of the open-file limit, at most 4096)",
+    )
+    limits.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=0,
+        help="open connections from one address at most (default: the overall cap)",
+    )
+    limits.add_argument(
         "--request-timeout", type=float, default=60.0, help="seconds a generation may take"
     )
     limits.add_argument(
@@ -228,11 +254,15 @@ def check_options(args: argparse.Namespace, keys: Any) -> None:
         ("--max-tokens", args.max_tokens, 1),
         ("--max-n", args.max_n, 1),
         ("--max-body-bytes", args.max_body_bytes, 1),
+        ("--max-connections", args.max_connections, 0),
+        ("--max-connections-per-client", args.max_connections_per_client, 0),
     ):
         if value < low:
             raise ServeError(f"{flag} must be at least {low}; got {value}")
     for flag, seconds in (
         ("--body-timeout", args.body_timeout),
+        ("--header-timeout", args.header_timeout),
+        ("--idle-timeout", args.idle_timeout),
         ("--request-timeout", args.request_timeout),
         ("--drain-timeout", args.drain_timeout),
     ):
@@ -324,15 +354,37 @@ def _run(args: argparse.Namespace) -> int:
         engine.close()
 
     app = create_app(service, on_shutdown=shutdown)
+    from starcoder_ls.serve.guard import ACCEPT_BURST, ConnectionGuard, default_max_connections
+
+    most = args.max_connections or default_max_connections()
+    import socket
+
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((args.host, args.port))
+    except OSError as exc:
+        listener.close()
+        engine.close()
+        raise ServeError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    guard = ConnectionGuard(
+        header_timeout_s=args.header_timeout,
+        max_connections=most,
+        max_per_client=args.max_connections_per_client or most,
+    )
+    service.metrics.watch(guard)
     config = uvicorn.Config(
         app,
+        http=guard.protocol(),
         host=args.host,
         port=args.port,
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,
         access_log=not args.no_access_log,
         timeout_graceful_shutdown=int(args.drain_timeout) or 1,
-        timeout_keep_alive=5,
+        timeout_keep_alive=args.idle_timeout,
+        backlog=ACCEPT_BURST,
         log_level="info",
     )
 
@@ -350,11 +402,12 @@ def _run(args: argparse.Namespace) -> int:
     auth = f"{len(keys)} API key(s)" if keys.enabled else "no API key (open)"
     print(
         f"starcoder-ls serve: {choice.name} on {scheme}://{args.host}:{args.port} with {auth}, "
-        f"{engine.max_batch} slot(s), {engine.max_queue} queue places",
+        f"{engine.max_batch} slot(s), {engine.max_queue} queue places, {most} connections "
+        f"at most",
         file=sys.stderr,
     )
     try:
-        Server(config).run()
+        Server(config).run(sockets=[guard.listen(listener)])
     except ssl.SSLError as exc:
         engine.close()
         raise ServeError(f"cannot use the TLS certificate or key: {exc}") from None

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from starcoder_ls.serve.engine import Engine
+    from starcoder_ls.serve.guard import ConnectionGuard
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -65,6 +66,31 @@ class _EngineCollector(Collector):
         )
 
 
+class _GuardCollector(Collector):
+    """Connections the socket-layer guard closed (read from it when scraped)."""
+
+    def __init__(self) -> None:
+        self.guard: ConnectionGuard | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        guard = self.guard
+        if guard is None:
+            return
+        closed = CounterMetricFamily(
+            "starcoder_ls_connections_closed",
+            "Connections the server closed itself: no complete headers in time (header_timeout), "
+            "closed idle to make room at the cap (evicted), or refused at the cap (refused)",
+            labels=["reason"],
+        )
+        closed.add_metric(["header_timeout"], guard.header_timeouts)
+        closed.add_metric(["evicted"], guard.evicted)
+        closed.add_metric(["refused"], guard.refused)
+        yield closed
+        yield GaugeMetricFamily(
+            "starcoder_ls_max_connections", "The cap on open connections", guard.max_connections
+        )
+
+
 class Metrics:
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
@@ -94,6 +120,12 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engine))
+        self._guard = _GuardCollector()
+        self.registry.register(self._guard)
+
+    def watch(self, guard: ConnectionGuard) -> None:
+        """Export the connection guard's counters."""
+        self._guard.guard = guard
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

@@ -24,6 +24,13 @@ def key_file(folder: Path, *keys: str) -> Path:
     return path
 
 
+def _limit_files(count: int) -> None:
+    """`ulimit -n count` for the child (soft and hard, as the shell's ulimit does)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,6 +49,7 @@ class ServeProcess:
         scheme: str = "http",
         ready_timeout: float = 90.0,
         verify: ssl.SSLContext | bool = True,
+        max_open_files: int | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
@@ -53,6 +61,7 @@ class ServeProcess:
             stdout=self._out,
             stderr=subprocess.STDOUT,
             env=full_env,
+            preexec_fn=(lambda: _limit_files(max_open_files)) if max_open_files else None,
         )
         self._wait_ready(ready_timeout, verify)
 
