@@ -146,7 +146,7 @@ def _snapshot(pos: Position, text: str) -> Any:
 
 
 def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
-    from starcoder_ls.types import BackendError
+    from starcoder_ls.types import BackendError, SecretFileError
 
     text = read_source(pos.file)
     line, col = zero_based(text, pos)
@@ -158,7 +158,7 @@ def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
         # The exact prompt report (mode, family, exact token count), then the completion.
         built = engine.build_prompt(snap, line, col, root=root)
         result = engine.complete(snap, line, col, root=root, invoked=True)
-    except BackendError as exc:
+    except (BackendError, SecretFileError) as exc:
         raise RecipeError(str(exc)) from None
     finally:
         engine.close()
@@ -175,7 +175,7 @@ def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def prompt(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
-    from starcoder_ls.types import BackendError
+    from starcoder_ls.types import BackendError, SecretFileError
 
     text = read_source(pos.file)
     line, col = zero_based(text, pos)
@@ -183,7 +183,7 @@ def prompt(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
     root = args.workspace or pos.file.resolve().parent
     try:
         built = engine.build_prompt(_snapshot(pos, text), line, col, root=root)
-    except BackendError as exc:
+    except (BackendError, SecretFileError) as exc:
         raise RecipeError(str(exc)) from None
     finally:
         engine.close()

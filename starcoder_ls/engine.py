@@ -10,6 +10,7 @@ request's CancelToken between stages and the backend polls it between tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starcoder_ls.settings import Settings
+from starcoder_ls.settings import REMOTE_BACKENDS, Settings
 from starcoder_ls.types import (
     Backend,
     BackendError,
@@ -29,11 +30,13 @@ from starcoder_ls.types import (
     FimInput,
     GenerationParams,
     Prompt,
+    SecretFileError,
     Segment,
 )
 
 if TYPE_CHECKING:
     from starcoder_ls.context.crossfile import CrossFileContext
+    from starcoder_ls.prompt.redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +187,8 @@ class CompletionEngine:
         self.open_lines: Callable[[Path], list[str] | None] | None = None
         """Lines of an open document by file path (the server's documents are newer than
         the files on disk)."""
+        self._redactor: Redactor | None = None
+        self._secret_docs: dict[tuple[str, Path | None], bool] = {}
 
     # -- backend lifecycle -------------------------------------------------------------------
 
@@ -283,6 +288,11 @@ class CompletionEngine:
         from starcoder_ls.context.infile import decide_mode, window
         from starcoder_ls.prompt.builder import build_prompt
 
+        if self.secret_document(snapshot.uri, root):
+            raise SecretFileError(
+                f"{_uri_path(snapshot.uri) or snapshot.uri} looks like a credentials file: no "
+                "prompt is built there (set completeSecretFiles to allow it)"
+            )
         backend = backend or self.backend()
         s = self.settings
         if mode is None:
@@ -308,9 +318,15 @@ class CompletionEngine:
         segments = [
             type(seg)(**{**seg.__dict__, "path": seg.path or (path or "")}) for seg in win.segments
         ]
+        prefix, suffix = win.prefix, win.suffix
+        redactor = self.redactor()
+        if redactor is not None:  # the prompt leaves the machine: no credentials in it
+            prefix, suffix = redactor.redact_around(prefix, suffix, path)
+            segments = [_redacted(seg, redactor) for seg in segments]
+            extras = [_redacted(seg, redactor) for seg in extras]
         fim = FimInput(
-            prefix=win.prefix,
-            suffix=win.suffix,
+            prefix=prefix,
+            suffix=suffix,
             path=path,
             language=snapshot.language_id,
             repo_name=root.name if root is not None else None,
@@ -328,7 +344,36 @@ class CompletionEngine:
             segments=segments,
             fim_mode=s.fim_mode if family in spm_families() else "psm",
         )
-        return PromptResult(prompt, mode, win.prefix, win.suffix)
+        return PromptResult(prompt, mode, prefix, suffix)
+
+    def redactor(self) -> Redactor | None:
+        """The secret redactor, when prompts need it: every prompt for a server (an HTTP
+        backend), and local ones too with ``redactSecrets: always``."""
+        s = self.settings
+        if s.redact_secrets != "always" and s.backend not in REMOTE_BACKENDS:
+            return None
+        if self._redactor is None:
+            from starcoder_ls.prompt.redact import Redactor
+
+            self._redactor = Redactor()
+        return self._redactor
+
+    def secret_document(self, uri: str, root: Path | None) -> bool:
+        """Whether completing in this document is refused: it looks like credentials (by its
+        name, or the name of the file a symlink points to) and ``completeSecretFiles`` is off."""
+        if self.settings.complete_secret_files:
+            return False
+        key = (uri, root)
+        known = self._secret_docs.get(key)
+        if known is None:
+            from starcoder_ls.context.workspace import is_secret_path
+
+            path = _uri_path(uri)
+            known = path is not None and is_secret_path(path, root.resolve() if root else None)
+            if len(self._secret_docs) > 4096:
+                self._secret_docs.clear()
+            self._secret_docs[key] = known
+        return known
 
     def _cross_file(
         self, snapshot: Any, line: int, character: int, budget: int, count: Callable[[str], int]
@@ -408,6 +453,9 @@ class CompletionEngine:
         cancel = cancel or CancelToken()
         t0 = time.perf_counter()
         if not self.settings.language_enabled(snapshot.language_id or ""):
+            return None
+        if self.secret_document(snapshot.uri, root):
+            log.debug("no completion in %s: it looks like a credentials file", snapshot.uri)
             return None
         line_prefix = snapshot.line_text(line)[:character]
         reuse = self.forward.lookup(snapshot.uri, line, line_prefix)
@@ -536,3 +584,8 @@ def _uri_path(uri: str) -> str | None:
     if "://" in uri:
         return None
     return uri
+
+
+def _redacted(seg: Segment, redactor: Redactor) -> Segment:
+    text = redactor.redact(seg.text, seg.path)
+    return seg if text == seg.text else dataclasses.replace(seg, text=text)

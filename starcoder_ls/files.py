@@ -98,6 +98,23 @@ def walk(root: Path, vendored: set[str], escaping: list[str]) -> Iterator[str]:
                 yield rel
 
 
+def ignored(root: Path, rel: str) -> bool:
+    """Whether git (or, outside a repository, the .gitignore files on the way) ignores ``rel``."""
+    if (root / ".git").exists():
+        done = run_git(["check-ignore", "-q", "--", rel], cwd=root)
+        if done.returncode in (0, 1):
+            return done.returncode == 0
+    parts = rel.split("/")
+    specs = []
+    for i in range(len(parts)):
+        base = "/".join(parts[:i])
+        if (spec := _gitignore(root / base if base else root)) is not None:
+            specs.append((base, spec))
+    return any(
+        _ignored(specs, "/".join(parts[: i + 1]), i < len(parts) - 1) for i in range(len(parts))
+    )
+
+
 def inside(path: Path, root: Path) -> bool:
     try:
         return path.resolve().is_relative_to(root)

@@ -124,6 +124,14 @@ class Settings:
     """Drop completions that add a tree-sitter parse error to the file (costs two parses)."""
     stats: bool = True
     """Keep local shown/accepted/rejected statistics (never sent anywhere)."""
+    redact_secrets: str = "remote"
+    """Replace credentials found in the prompt (keys, tokens, passwords, private keys,
+    high-entropy strings) with a placeholder: ``remote``, in every prompt sent to a server (any
+    HTTP backend); ``always``, for local models too."""
+    complete_secret_files: bool = False
+    """Complete inside files that look like credentials (``.env``, ``id_rsa``, ``*.pem``,
+    ``secrets.yaml``, ...). Off: no completion there, since the file itself would be the prompt.
+    Such files are never used as context for other files either way."""
 
     def language_enabled(self, language_id: str) -> bool:
         if language_id in self.languages:
@@ -146,6 +154,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "float16", "bfloat16"),
     "kernels": ("auto", "on", "off"),
     "quantize": ("none", "int4"),
+    "redact_secrets": ("remote", "always"),
 }
 _RANGES: dict[str, tuple[float, float]] = {
     "max_tokens": (1, 4096),

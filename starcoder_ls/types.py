@@ -128,6 +128,10 @@ class BackendError(Exception):
     """A backend failed in a way the user can act on (unreachable, bad model file, HTTP error)."""
 
 
+class SecretFileError(Exception):
+    """No prompt is built inside a file that looks like credentials (``completeSecretFiles``)."""
+
+
 class Tokenizer(Protocol):
     def count(self, text: str) -> int:
         """Number of tokens of ``text`` with special tokens parsed."""

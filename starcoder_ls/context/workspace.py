@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pathspec
 
-from starcoder_ls.files import inside, list_git, quality_problem, read_text_file, walk
+from starcoder_ls.files import ignored, list_git, quality_problem, read_text_file, walk
 from starcoder_ls.languages.registry import language_for
 from starcoder_ls.settings import WorkspaceSettings
 
@@ -77,6 +77,31 @@ _SECRETS = pathspec.GitIgnoreSpec.from_lines(SECRET_PATTERNS)
 def is_secret(rel_path: str) -> bool:
     """A file that may hold credentials: never read, never put in a prompt."""
     return _SECRETS.match_file(rel_path)
+
+
+def _secret_by_name(path: Path, root: Path | None) -> bool:
+    """The secret rules for one path: relative to ``root`` when inside it, otherwise on the
+    path's last components (``id_rsa``, ``.kube/config``, ``.ssh/config``)."""
+    if root is not None and path.is_relative_to(root):
+        return is_secret(path.relative_to(root).as_posix())
+    parts = [p for p in path.parts if p not in ("/", "")][-3:]
+    return any(is_secret("/".join(parts[i:])) for i in range(len(parts)))
+
+
+def is_secret_path(path: str | Path, root: Path | None = None) -> bool:
+    """A file that looks like credentials by its own name or, through symlinks, by the name of
+    the file it really is (``settings_local.py -> .env``)."""
+    path = Path(path).absolute()
+    if _secret_by_name(path, root):
+        return True
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):
+        return True  # a symlink loop: not worth the risk
+    if real == path:
+        return False
+    real_root = root.resolve() if root is not None else None
+    return _secret_by_name(real, real_root)
 
 
 @dataclass
@@ -168,12 +193,21 @@ def read_source(
         return None, "secret"
     path = root / rel
     try:
-        if path.is_symlink() and not inside(path, root):
-            return None, "outside"
         if not path.is_file():
             return None, "missing"
-    except OSError:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
         return None, "unreadable"
+    if real != path.absolute():
+        # A symlink (or a path through one): the rules apply to the file it really is.
+        real_root = root.resolve()
+        if not real.is_relative_to(real_root):
+            return None, "outside"
+        target = real.relative_to(real_root).as_posix()
+        if is_secret(target):
+            return None, "secret"
+        if ignored(real_root, target):
+            return None, "ignored"
     text, reason = read_text_file(path, max_bytes)
     if text is None:
         return None, reason

@@ -19,6 +19,7 @@ from starcoder_ls.context.background import BackgroundIndexer
 from starcoder_ls.context.crossfile import CrossFileContext
 from starcoder_ls.context.index import BuildReport, WorkspaceIndex
 from starcoder_ls.context.recent import RecentRing
+from starcoder_ls.context.workspace import is_secret_path
 from starcoder_ls.context.workspaces import Workspaces, uri_to_path
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class WorkspaceSupport:
         self._progress_tokens: dict[int, dict[str, Any]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._last_viewed: dict[str, int] = {}
+        self._secret: dict[str, bool] = {}
         ls.engine.crossfile = CrossFileContext(self.workspaces.index_for, self.recent)
         ls.engine.open_lines = self.open_lines
 
@@ -76,7 +78,22 @@ class WorkspaceSupport:
     # -- documents ------------------------------------------------------------------------------
 
     def _locate(self, uri: str) -> tuple[WorkspaceIndex, str] | None:
-        return self.workspaces.locate(uri) if self.enabled else None
+        if not self.enabled or self.secret(uri):
+            return None
+        return self.workspaces.locate(uri)
+
+    def secret(self, uri: str) -> bool:
+        """The document is a credentials file by its name or, through a symlink, by the file
+        it really is: never indexed, never in the recent-edits ring, never context."""
+        known = self._secret.get(uri)
+        if known is None:
+            path = uri_to_path(uri)
+            root = next((r for r in self.roots if path and path.is_relative_to(r)), None)
+            known = path is not None and is_secret_path(path, root)
+            if len(self._secret) > 4096:
+                self._secret.clear()
+            self._secret[uri] = known
+        return known
 
     def opened(self, doc: Any) -> None:
         found = self._locate(doc.uri)
@@ -84,6 +101,8 @@ class WorkspaceSupport:
             self.indexer.update(found[0], found[1], doc.text)
 
     def changed(self, doc: Any, line: int | None) -> None:
+        if self.secret(doc.uri):
+            return
         found = self._locate(doc.uri)
         path = found[1] if found else (uri_to_path(doc.uri) or Path(doc.uri)).name
         if self.ls.settings.cross_file and line is not None:
@@ -94,6 +113,8 @@ class WorkspaceSupport:
     def viewed(self, doc: Any, line: int) -> None:
         """A completion was asked for here: remember the chunk once per line, not per key."""
         if not self.ls.settings.cross_file or self._last_viewed.get(doc.uri) == line:
+            return
+        if self.secret(doc.uri):
             return
         if len(self._last_viewed) > 1000:
             self._last_viewed.clear()
@@ -108,6 +129,7 @@ class WorkspaceSupport:
             self.indexer.update(found[0], found[1], doc.text)
 
     def closed(self, uri: str) -> None:
+        self._secret.pop(uri, None)
         found = self._locate(uri)
         if found is not None:
             # The file on disk is the truth again (the editor may close without saving).
