@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,17 @@ class Planted:
     """Python source holding the secret (one or more lines)."""
     value: str
     """The secret; for a key block, its body."""
+
+    @property
+    def marker(self) -> str:
+        """The code just before the secret (``AWS_ACCESS_KEY_ID = "``): in a prompt, it shows
+        that the secret's line was there, masked or not."""
+        first = self.value.splitlines()[0]
+        line = next(x for x in self.code.splitlines() if first in x or "BEGIN" in x)
+        if first not in line:
+            return line
+        # A key name glued to the value (``AccountKey=...``) may be masked with it.
+        return re.sub(r"\w+=$", "", line.split(first)[0])
 
     def needles(self) -> list[str]:
         """Strings whose presence in a request means a leak: the secret, and 12-character
@@ -50,10 +62,14 @@ def corpus(seed: int = 0) -> list[Planted]:
     r = lambda alphabet, n: _r(rng, alphabet, n)  # noqa: E731
     up = string.ascii_uppercase + string.digits
     key_lines = [r(B64, 64) for _ in range(5)]
-    jwt = ".".join(
-        base64.urlsafe_b64encode(part.encode()).decode().rstrip("=")
-        for part in ('{"alg":"HS256","typ":"JWT"}', '{"sub":"' + r(HEX, 16) + '","adm":true}')
-    ) + "." + r(URLSAFE, 43)
+    jwt = (
+        ".".join(
+            base64.urlsafe_b64encode(part.encode()).decode().rstrip("=")
+            for part in ('{"alg":"HS256","typ":"JWT"}', '{"sub":"' + r(HEX, 16) + '","adm":true}')
+        )
+        + "."
+        + r(URLSAFE, 43)
+    )
     basic = base64.b64encode(f"deploy:{r(ALNUM, 18)}".encode()).decode()
     items = [
         ("aws_access_key_id", 'AWS_ACCESS_KEY_ID = "{}"', "AKIA" + r(up, 16)),
@@ -125,13 +141,18 @@ class Scenario:
 def plant(root: Path, seed: int = 0) -> Scenario:
     """Writes the workspace: ``settings.py`` (imported: outlines of its constants),
     ``clients.py`` (code like the cursor's: similar-code windows), ``jobs.py`` (edited while
-    open: the recent-edits ring) and ``app.py`` (the cursor's file, with secrets near the
-    cursor and 1,200 lines away), each holding a share of the corpus."""
+    open: the recent-edits ring), each holding a quarter of the corpus, and ``app.py`` (the
+    cursor's file: every kind just above the cursor, a quarter 1,200 lines away)."""
     planted = corpus(seed)
     shares = [planted[i::4] for i in range(4)]
     root.mkdir(parents=True, exist_ok=True)
     settings = ['"""Settings."""', "", "import os", "", *[p.code for p in shares[0]]]
-    settings += ["", "", "def database_url() -> str:", '    return os.environ.get("DATABASE_URL", "")']
+    settings += [
+        "",
+        "",
+        "def database_url() -> str:",
+        '    return os.environ.get("DATABASE_URL", "")',
+    ]
     (root / "settings.py").write_text("\n".join(settings) + "\n")
     clients = ["import requests", "", ""]
     for i, p in enumerate(shares[1]):
@@ -152,7 +173,8 @@ def plant(root: Path, seed: int = 0) -> Scenario:
     jobs += ["", "", "def nightly():", "    return 1", ""]
     edited_text = "\n".join(jobs) + "\n"
     (root / "jobs.py").write_text(edited_text)
-    near, far = shares[3][: len(shares[3]) // 2], shares[3][len(shares[3]) // 2 :]
+    # Near the cursor: every kind (the in-file road); 1,200 lines up: a share of them.
+    near, far = planted, shares[3]
     head = ["import requests", "from settings import *", "from jobs import nightly", "", ""]
     head += [p.code for p in far]
     head += ["", ""]
@@ -181,3 +203,35 @@ def plant(root: Path, seed: int = 0) -> Scenario:
 def leaks(text: str, planted: list[Planted]) -> list[str]:
     """The kinds whose secret (or a piece of it) appears in ``text``."""
     return [p.kind for p in planted if any(n in text for n in p.needles())]
+
+
+def exposed(text: str, planted: list[Planted]) -> list[str]:
+    """The kinds whose line reached ``text`` (masked or not)."""
+    return [p.kind for p in planted if p.marker in text]
+
+
+def located(root: Path, planted: list[Planted]) -> dict[tuple[str, int], str]:
+    """(workspace-relative path, 1-based line) of each planted secret's line -> its kind."""
+    where: dict[tuple[str, int], str] = {}
+    for path in sorted(root.glob("*.py")):
+        if path.is_symlink():
+            continue
+        lines = path.read_text().splitlines()
+        for p in planted:
+            for number, line in enumerate(lines, 1):
+                if p.marker in line:
+                    where[(path.name, number)] = p.kind
+    return where
+
+
+def carried(segments: list[dict], where: dict[tuple[str, int], str]) -> dict[str, set[str]]:
+    """For each kind of prompt segment (import, similar, recent, ...), the planted kinds whose
+    lines it spans (segments as ``starcoder.lastPrompt`` reports them)."""
+    out: dict[str, set[str]] = {}
+    for seg in segments:
+        span = range(int(seg["start_line"]), int(seg["end_line"]) + 1)
+        found = {
+            kind for (path, line), kind in where.items() if path == seg["path"] and line in span
+        }
+        out.setdefault(seg["kind"], set()).update(found)
+    return out

@@ -19,7 +19,7 @@ import pytest_lsp
 from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient
 from remote_fixtures import FakeRemote
-from secret_corpus import ORDINARY_LINES, Scenario, leaks, plant
+from secret_corpus import ORDINARY_LINES, Scenario, carried, exposed, leaks, located, plant
 
 STATE_DIR = Path(tempfile.gettempdir()) / f"starcoder-ls-secrets-e2e-{os.getpid()}"
 LSP_ENV = {
@@ -152,6 +152,12 @@ async def test_no_planted_secret_reaches_a_remote_backend(
     assert result["sent"], "the backend was never asked"
     text = "\n".join(result["sent"])
     assert leaks(text, scenario.planted) == []
+    # ... while every kind's line did reach it (masked): each one was put to the test.
+    missing = {p.kind for p in scenario.planted} - set(exposed(text, scenario.planted))
+    assert not missing, missing
+    # Every road into the prompt carried some of them.
+    roads = carried(result["shown"]["segments"], located(scenario.root, scenario.planted))
+    assert all(roads.get(kind) for kind in ("import", "similar", "recent")), roads
     assert "<REDACTED>" in text
     # What names credentials without holding one goes out as written.
     assert all(line in text for line in ORDINARY_LINES if line in scenario.cursor_text[-4000:])
