@@ -24,6 +24,7 @@ from starcoder_ls import __version__
 from starcoder_ls.debounce import Debouncer
 from starcoder_ls.documents import DocumentStore, PositionEncoding
 from starcoder_ls.engine import CompletionEngine
+from starcoder_ls.server.framing import FrameReader
 from starcoder_ls.settings import Settings, parse_settings
 from starcoder_ls.stats import Stats
 from starcoder_ls.types import BackendError, CancelToken, Completion
@@ -67,27 +68,6 @@ class Outcome:
     language_id: str
 
 
-class _PipeReader:
-    """stdin read on the event loop itself (asyncio pipe transport).
-
-    pygls reads stdin with blocking reads in its thread pool: three thread hand-offs per
-    message (two header lines and the body), which showed up as a millisecond of overhead on
-    every request. Falls back to pygls' reader when stdin is not a pipe (a regular file).
-    """
-
-    def __init__(self, stream: asyncio.StreamReader) -> None:
-        self.stream = stream
-
-    async def readline(self) -> bytes:
-        return await self.stream.readline()
-
-    async def readexactly(self, n: int) -> bytes:
-        try:
-            return await self.stream.readexactly(n)
-        except asyncio.IncompleteReadError:
-            return b""  # end of input: pygls stops reading
-
-
 class StarcoderServer(LanguageServer):
     def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("protocol_cls", _Protocol)
@@ -123,29 +103,29 @@ class StarcoderServer(LanguageServer):
         import sys
         from threading import Event
 
-        from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async
+        from pygls.io_ import StdoutWriter
 
         stop = self._stop_event = Event()
         self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
 
         async def serve_stdio() -> None:
             loop = asyncio.get_running_loop()
-            reader: Any
+            read: Any
             try:
+                # stdin read on the event loop itself (asyncio pipe transport): pygls' reader
+                # hands every read to a thread, a millisecond per request.
                 stream = asyncio.StreamReader(limit=1 << 20)
                 await loop.connect_read_pipe(
                     lambda: asyncio.StreamReaderProtocol(stream), sys.stdin.buffer
                 )
-                reader = _PipeReader(stream)
-            except (ValueError, OSError):  # not a pipe: read it the way pygls does
-                reader = StdinAsyncReader(sys.stdin.buffer, self.thread_pool)
-            await run_async(
-                stop_event=stop,
-                reader=reader,
-                protocol=self.protocol,
-                logger=log,
-                error_handler=self.report_server_error,
-            )
+                read = stream.read
+            except (ValueError, OSError):  # not a pipe (a regular file): read it in a thread
+                raw: Any = sys.stdin.buffer
+
+                def read(n: int) -> Any:
+                    return loop.run_in_executor(self.thread_pool, raw.read1, n)
+
+            await self.read_messages(FrameReader(read), stop)
 
         try:
             asyncio.run(serve_stdio())
@@ -155,6 +135,22 @@ class StarcoderServer(LanguageServer):
             pass
         finally:
             self.shutdown()
+
+    async def read_messages(self, frames: FrameReader, stop: Any) -> None:
+        """Hand every message on ``frames`` to the protocol until the input ends."""
+        protocol = self.protocol
+        while not stop.is_set():
+            body = await frames.next_body()
+            if body is None:
+                log.info("stdin closed; shutting down")
+                return
+            try:
+                message = frames.decode(body, protocol.structure_message)
+                if message is not None:
+                    protocol.handle_message(message)
+            except Exception as exc:  # a message the protocol cannot take: this one only
+                log.exception("could not handle a message")
+                self.report_server_error(exc, JsonRpcException)
 
     # -- settings and messages ---------------------------------------------------------------
 
