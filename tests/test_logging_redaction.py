@@ -128,3 +128,20 @@ def test_a_record_whose_message_cannot_be_built_is_passed_through() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d items", ("many",), None)
     assert RedactingFilter().filter(record) is True
     assert record.args == ("many",)
+
+
+def test_a_registered_key_is_masked_in_every_form_an_error_quotes_it() -> None:
+    from starcoder_ls.server import register_secret
+
+    key = "Zq9x$!:Kp2w" + "\n"
+    register_secret(key)
+    for text in (
+        f"Illegal header value {('Bearer ' + key).encode()!r}",  # the bytes repr: \\n escaped
+        f"Illegal header value {'Bearer ' + key!r}",
+        json.dumps({"authorization": "Bearer " + key}),
+        f"headers: Authorization=Bearer {key.strip()} (debug)",
+        f"plain {key.strip()}",
+    ):
+        out = redact(text)
+        assert "Zq9x$!:Kp2w" not in out, out
+        assert "***" in out

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from starcoder_ls.backends.base import Stopwatch, cut_at_stop, estimate_tokens, stop_strings
 from starcoder_ls.backends.http_dialects import DIALECTS, Reply, ReplyError, error_message
+from starcoder_ls.scrub import redact, register_secret
 from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class HttpBackend:
         try:
             response = self._client.get(url, headers=self._headers(), timeout=min(self.timeout, 3))
             entry = response.json()["data"][0] if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        except (httpx.HTTPError, BackendError, ValueError, KeyError, IndexError, TypeError):
             entry = None
         if not isinstance(entry, dict):
             log.info(
@@ -294,8 +295,23 @@ class HttpBackend:
             raise _Aborted("cancelled")
         return response
 
+    def _key(self) -> str | None:
+        """The API key from its environment variable: surrounding whitespace (the newline of
+        ``export KEY=$(cat file)``) dropped, and masked in every log line from now on."""
+        raw = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if not raw:
+            return None
+        register_secret(raw)
+        key = raw.strip()
+        if not key or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in key):
+            raise BackendError(
+                f"the API key in environment variable {self.api_key_env} contains spaces, line "
+                "breaks or control characters; set it to the key alone"
+            )
+        return key
+
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = self._key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     # ------------------------------------------------------------------ answers
@@ -353,8 +369,10 @@ class HttpBackend:
         return f"cannot reach {self.shown_url}: {text}. Is the server running?"
 
     def _scrub(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return text.replace(key, "***") if key and len(key) >= 4 else text
+        raw = os.environ.get(self.api_key_env) if self.api_key_env else None
+        register_secret(raw)
+        text = redact(text)
+        return text.replace(raw.strip(), "***") if raw and len(raw.strip()) >= 4 else text
 
     def _timeout_message(self) -> str:
         return f"no answer from {self.shown_url} within {round(self.timeout * 1000)} ms"

@@ -24,6 +24,7 @@ from starcoder_ls import __version__
 from starcoder_ls.debounce import Debouncer
 from starcoder_ls.documents import DocumentStore, PositionEncoding
 from starcoder_ls.engine import CompletionEngine
+from starcoder_ls.scrub import redact
 from starcoder_ls.server.framing import FrameReader
 from starcoder_ls.settings import Settings, parse_settings
 from starcoder_ls.stats import Stats
@@ -173,6 +174,7 @@ class StarcoderServer(LanguageServer):
     ) -> None:
         """window/showMessage, at most once a minute per ``key`` (and logged); with ``once``,
         only the first time until the key is cleared (a new backend clears its keys)."""
+        message = redact(message)  # whatever an error quoted, never a key
         key = key or message
         now = time.monotonic()
         if once and key in self._warned:

@@ -40,6 +40,39 @@ async def client(lsp_client: LanguageClient) -> AsyncIterator[None]:
     await lsp_client.shutdown_session()
 
 
+# Keys as careless environments hold them: a trailing newline (`export KEY=$(cat file)`), shell
+# and URL characters, and one that is not a key at all (a line break inside).
+NEWLINE_KEY = "hf_Zq9xT4kLmN2pQ8rS5vW1yB6cD3fG7hJ0\n"
+ODD_KEY = "hf_Ab$c!d:Ef9$Gh!Ij:Kl7Mn$Op!Qr:St"
+BROKEN_KEY = "hf_Uv8wXy\nZa7bCd6eFg5hIj4kLm3nOp"
+DEBUG_LOG = STATE_DIR / "debug.log"
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(
+        server_command=[
+            sys.executable,
+            "-m",
+            "starcoder_ls",
+            "--log-level",
+            "DEBUG",
+            "--log-file",
+            str(DEBUG_LOG),
+        ],
+        server_env={
+            **LSP_ENV,
+            "SCLS_NEWLINE_KEY": NEWLINE_KEY,
+            "SCLS_ODD_KEY": ODD_KEY,
+            "SCLS_BROKEN_KEY": BROKEN_KEY,
+        },
+    ),
+)
+async def debug_client(lsp_client: LanguageClient) -> AsyncIterator[None]:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    yield
+    await lsp_client.shutdown_session()
+
+
 @pytest.fixture
 def remote() -> Iterator[FakeRemote]:
     server = FakeRemote()
@@ -212,3 +245,33 @@ def subprocess_git(root: Path) -> None:
     import subprocess
 
     subprocess.run(["git", "init", "-q", str(root)], check=True)
+
+
+async def test_backend_keys_never_reach_the_editor_or_the_debug_log(
+    debug_client: LanguageClient, remote: FakeRemote, tmp_path: Path
+) -> None:
+    client = debug_client
+    url = remote.url + "/models/bigcode/starcoder"
+    options = {**TGI, "backend": "huggingface", "url": url, "apiKeyEnv": "SCLS_NEWLINE_KEY"}
+    await start(client, tmp_path, options)
+    path = tmp_path / "calc.py"
+    path.write_text("def add(a, b):\n    \n")
+    uri = open_doc(client, path, path.read_text())
+    assert (await invoke(client, uri, 1, 4)).items  # the newline is not part of the key
+    assert remote.seen[-1].headers["authorization"] == "Bearer " + NEWLINE_KEY.strip()
+    for env, answered in (("SCLS_ODD_KEY", True), ("SCLS_BROKEN_KEY", False)):
+        client.workspace_did_change_configuration(
+            lsp.DidChangeConfigurationParams(settings={"starcoder": {**options, "apiKeyEnv": env}})
+        )
+        await asyncio.sleep(0.2)
+        result = await invoke(client, uri, 1, 4)
+        assert bool(result and result.items) == answered, env
+    assert remote.seen[-1].headers["authorization"] == "Bearer " + ODD_KEY
+    said = [m.message for m in client.messages] + [m.message for m in client.log_messages]
+    assert any("SCLS_BROKEN_KEY contains spaces, line breaks" in m for m in said), said
+    log = DEBUG_LOG.read_text()  # written line by line
+    assert "DEBUG" in log
+    for key in (NEWLINE_KEY, ODD_KEY, BROKEN_KEY):
+        for piece in {key.strip(), *key.strip().split("\n"), key.strip()[3:15]}:
+            assert piece not in log, piece
+            assert not any(piece in m for m in said), piece
