@@ -213,6 +213,26 @@ class ForwardCache:
             del self._shown[uri]
             return None
 
+    def edited(
+        self, uri: str, start: tuple[int, int], end: tuple[int, int] | None, text: str
+    ) -> None:
+        """An edit of the document (``end`` None: the whole text replaced). Only typing on the
+        completion's line, at or after where it was shown, can keep it: anything else (another
+        line, a line break, the whole document replaced) makes it stale."""
+        with self._lock:
+            shown = self._shown.get(uri)
+            if shown is None:
+                return
+            keeps = (
+                end is not None
+                and start[0] == end[0] == shown.line
+                and "\n" not in text
+                and "\r" not in text
+                and min(start[1], end[1]) >= len(shown.prefix_line)
+            )
+            if not keeps:
+                del self._shown[uri]
+
     def forget(self, uri: str) -> None:
         """For a closed document."""
         with self._lock:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -48,6 +48,64 @@ def line_starts(text: str) -> list[int]:
     starts = [0]
     starts.extend(m.end() for m in _BREAK.finditer(text))
     return starts
+
+
+class LineStarts:
+    """Where each line starts, kept cheap to edit in huge documents.
+
+    An edit moves every later line. Shifting all of them on each keystroke cost 0.13 s in a
+    10 MB file; instead the shift of the tail is kept pending (entries from ``_from`` on are
+    ``_delta`` too small), and an edit only settles the entries between the pending point and
+    itself. Typing stays near one place, so a keystroke costs O(1) plus a slice move.
+    """
+
+    __slots__ = ("_a", "_delta", "_from")
+
+    def __init__(self, starts: list[int]) -> None:
+        self._a = starts
+        self._from = len(starts)
+        self._delta = 0
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __getitem__(self, i: int) -> int:
+        if i < 0:
+            i += len(self._a)
+        value = self._a[i]
+        return value + self._delta if i >= self._from else value
+
+    def _add(self, lo: int, hi: int, delta: int) -> None:
+        if delta and lo < hi:
+            a = self._a
+            a[lo:hi] = [v + delta for v in a[lo:hi]]
+
+    def replace(self, lo: int, hi: int, mid: list[int], delta: int) -> None:
+        """Entries [lo, hi) become ``mid`` (true offsets); entries from ``hi`` on move by
+        ``delta``."""
+        f, d = self._from, self._delta
+        if f >= hi:
+            # [hi, f) needs delta, [f, end) needs d + delta: settle the shorter run.
+            if d == 0 or len(self._a) - f < f - hi:
+                self._add(f, len(self._a), d)
+                tail_from, tail_delta = hi, delta
+            else:
+                self._add(hi, f, delta)
+                tail_from, tail_delta = f, d + delta
+        else:
+            self._add(f, lo, d)  # before the edit: settle the pending shift
+            tail_from, tail_delta = hi, d + delta
+        self._a[lo:hi] = mid
+        moved = len(mid) - (hi - lo)
+        self._from, self._delta = tail_from + moved, tail_delta
+        if self._from >= len(self._a):
+            self._from, self._delta = len(self._a), 0
+
+    def settled(self) -> list[int]:
+        """The plain list (the pending shift applied)."""
+        self._add(self._from, len(self._a), self._delta)
+        self._from, self._delta = len(self._a), 0
+        return self._a
 
 
 def utf8_len(s: str) -> int:
@@ -93,7 +151,7 @@ def cp_to_units(s: str, encoding: PositionEncoding) -> int:
     return utf8_len(s)
 
 
-def _content_end(text: str, starts: list[int] | tuple[int, ...], line: int) -> int:
+def _content_end(text: str, starts: Sequence[int] | LineStarts, line: int) -> int:
     """Offset where ``line``'s content ends (before its terminator)."""
     if line + 1 >= len(starts):
         return len(text)
@@ -133,7 +191,7 @@ class Document:
         self.encoding = encoding
         self.language = language or language_for(language_id, uri_path(uri))
         self._text = text
-        self._starts = line_starts(text)
+        self._starts = LineStarts(line_starts(text))
         self._tree: tree_sitter.Tree | None = None
         self._dirty = True
         """The text changed since the tree was last parsed (edits are already applied to it)."""
@@ -260,8 +318,7 @@ class Document:
             for m in _BREAK.finditer(text, max(start - 1, 0), min(len(text), last + 1))
             if first <= m.end() <= last
         ]
-        delta = inserted - (end - start)
-        starts[lo:] = mid + [p + delta for p in starts[hi:]]
+        starts.replace(lo, hi, mid, inserted - (end - start))
 
     # -- tree and snapshots ----------------------------------------------------------------
 
@@ -295,7 +352,7 @@ class Document:
             text=self._text,
             tree=tree.copy() if tree is not None else None,
             language=self.language,
-            line_starts=tuple(self._starts),
+            line_starts=tuple(self._starts.settled()),
         )
 
     def copy(self) -> Document:
@@ -303,7 +360,7 @@ class Document:
         doc = Document(
             self.uri, self.language_id, self.version, "", self.encoding, language=self.language
         )
-        doc._text, doc._starts = self._text, list(self._starts)
+        doc._text, doc._starts = self._text, LineStarts(list(self._starts.settled()))
         doc._tree = self._tree.copy() if self._tree is not None else None
         doc._dirty = self._dirty
         return doc

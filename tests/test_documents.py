@@ -339,3 +339,42 @@ def test_snapshots_are_safe_to_read_while_the_document_is_edited() -> None:
         doc.tree()
     worker.join()
     assert set(seen) == {expected}
+
+
+def test_line_starts_stay_exact_under_random_edits() -> None:
+    """The pending tail shift of huge documents: after any sequence of edits, every line start
+    equals a fresh computation."""
+    import random
+
+    from starcoder_ls.documents import line_starts
+
+    rng = random.Random(7)
+    text = "".join(f"line {i}\n" for i in range(300))
+    doc = Document("file:///t.py", "python", 1, text)
+    pieces = ["x", "\n", "ab\ncd", "", "\r\n", "é", "\n\n\n"]
+    for step in range(600):
+        start = rng.randrange(len(doc.text) + 1)
+        end = min(len(doc.text), start + rng.choice([0, 0, 0, 1, 3, 40]))
+        if step % 50 < 40:  # mostly typing near one place, as people do
+            start = end = min(len(doc.text), max(0, len(doc.text) // 2 + step % 7))
+        sl, sc = doc.position_at(start)
+        el, ec = doc.position_at(end)
+        doc.apply_change(rng.choice(pieces), ((sl, sc), (el, ec)))
+        expected = line_starts(doc.text)
+        assert doc.line_count == len(expected)
+        probe = rng.sample(range(len(expected)), min(20, len(expected)))
+        assert [doc._starts[i] for i in probe] == [expected[i] for i in probe], step
+    assert list(doc.snapshot().line_starts) == line_starts(doc.text)
+
+
+def test_a_keystroke_in_a_10_mb_document_is_quick() -> None:
+    import time
+
+    doc = Document("file:///big.py", "python", 1, "x = 1\n" * (10 * 1024 * 1024 // 6))
+    took = []
+    for i in range(50):
+        t = time.perf_counter()
+        doc.apply_change("y", ((800_000, i), (800_000, i)))
+        took.append(time.perf_counter() - t)
+    assert sorted(took)[25] < 0.02, f"median {sorted(took)[25] * 1000:.1f} ms per keystroke"
+    assert doc.line_text(800_000).startswith("y" * 50)

@@ -17,6 +17,9 @@ prefix is optional. Options:
     The text every generation returns.
 ``error``
     Every generation raises ``BackendError`` with this message (a backend that is down).
+``error_every``
+    With ``error``: only every N-th generation fails (a flapping backend: ``error_every=2``
+    alternates failure and success).
 ``ctx``
     ``context_length`` in tokens (default 2048).
 ``pick``
@@ -48,7 +51,7 @@ from urllib.parse import unquote
 from starcoder_ls.backends.base import Stopwatch, cut_at_stop, estimate_tokens, stop_strings
 from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
 
-_OPTIONS = ("latency_ms", "reply", "error", "ctx", "log", "pick")
+_OPTIONS = ("latency_ms", "reply", "error", "error_every", "ctx", "log", "pick")
 
 
 class TestBackend:
@@ -68,6 +71,7 @@ class TestBackend:
         except re.error as exc:
             raise BackendError(f"test backend: pick is not a regular expression: {exc}") from None
         self.error: str | None = options.get("error")
+        self.error_every = max(1, int(_number(options, "error_every", 1)))
         self.context_length = int(_number(options, "ctx", 2048))
         self.log_path = Path(options["log"]).expanduser() if options.get("log") else None
         self.calls = 0
@@ -95,7 +99,7 @@ class TestBackend:
             ms = watch.ms()
             self._log(call, prompt, "cancelled", ms)
             return Generation(text="", latency_ms=ms, finish_reason="cancelled")
-        if self.error is not None:
+        if self.error is not None and call % self.error_every == 0:
             self._log(call, prompt, "error", watch.ms())
             raise BackendError(self.error)
         if self.pick is not None:

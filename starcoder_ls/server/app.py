@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
+from lsprotocol.types import ResponseError
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 from starcoder_ls import __version__
 from starcoder_ls.debounce import Debouncer
@@ -42,10 +45,56 @@ _WARN_EVERY_S = 60.0
 
 
 class _Protocol(LanguageServerProtocol):
-    """Answers a request whose params do not fit its method with an error response.
+    """pygls' protocol, with what a long editing session needs:
 
-    pygls drops such a message after logging it, which leaves the client waiting forever.
+    - a request whose params do not fit its method gets an error response (pygls drops it
+      after logging, which leaves the client waiting forever);
+    - a request after ``shutdown`` gets ``InvalidRequest`` (pygls sends nothing);
+    - a ``$/cancelRequest`` for a request that already finished is normal (a client cancels
+      what it no longer shows), not a warning (Neovim records stderr lines as RPC errors);
+    - a client gone by the time an answer is written (the reply to ``shutdown``, typically)
+      ends the session with one line in the log, not a traceback;
+    - document text is kept once, by the server's own documents: pygls' copy of every
+      document applied each keystroke in time proportional to the file (0.5 s in 10 MB).
     """
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: lsp.DidOpenTextDocumentParams) -> Any:
+        if (handler := self.fm.features.get(lsp.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: lsp.DidChangeTextDocumentParams) -> Any:
+        if (handler := self.fm.features.get(lsp.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: lsp.DidCloseTextDocumentParams) -> Any:
+        if (handler := self.fm.features.get(lsp.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+    def handle_message(self, message: Any) -> None:
+        method = getattr(message, "method", "")
+        if self._shutdown and method != lsp.EXIT:
+            if getattr(message, "id", None) is not None and method:
+                self._send_response(
+                    message.id,
+                    error=ResponseError(
+                        code=lsp.ErrorCodes.InvalidRequest,
+                        message=f"the server is shutting down; {method} is not accepted "
+                        "(only exit is)",
+                    ),
+                )
+            else:
+                log.debug("ignored %s after shutdown", method or "a message")
+            return
+        super().handle_message(message)
+
+    def _handle_cancel_notification(self, msg_id: Any) -> None:
+        if msg_id not in self._request_futures:
+            log.debug("cancel for request %s, which has already finished", msg_id)
+            return
+        super()._handle_cancel_notification(msg_id)
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         try:
@@ -57,6 +106,29 @@ class _Protocol(LanguageServerProtocol):
                 # Handled: hand pygls a notification nobody listens to.
                 return JsonRPCNotification(jsonrpc="2.0", method="$/starcoder/ignored", params=None)
             raise
+
+
+class _StdoutWriter:
+    """stdout for LSP frames; a client that has gone away (its end of the pipe closed, as
+    after the reply to ``shutdown``) is noted in one log line, not a traceback per message."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, data: bytes) -> None:
+        if self.gone:
+            return
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            self.gone = True
+            log.info("the client has gone away (its end of the pipe is closed)")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.close()
 
 
 @dataclass
@@ -104,10 +176,8 @@ class StarcoderServer(LanguageServer):
         import sys
         from threading import Event
 
-        from pygls.io_ import StdoutWriter
-
         stop = self._stop_event = Event()
-        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        self.protocol.set_writer(_StdoutWriter(stdout or sys.stdout.buffer))
 
         async def serve_stdio() -> None:
             loop = asyncio.get_running_loop()
@@ -293,9 +363,9 @@ class StarcoderServer(LanguageServer):
                 )
                 return None
             if not self.backend_ok:
+                # The warnings' rate limit stands: a backend that fails every other request
+                # must not pop up a message every other request.
                 self.backend_ok = True
-                self._warned.pop("backend", None)
-                self._warned.pop("timeout", None)
                 log.info("the backend answers again")
             if completion is None or token.cancelled:
                 return None

@@ -118,14 +118,15 @@ def register(server: StarcoderServer) -> None:
         if doc is None:
             log.warning("didChange for a document that is not open: %s", params.text_document.uri)
             return
+        uri = params.text_document.uri
         for change in params.content_changes:
             if isinstance(change, lsp.TextDocumentContentChangePartial):
                 r = change.range
-                doc.apply_change(
-                    change.text,
-                    ((r.start.line, r.start.character), (r.end.line, r.end.character)),
-                )
+                start, end = (r.start.line, r.start.character), (r.end.line, r.end.character)
+                ls.engine.forward.edited(uri, start, end, change.text)
+                doc.apply_change(change.text, (start, end))
             else:
+                ls.engine.forward.edited(uri, (0, 0), None, change.text)
                 doc.apply_change(change.text)
         doc.version = params.text_document.version
         first = params.content_changes[0] if params.content_changes else None

@@ -209,6 +209,66 @@ async def test_backend_down_gives_empty_results_and_one_warning(
     assert len(errors) == 1
 
 
+async def test_a_flapping_backend_pops_up_one_warning_not_one_per_failure(
+    client: LanguageClient, tmp_path: Path, backend_log: Path
+) -> None:
+    """Failure, success, failure, ...: the successes do not reset the rate limit."""
+    options = test_spec(backend_log, error="HTTP 500 from the server", error_every=2)
+    await start(client, {**options, "cache": {"enabled": False}})
+    text = "".join(f"def f{i}():\n    \n\n" for i in range(8))
+    uri = open_doc(client, tmp_path / "flap.py", text)
+    answered = 0
+    for i in range(8):
+        result = await inline_at(client, uri, 3 * i + 1, 4)
+        answered += bool(result and result.items)
+    await asyncio.sleep(0.2)
+    assert answered == 4
+    assert len(backend_calls(backend_log)) == 8
+    errors = [m for m in client.messages if "HTTP 500" in m.message]
+    assert len(errors) == 1
+
+
+async def test_a_replaced_document_gets_a_fresh_completion_not_the_shown_rest(
+    client: LanguageClient, tmp_path: Path, backend_log: Path
+) -> None:
+    await start(client, test_spec(backend_log, reply="return%20a%20%2B%20b"))
+    uri = open_doc(client, tmp_path / "calc.py", "def add(a, b):\n    \n")
+    shown = await inline_at(client, uri, 1, 4)
+    assert shown and shown.items[0].insert_text == "return a + b"
+    typed = await inline_at(client, uri, 1, 4)  # nothing typed: the shown rest, no backend call
+    assert typed and typed.items[0].insert_text == "return a + b"
+    assert len(backend_calls(backend_log)) == 1
+    client.text_document_did_change(
+        lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                lsp.TextDocumentContentChangeWholeDocument(text="class Database:\n    \n")
+            ],
+        )
+    )
+    await inline_at(client, uri, 1, 4)
+    assert len(backend_calls(backend_log)) == 2  # asked again: the old completion is stale
+    # An edit on another line makes it stale too.
+    await inline_at(client, uri, 1, 4)
+    client.text_document_did_change(
+        lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=3),
+            content_changes=[
+                lsp.TextDocumentContentChangePartial(
+                    range=lsp.Range(
+                        start=lsp.Position(line=0, character=6),
+                        end=lsp.Position(line=0, character=14),
+                    ),
+                    text="Store",
+                )
+            ],
+        )
+    )
+    calls = len(backend_calls(backend_log))
+    await inline_at(client, uri, 1, 4)
+    assert len(backend_calls(backend_log)) == calls + 1
+
+
 async def test_bad_requests_never_crash_the_server(
     client: LanguageClient, tmp_path: Path, backend_log: Path
 ) -> None:
