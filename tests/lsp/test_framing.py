@@ -208,14 +208,28 @@ def test_cancelling_a_finished_request_is_not_a_warning(server: Server) -> None:
 def test_a_client_that_leaves_before_the_shutdown_reply_costs_one_log_line(
     tmp_path: Path,
 ) -> None:
-    s = Server(tmp_path / "server.log")
-    assert s.proc.stdout is not None
-    os.close(s.proc.stdout.fileno())  # the editor is gone: nobody reads the answers any more
-    s.write(frame(request(60, "shutdown", None)) + frame({"jsonrpc": "2.0", "method": "exit"}))
-    assert s.proc.wait(10) == 0
-    log = (tmp_path / "server.log").read_text()
-    assert "the client has gone away" in log
-    assert "Traceback" not in log and "BrokenPipeError" not in log
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "starcoder_ls", "--log-level", "INFO", "--log-file", str(log)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "STARCODER_LS_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(frame(request(0, "initialize", {"processId": None, "capabilities": {}})))
+    proc.stdin.flush()
+    header = proc.stdout.readline()
+    while proc.stdout.readline() not in (b"\r\n", b""):
+        pass
+    proc.stdout.read(int(header.split(b":")[1]))  # the initialize answer: the server is up
+    proc.stdout.close()  # the editor is gone: nobody reads the answers any more
+    proc.stdin.write(frame(request(60, "shutdown", None)))
+    proc.stdin.write(frame({"jsonrpc": "2.0", "method": "exit"}))
+    proc.stdin.flush()
+    assert proc.wait(10) == 0
+    text = log.read_text()
+    assert "the client has gone away" in text
+    assert "Traceback" not in text and "BrokenPipeError" not in text
 
 
 def test_keystrokes_in_a_10_mb_document_do_not_block_the_server(server: Server) -> None:

@@ -48,6 +48,8 @@ local function server_defaults()
     caBundle = "",
     syntaxCheck = false,
     stats = true,
+    redactSecrets = "remote",
+    completeSecretFiles = false,
   }
 end
 
