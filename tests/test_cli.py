@@ -189,3 +189,37 @@ def test_a_closed_pipe_ends_output_quietly() -> None:
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert "Traceback" not in err
+
+
+def test_prompt_never_reads_secret_or_ignored_files_through_symlinks(tmp_path: Path) -> None:
+    """`settings_local.py -> .env` and `ign.py -> ignored/cfg.py`: the links' names look like
+    code, the files they point to are a secret and an ignored file; neither reaches the prompt,
+    and no prompt is built inside a secret file or a link to one."""
+    ws = tmp_path / "ws"
+    (ws / "ignored").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    (ws / ".env").write_text("OPENAI_API_KEY=sk-proj-Zq9xT4kLmN2pQ8rS5vW1yB6cD3fG7hJ0aB\n")
+    (ws / "settings_local.py").symlink_to(".env")
+    (ws / ".gitignore").write_text("ignored/\n")
+    (ws / "ignored" / "cfg.py").write_text(
+        'MARKER = "only-in-an-ignored-file"\n\ndef cfg():\n    return 1\n'
+    )
+    (ws / "ign.py").symlink_to("ignored/cfg.py")
+    (ws / "app.py").write_text(
+        "import settings_local\nimport ign\nfrom settings_local import OPENAI_API_KEY\n"
+        "from ign import cfg\n\n\ndef main():\n    key = settings_local.OPENAI_API_KEY\n"
+        "    return key, ign.cfg()\n\n\ndef run():\n    \n"
+    )
+    proc = scl(
+        "prompt", f"{ws / 'app.py'}:13:5", "--workspace", str(ws), "--json", "--backend", "test"
+    )
+    assert proc.returncode == 0, proc.stderr
+    prompt = json.loads(proc.stdout)["prompt"]
+    assert "def run():" in prompt
+    assert "Zq9xT4kLmN2pQ8rS5vW1yB6cD3fG7hJ0aB" not in prompt
+    assert "only-in-an-ignored-file" not in prompt
+    for name in (".env", "settings_local.py"):
+        refused = scl("prompt", f"{ws / name}:1:1", "--workspace", str(ws), "--backend", "test")
+        assert refused.returncode != 0
+        assert "looks like a credentials file" in refused.stderr
+        assert "Zq9x" not in refused.stdout + refused.stderr
