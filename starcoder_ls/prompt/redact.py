@@ -56,15 +56,19 @@ EXTRA_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 """Provider patterns detect-secrets 1.5 does not have, each a documented token format."""
 
+_WORD = re.compile(r"\w")
 _PEM_BEGIN = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END = re.compile(r"-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 _BASE64_LINE = re.compile(r"^\s*[\"']?([A-Za-z0-9+/]{40,}={0,2})[\"']?,?\s*$")
-_NAME_LIKE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z]+(?:[/.-][a-z]+)+")
+_NAME_LIKE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z]+(?:[/._-][a-z]+)+")
 """A keyword's value that names something rather than being a credential: an environment
 variable (``API_KEY_ENV = "OPENAI_API_KEY"``), or lowercase words with separators
-(``secret_name = "prod/db"``). Digits, mixed case or symbols keep a value a suspect."""
-_UNSCANNED = frozenset({"IPPublicDetector", "PrivateKeyDetector"})
-"""Public IP addresses are not credentials; key blocks are handled across lines here."""
+(``secret_name = "prod/db"``, ``CLIENT_SECRET = "client_secret"``). Digits, mixed case or
+symbols keep a value a suspect."""
+_UNSCANNED = frozenset({"IPPublicDetector", "PrivateKeyDetector", "JwtTokenDetector"})
+"""Public IP addresses are not credentials; key blocks are handled across lines here; the
+JWT pattern, which detect-secrets confirms by decoding (``publicKeyJwk.alg`` matches it), is
+replaced by :data:`EXTRA_PATTERNS`' stricter one."""
 
 
 def _entropy(text: str) -> float:
@@ -110,20 +114,36 @@ class _Detector:
         self._scan = scan._process_line_based_plugins
 
     def spans(self, line: str, filename: str) -> list[tuple[int, int]]:
+        if "pragma: allowlist secret" in line:
+            return []  # detect-secrets' marker for a known non-secret (a test fixture)
         found: list[tuple[int, int]] = []
         for _, regex in self.patterns:
             for m in regex.finditer(line):
+                at = m.start()
+                if at and _WORD.match(line, at - 1) and _WORD.match(line, at):
+                    continue  # inside an identifier (``keyAKIA...`` is not a token's start)
                 found.append(_secret_span(m))
         for secret in self._scan([(1, line)], filename):
             value = secret.secret_value
             if not value or len(value) < 4:
                 continue
-            if secret.type == "Secret Keyword" and _NAME_LIKE.fullmatch(value):
+            if secret.type == "Secret Keyword" and (
+                _NAME_LIKE.fullmatch(value)
+                # a word the key's own name holds: GRANT_TYPE_PASSWORD = "password"
+                or (value.isalpha() and value in line[: line.rfind(value)].lower())
+            ):
                 continue
             start = line.find(value)
             while start != -1:
-                found.append((start, start + len(value)))
-                start = line.find(value, start + len(value))
+                end = start + len(value)
+                # Whole occurrences only: "password" is masked in `= "password"`, not in the
+                # identifier `db_password`.
+                inside = (start and _WORD.match(line, start - 1) and _WORD.match(value)) or (
+                    end < len(line) and _WORD.match(line, end) and _WORD.match(value[-1])
+                )
+                if not inside:
+                    found.append((start, end))
+                start = line.find(value, end)
         body = _BASE64_LINE.match(line)
         if body and _entropy(body.group(1)) >= 4.0:
             found.append(body.span(1))
