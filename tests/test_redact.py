@@ -32,6 +32,8 @@ def test_every_planted_kind_is_masked_whole(redactor: Redactor, planted) -> None
         "db_password = get_secret('db')",
         "for token in tokens:",
         'KEY_PREFIX = "sk-"',
+        'export const apiKeyAuthenticationPolicyName = "apiKeyAuthenticationPolicy";',
+        'if (scheme.apiKeyLocation !== "header") {',
         'uuid = "123e4567-e89b-12d3-a456-426614174000"',
     ],
 )

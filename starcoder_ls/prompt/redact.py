@@ -60,11 +60,15 @@ _WORD = re.compile(r"\w")
 _PEM_BEGIN = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END = re.compile(r"-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 _BASE64_LINE = re.compile(r"^\s*[\"']?([A-Za-z0-9+/]{40,}={0,2})[\"']?,?\s*$")
-_NAME_LIKE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z]+(?:[/._-][a-z]+)+")
+_NAME_LIKE = re.compile(
+    r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z]+(?:[/._-][a-z]+)+|[A-Za-z][a-z]+(?:[A-Z][a-z]+)+"
+)
 """A keyword's value that names something rather than being a credential: an environment
-variable (``API_KEY_ENV = "OPENAI_API_KEY"``), or lowercase words with separators
-(``secret_name = "prod/db"``, ``CLIENT_SECRET = "client_secret"``). Digits, mixed case or
-symbols keep a value a suspect."""
+variable (``API_KEY_ENV = "OPENAI_API_KEY"``), lowercase words with separators
+(``secret_name = "prod/db"``, ``CLIENT_SECRET = "client_secret"``), or a camel-case name
+(``policyName = "apiKeyAuthenticationPolicy"``). Digits or symbols keep a value a suspect."""
+_COMPARED = re.compile(r"[!=]==?\s*[\"']([a-z]+)[\"']")
+"""``apiKeyLocation !== "header"``: a word compared against, not a credential held."""
 _UNSCANNED = frozenset({"IPPublicDetector", "PrivateKeyDetector", "JwtTokenDetector"})
 """Public IP addresses are not credentials; key blocks are handled across lines here; the
 JWT pattern, which detect-secrets confirms by decoding (``publicKeyJwk.alg`` matches it), is
@@ -127,10 +131,14 @@ class _Detector:
             value = secret.secret_value
             if not value or len(value) < 4:
                 continue
-            if secret.type == "Secret Keyword" and (
-                _NAME_LIKE.fullmatch(value)
-                # a word the key's own name holds: GRANT_TYPE_PASSWORD = "password"
-                or (value.isalpha() and value in line[: line.rfind(value)].lower())
+            if (
+                secret.type == "Secret Keyword"
+                and (
+                    _NAME_LIKE.fullmatch(value)
+                    # a word the key's own name holds: GRANT_TYPE_PASSWORD = "password"
+                    or (value.isalpha() and value in line[: line.rfind(value)].lower())
+                    or any(m.group(1) == value for m in _COMPARED.finditer(line))
+                )
             ):
                 continue
             start = line.find(value)
