@@ -378,3 +378,21 @@ def test_a_keystroke_in_a_10_mb_document_is_quick() -> None:
         took.append(time.perf_counter() - t)
     assert sorted(took)[25] < 0.02, f"median {sorted(took)[25] * 1000:.1f} ms per keystroke"
     assert doc.line_text(800_000).startswith("y" * 50)
+
+
+def test_a_snapshot_keeps_a_pending_shift_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots of huge documents keep the tail's shift pending instead of applying it: the
+    positions they give are the same."""
+    from starcoder_ls import documents
+    from starcoder_ls.documents import line_starts
+
+    monkeypatch.setattr(documents, "SETTLE_BELOW", 0)
+    doc = Document("file:///t.py", "python", 1, "".join(f"row {i}\n" for i in range(2000)))
+    doc.apply_change("typed\nmore", ((10, 2), (10, 2)))
+    snap = doc.snapshot()
+    doc.apply_change("later edit\n", ((5, 0), (5, 0)))  # the snapshot must not see it
+    expected = line_starts(snap.text)
+    assert len(snap.line_starts) == len(expected)
+    assert list(snap.line_starts) == expected
+    assert snap.line_text(10) == "rotyped" and snap.line_text(11) == "morew 10"
+    assert snap.line_text(1999) == doc.line_text(2000)
