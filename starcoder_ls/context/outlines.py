@@ -17,6 +17,9 @@ from starcoder_ls.languages.registry import language_for
 CONTAINER_KINDS = frozenset(
     {"class", "interface", "struct", "trait", "enum", "module", "impl", "namespace"}
 )
+BODILESS_KINDS = frozenset({"constant", "macro", "type", "variable", "field"})
+"""Definitions whose signature is the whole definition (``#define C_OK 0``, ``const
+Package = "encoding/json"``, ``type ID = string``): rendered as written, no ``{ ... }``."""
 _MAX_MEMBERS = 24
 
 
@@ -86,7 +89,7 @@ def render(
             _commented_doc(c.doc, comment, "  ") + f"  {c.signature.strip()}\n" for c in children
         )
         return out
-    if sig.endswith((";", "}")):
+    if sig.endswith((";", "}")) or (symbol.kind in BODILESS_KINDS and not children):
         return out + sig + "\n"
     if not children:
         return out + sig + " { ... }\n"

@@ -151,13 +151,18 @@ class DefinitionText:
                 end = begin - 1  # attributes between the doc comment and the item
                 continue
             if self.block_comments and line.endswith("*/"):
+                if "/*" in line and not line.startswith("/*"):
+                    break  # a comment after code (`#define X 2 /* ... */`): not a doc block
                 block = [line]
                 while not block[-1].startswith("/*") and begin > 0 and len(block) < 200:
                     end = begin - 1
                     begin = self.line_begin(end)
                     if begin < 0:
                         break
-                    block.append(src[begin:end].decode("utf-8", "replace").strip())
+                    above_line = src[begin:end].decode("utf-8", "replace").strip()
+                    if "*/" in above_line:
+                        break  # another comment's end: this one's start was never found
+                    block.append(above_line)
                 if not block[-1].startswith("/*"):
                     break
                 raw.extend(_clean_block(block[::-1])[::-1])
@@ -174,9 +179,16 @@ class DefinitionText:
         if not raw:
             return ""
         lines = raw[::-1]
+        if all(_CODE_LINE.search(ln) for ln in lines if ln.strip()):
+            return ""  # commented-out code (`/* #define X 0x20 */`), not documentation
         if self.language == "csharp":
             lines = [_XML_DOC_TAG.sub("", ln) for ln in lines]
         return _clip(_dedent(lines))
+
+
+_CODE_LINE = re.compile(
+    r"^\s*#\s*(?:define|include|if|ifdef|ifndef|elif|else|endif|undef|pragma)\b|[;{}]\s*$"
+)
 
 
 def _clean_block(lines: list[str]) -> list[str]:

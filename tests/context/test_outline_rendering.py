@@ -1,0 +1,68 @@
+"""Outlines as the prompt shows them, on the shapes real C and Go code has (found in redis
+and curl): bodiless definitions stay as written, and a doc comment never reaches across code
+or comes from commented-out code."""
+
+from __future__ import annotations
+
+from starcoder_ls.context import outlines
+from starcoder_ls.context.tags import outline
+
+C_SOURCE = """\
+/* Make sure connection-intensive things like the benchmark
+ * will be able to close/open sockets many times */
+static int reuse(int fd) {
+    return setsockopt(fd);
+}
+
+#define CONNECT_NONE 0
+#define CONNECT_BE_BINDING 2 /* Best effort binding. */
+static int generic_connect(char *err, int port) {
+    return 0;
+}
+
+/* first byte is command. */
+#define MSG_CONNECT    0x10
+/* #define MSG_CONNACK    0x20 */
+#define MSG_PUBLISH    0x30
+"""
+
+GO_SOURCE = """\
+package render
+
+// Package is the import path of the JSON encoder.
+const Package = "encoding/json"
+
+// ID names a user.
+type ID = string
+
+// Render writes the value.
+func Render(v any) error { return nil }
+"""
+
+
+def _rendered(source: str, language: str) -> dict[str, str]:
+    found = outline(source, language, f"x.{language}")
+    return {s.name: outlines.render(s, found.symbols, language) for s in found.symbols}
+
+
+def test_bodiless_definitions_are_rendered_as_written() -> None:
+    c = _rendered(C_SOURCE, "c")
+    assert c["CONNECT_NONE"].strip() == "#define CONNECT_NONE 0"
+    go = _rendered(GO_SOURCE, "go")
+    assert go["Package"].splitlines()[-1] == 'const Package = "encoding/json"'
+    assert "{ ... }" not in go["Package"] + go["ID"]
+    assert go["Render"].rstrip().endswith("{ ... }")  # a function keeps its body marker
+
+
+def test_a_trailing_comment_on_code_is_not_the_next_definitions_doc() -> None:
+    c = _rendered(C_SOURCE, "c")
+    assert c["generic_connect"].startswith("static int generic_connect")
+    lines = "".join(c.values()).splitlines()
+    assert not [ln for ln in lines if "*/" in ln and "/*" not in ln]  # no half comments
+    assert "Make sure" in c["reuse"]
+
+
+def test_commented_out_code_is_not_documentation() -> None:
+    c = _rendered(C_SOURCE, "c")
+    assert c["MSG_PUBLISH"].strip() == "#define MSG_PUBLISH    0x30"
+    assert c["MSG_CONNECT"].startswith("// first byte is command.")
