@@ -70,32 +70,100 @@ def _first_line(signature: str) -> str:
     return signature.strip().split("\n", 1)[0].strip()
 
 
+_INCLUDE_KINDS = frozenset({"include", "require", "require_relative"})
+"""Imports that make every top-level name of the target visible by its bare name."""
+_SAME_PACKAGE = frozenset({"go", "java"})
+"""Languages whose files see the top-level names of the other files of their directory (the
+package) without any import."""
+
+Bindings = dict[str, tuple[str, "Symbol"]]
+
+
 def _import_bindings(
-    index: WorkspaceIndex, path: str
-) -> tuple[dict[str, tuple[str, Symbol]], dict[str, dict[str, Symbol]]]:
-    """What the file's imports bind, resolved in the workspace: names bound to a top-level
-    definition of another file (``from m import f``), and names bound to a whole module
-    (``import pkg.m as m``, ``from pkg import m``) with that module's top-level definitions."""
+    index: WorkspaceIndex, path: str, folders: dict[str, list[str]] | None = None
+) -> tuple[Bindings, dict[str, Bindings]]:
+    """What the file's imports bind, resolved in the workspace, per the language's rules:
+
+    - names bound to a top-level definition of another file: ``from m import f`` (Python, JS),
+      ``import a.b.C;`` (Java), ``use a::b::C;`` (Rust), ``use App\\C;`` (PHP); every name of
+      an included header (C/C++), a required file (Ruby), the files of a ``using`` namespace
+      (C#); and the other files of the same package (Go and Java, no import needed);
+    - names bound to a whole module, with its top-level definitions: ``import pkg.m as m``,
+      ``from pkg import m`` (Python), a Go package (all of its files).
+    """
     entry = index.entry(path)
-    names: dict[str, tuple[str, Symbol]] = {}
-    modules: dict[str, dict[str, Symbol]] = {}
+    names: Bindings = {}
+    modules: dict[str, Bindings] = {}
     if entry is None:
         return names, modules
+    language = entry.language
+
+    def top(target: str) -> dict[str, Symbol]:
+        """Top-level definitions, those inside a namespace (C#, C++) included."""
+        other = index.entry(target)
+        if other is None:
+            return {}
+        symbols = other.outline.symbols
+        spaces = {s.name for s in symbols if not s.parent and s.kind in ("module", "namespace")}
+        return {s.name: s for s in symbols if not s.parent or s.parent in spaces}
+
     for ref in entry.outline.imports:
-        for target in index.resolve(ref, path, entry.language)[:1]:
-            other = index.entry(target)
-            if other is None:
+        targets = index.resolve(ref, path, language)
+        if not targets:
+            continue
+        first = targets[0]
+        pairs = list(zip(ref.names, ref.bound, strict=False))
+        found = [(b, top(first)[n]) for n, b in pairs if n in top(first) and n != "*"]
+        for bound, sym in found:
+            names[bound] = (first, sym)
+        module = ""
+        if not found and not pairs and ref.bound:
+            module = ref.bound[-1]
+        elif not found and len(pairs) == 1 and pairs[0][0] != "*":  # ``from pkg import module``
+            module = pairs[0][1]
+        if module:
+            spread = targets if language == "go" else targets[:1]  # a Go package: all files
+            modules[module] = {
+                name: (target, sym)
+                for target in reversed(spread)
+                for name, sym in top(target).items()
+            }
+            # ``import a.b.C;`` / ``use a::C;``: the bound name is itself a definition.
+            for target in targets:
+                if module in top(target):
+                    names.setdefault(module, (target, top(target)[module]))
+        if ref.kind in _INCLUDE_KINDS or language == "csharp":
+            for target in targets:
+                for name, sym in top(target).items():
+                    names.setdefault(name, (target, sym))
+    if language in _SAME_PACKAGE:
+        folders = folders if folders is not None else _folders(index)
+        for other in folders.get(_folder(path), ()):
+            if other == path:
                 continue
-            top = {s.name: s for s in other.outline.symbols if not s.parent}
-            pairs = list(zip(ref.names, ref.bound, strict=False))
-            found = [(b, top[n]) for n, b in pairs if n in top and n != "*"]
-            for bound, sym in found:
-                names[bound] = (target, sym)
-            if not found and not pairs and ref.bound:
-                modules[ref.bound[-1]] = top
-            elif not found and len(pairs) == 1:  # ``from pkg import module``
-                modules[pairs[0][1]] = top
+            sibling = index.entry(other)
+            if sibling is None or sibling.language != language:
+                continue
+            for name, sym in top(other).items():
+                names.setdefault(name, (other, sym))
     return names, modules
+
+
+def _folder(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _folders(index: WorkspaceIndex) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for path in index.paths():
+        out.setdefault(_folder(path), []).append(path)
+    return out
+
+
+def _is_name(node_type: str) -> bool:
+    """A leaf that names something: ``identifier`` and its kinds (``type_identifier``, ...),
+    and PHP's ``name``."""
+    return "identifier" in node_type or node_type == "name"
 
 
 def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
@@ -114,7 +182,7 @@ def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
     while True:
         node = cursor.node
         descend = node is not None and node.type not in skip_types
-        if node is not None and descend and node.child_count == 0 and "identifier" in node.type:
+        if node is not None and descend and node.child_count == 0 and _is_name(node.type):
             row, col = node.start_point
             out.append((row, col, (node.text or b"").decode("utf-8", "replace")))
         if descend and cursor.goto_first_child():
@@ -127,8 +195,9 @@ def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
 def sample_positions(index: WorkspaceIndex, n: int, seed: int = 0) -> tuple[list[Sample], int]:
     """Up to ``n`` samples (at most a few per file) and the number of candidate lines."""
     candidates: list[Sample] = []
+    folders = _folders(index)
     for entry in index.iter_entries():
-        names, modules = _import_bindings(index, entry.path)
+        names, modules = _import_bindings(index, entry.path, folders)
         if not names and not modules:
             continue
         lines = index.read_lines(entry.path)
@@ -144,8 +213,7 @@ def sample_positions(index: WorkspaceIndex, n: int, seed: int = 0) -> tuple[list
             owner = re.search(r"(\w+)\s*\.\s*$", raw[:col])
             found: tuple[str, Symbol] | None = None
             if owner is not None and owner.group(1) in modules:
-                sym = modules[owner.group(1)].get(name)
-                found = (_module_path(index, entry.path, owner.group(1)), sym) if sym else None
+                found = modules[owner.group(1)].get(name)
             elif owner is None and name in names and name not in defined_here:
                 found = names[name]
             if found is None or not found[0]:
@@ -165,17 +233,6 @@ def sample_positions(index: WorkspaceIndex, n: int, seed: int = 0) -> tuple[list
     total = len(candidates)
     random.Random(seed).shuffle(candidates)
     return sorted(candidates[:n], key=lambda s: (s.path, s.line)), total
-
-
-def _module_path(index: WorkspaceIndex, path: str, bound: str) -> str:
-    entry = index.entry(path)
-    if entry is None:
-        return ""
-    for ref in entry.outline.imports:
-        if bound in ref.bound or (ref.bound and ref.bound[-1] == bound):
-            for target in index.resolve(ref, path, entry.language)[:1]:
-                return target
-    return ""
 
 
 def _hidden_text(lines: list[str], sample: Sample) -> str:

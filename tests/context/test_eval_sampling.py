@@ -1,0 +1,73 @@
+"""`starcoder-ls eval` finds cross-file uses in every language, through each language's own
+way of making another file's names visible: small fixture trees holding each import form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from starcoder_ls.context.evaluate import sample_positions
+from starcoder_ls.context.workspaces import build_for_cli
+from starcoder_ls.settings import WorkspaceSettings
+
+TREES: dict[str, dict[str, str]] = {
+    # Java: a single-type import, and a class of the same package without any import.
+    "java": {
+        "src/main/java/com/acme/store/Db.java": "package com.acme.store;\n\npublic class Db {\n    public Row fetch(int id) { return null; }\n}\n",
+        "src/main/java/com/acme/app/Helper.java": "package com.acme.app;\n\npublic class Helper {\n    public static int twice(int x) { return 2 * x; }\n}\n",
+        "src/main/java/com/acme/app/Main.java": "package com.acme.app;\n\nimport com.acme.store.Db;\n\npublic class Main {\n    void run() {\n        Db database = new Db();\n        int n = Helper.twice(21);\n    }\n}\n",
+    },
+    # C: every declaration of an included header is visible by name.
+    "c": {
+        "src/db.h": "#ifndef DB_H\n#define DB_H\n\nint db_open(const char *path);\nvoid db_close(int handle);\n\n#endif\n",
+        "src/main.c": '#include "db.h"\n\nint main(void) {\n    int handle = db_open("x.db");\n    db_close(handle);\n    return 0;\n}\n',
+    },
+    # Go: a package of two files imported by its path, and a same-package helper.
+    "go": {
+        "go.mod": "module example.com/app\n\ngo 1.22\n",
+        "store/db.go": "package store\n\nfunc Open(path string) *DB { return nil }\n",
+        "store/row.go": "package store\n\ntype Row struct{ ID int }\n\nfunc NewRow(id int) Row { return Row{ID: id} }\n",
+        "cmd/util.go": "package main\n\nfunc twice(x int) int { return 2 * x }\n",
+        "cmd/main.go": 'package main\n\nimport "example.com/app/store"\n\nfunc main() {\n\tdb := store.Open("x")\n\tn := twice(1)\n\trow := store.NewRow(n)\n\t_ = db\n\t_ = row\n}\n',
+    },
+    # C#: a `using` makes the namespace's types visible.
+    "csharp": {
+        "Store/Db.cs": "namespace Acme.Store\n{\n    public class Database\n    {\n        public int Fetch(int id) { return id; }\n    }\n}\n",
+        "App/Program.cs": "using Acme.Store;\n\nnamespace Acme.App\n{\n    class Program\n    {\n        static void Main()\n        {\n            var database = new Database();\n        }\n    }\n}\n",
+    },
+    # PHP: a `use` of a class, found through composer.json's PSR-4 map.
+    "php": {
+        "composer.json": '{"autoload": {"psr-4": {"Acme\\\\": "src/"}}}',
+        "src/Store/Db.php": "<?php\nnamespace Acme\\Store;\n\nclass Db\n{\n    public function fetch(int $id): int { return $id; }\n}\n",
+        "src/App/Main.php": "<?php\nnamespace Acme\\App;\n\nuse Acme\\Store\\Db;\n\nclass Main\n{\n    public function run(): void\n    {\n        $database = new Db();\n    }\n}\n",
+    },
+    # Ruby: a required file's top-level definitions.
+    "ruby": {
+        "lib/util.rb": "def shout(text)\n  text.upcase\nend\n",
+        "lib/app.rb": "require_relative 'util'\n\ndef greet(name)\n  shout(\"hello \" + name)\nend\n",
+    },
+}
+
+EXPECTED = {
+    "java": {"Db", "Helper"},
+    "c": {"db_open", "db_close"},
+    "go": {"Open", "NewRow", "twice"},
+    "csharp": {"Database"},
+    "ruby": {"shout"},
+    "php": {"Db"},
+}
+
+
+@pytest.mark.parametrize("language", sorted(TREES))
+def test_each_import_form_yields_samples(tmp_path: Path, language: str) -> None:
+    root = tmp_path / language
+    for rel, text in TREES[language].items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
+    samples, _ = sample_positions(index, 50)
+    found = {s.symbol for s in samples}
+    assert EXPECTED[language] <= found, (language, found)
+    for s in samples:  # each sample names the file that defines the symbol
+        assert s.definition_path != s.path
