@@ -225,15 +225,26 @@ def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candi
     current = _current_outline(index, req)
     window_use = _proximity_use(req.before, req.after)
     best: dict[tuple[str, int], tuple[float, Symbol, FileEntry]] = {}
+
+    def consider(ref: ImportRef, target: str) -> None:
+        entry = index.entry(target)
+        if entry is None:
+            return
+        for sym, score in _imported_symbols(ref, entry.outline, window_use, near):
+            key = (target, sym.line)
+            if key not in best or best[key][0] < score:
+                best[key] = (score, sym, entry)
+
+    # A Go package is all of its files; elsewhere the first few targets are the import.
+    per_import = 8 if info.name == "go" else 4
     for ref in current.imports:
-        for target in index.resolve(ref, req.path, info.name)[:4]:
-            entry = index.entry(target)
-            if entry is None:
-                continue
-            for sym, score in _imported_symbols(ref, entry.outline, window_use, near):
-                key = (target, sym.line)
-                if key not in best or best[key][0] < score:
-                    best[key] = (score, sym, entry)
+        for target in index.resolve(ref, req.path, info.name)[:per_import]:
+            consider(ref, target)
+    if info.name in _SAME_PACKAGE:
+        # Go and Java see the other files of their package (directory) without importing them.
+        package = ImportRef(module="")
+        for sibling in _package_files(index, req.path, info.name):
+            consider(package, sibling)
     # Only the best few are rendered: a module imported whole may define hundreds of names.
     ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:_MAX_IMPORT_CANDIDATES]
     return [
@@ -249,6 +260,26 @@ def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candi
         )
         for key, (score, sym, entry) in ranked
     ]
+
+
+_SAME_PACKAGE = frozenset({"go", "java"})
+_MAX_PACKAGE_FILES = 32
+
+
+def _package_files(index: WorkspaceIndex, path: str, language: str) -> list[str]:
+    """The other files of ``path``'s directory in the same language (its Go or Java package),
+    at most :data:`_MAX_PACKAGE_FILES`."""
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    out = []
+    for other in index.paths():
+        if other == path or (other.rsplit("/", 1)[0] if "/" in other else "") != folder:
+            continue
+        entry = index.entry(other)
+        if entry is not None and entry.language == language:
+            out.append(other)
+            if len(out) >= _MAX_PACKAGE_FILES:
+                break
+    return out
 
 
 def _proximity_use(before: str, after: str) -> dict[str, float]:

@@ -71,3 +71,52 @@ def test_each_import_form_yields_samples(tmp_path: Path, language: str) -> None:
     assert EXPECTED[language] <= found, (language, found)
     for s in samples:  # each sample names the file that defines the symbol
         assert s.definition_path != s.path
+
+
+@pytest.mark.parametrize("language", ["go", "java"])
+def test_the_prompt_holds_definitions_from_the_same_package(
+    tmp_path: Path, language: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Go and Java files see their package's other files without an import: the cross-file
+    context brings those definitions too (the `eval` command, through its real entry point)."""
+    import json
+
+    from starcoder_ls.cli import main
+
+    root = tmp_path / language
+    for rel, text in TREES[language].items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    args = ["eval", "--workspace", str(root), "--backend", "test", "--recall-only"]
+    assert main([*args, "--json", "--details"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    same_package = {"go": "twice", "java": "Helper"}[language]
+    hits = {d["symbol"]: d["recall_with"] for d in out["details"]}
+    assert hits.get(same_package) is True, out["details"]
+
+
+def test_go_package_siblings_come_in_through_the_import_source(tmp_path: Path) -> None:
+    """The same-package file's definitions are candidates of their own (the `import` source),
+    not left to chance matches of similar code."""
+    from starcoder_ls.context.crossfile import CrossFileContext, Request
+
+    root = tmp_path / "go"
+    for rel, text in TREES["go"].items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
+    text = TREES["go"]["cmd/main.go"]
+    cut = text.index("\tn := twice(1)")
+    request = Request(
+        uri=(root / "cmd/main.go").as_uri(),
+        path="cmd/main.go",
+        language="go",
+        before=text[:cut] + "\t",
+        after="\n",
+        line=text[:cut].count("\n"),
+        budget=400,
+        count_tokens=lambda s: len(s) // 3,
+    )
+    segments = CrossFileContext(lambda uri: index).segments(request)
+    imported = [s for s in segments if s.kind == "import"]
+    assert any(s.path == "cmd/util.go" and "func twice" in s.text for s in imported), segments
