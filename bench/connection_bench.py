@@ -34,26 +34,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "serve"))
 
-from serve_helpers import ServeProcess  # noqa: E402
+from serve_helpers import ServeProcess, closed_by_server, connections_closed  # noqa: E402
 
 from starcoder_ls.recipe.machine import machine_info  # noqa: E402
-
-
-def _closed(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
-def _metric(server: ServeProcess, reason: str) -> int:
-    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(f'starcoder_ls_connections_closed_total{{reason="{reason}"}}'):
-            return int(float(line.split()[-1]))
-    return -1
 
 
 def idle_flood(server: ServeProcess, count: int) -> dict[str, Any]:
@@ -66,7 +49,7 @@ def idle_flood(server: ServeProcess, count: int) -> dict[str, Any]:
         except httpx.HTTPError as exc:
             statuses.append(type(exc).__name__)
         latencies.append((time.perf_counter() - started) * 1000)
-    held = sum(not _closed(s) for s in idle)
+    held = sum(not closed_by_server(s) for s in idle)
     for s in idle:
         s.close()
     return {
@@ -76,7 +59,7 @@ def idle_flood(server: ServeProcess, count: int) -> dict[str, Any]:
         "latency_ms_median": sorted(latencies)[len(latencies) // 2],
         "latency_ms_max": max(latencies),
         "idle_still_open_right_after": held,
-        "evicted": _metric(server, "evicted"),
+        "evicted": connections_closed(server.url, "evicted"),
         "accept_failures_in_log": server.output().count("Too many open files"),
     }
 
@@ -85,7 +68,7 @@ def idle_sockets(server: ServeProcess, header_timeout: float) -> dict[str, Any]:
     socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
     wait = header_timeout + 5
     time.sleep(wait)
-    held = sum(not _closed(s) for s in socks)
+    held = sum(not closed_by_server(s) for s in socks)
     for s in socks:
         s.close()
     return {"opened": 50, "waited_s": wait, "still_open": held}
@@ -101,7 +84,7 @@ def slow_headers(server: ServeProcess, header_timeout: float) -> dict[str, Any]:
             sent += 1
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
-                if _closed(sock):
+                if closed_by_server(sock):
                     raise ConnectionResetError
                 time.sleep(0.05)
     except OSError:
@@ -143,7 +126,7 @@ def busy_at_cap(tmp: Path) -> dict[str, Any]:
             "busy_answered_200": statuses.count(200),
             "ninth_connection": ninth,
             "ninth_ms": round(ninth_ms, 1),
-            "refused": _metric(server, "refused"),
+            "refused": connections_closed(server.url, "refused"),
         }
     finally:
         server.stop()

@@ -240,7 +240,7 @@ def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candi
     for ref in current.imports:
         for target in index.resolve(ref, req.path, info.name)[:per_import]:
             consider(ref, target)
-    if info.name in _SAME_PACKAGE:
+    if info.name in SAME_PACKAGE:
         # Go and Java see the other files of their package (directory) without importing them.
         package = ImportRef(module="")
         for sibling in _package_files(index, req.path, info.name):
@@ -262,7 +262,9 @@ def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candi
     ]
 
 
-_SAME_PACKAGE = frozenset({"go", "java"})
+SAME_PACKAGE = frozenset({"go", "java"})
+"""Languages whose files see the top-level names of the other files of their directory (the
+package) without any import."""
 _MAX_PACKAGE_FILES = 32
 
 

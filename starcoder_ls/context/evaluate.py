@@ -72,9 +72,6 @@ def _first_line(signature: str) -> str:
 
 _INCLUDE_KINDS = frozenset({"include", "require", "require_relative"})
 """Imports that make every top-level name of the target visible by its bare name."""
-_SAME_PACKAGE = frozenset({"go", "java"})
-"""Languages whose files see the top-level names of the other files of their directory (the
-package) without any import."""
 
 Bindings = dict[str, tuple[str, "Symbol"]]
 
@@ -136,7 +133,9 @@ def _import_bindings(
             for target in targets:
                 for name, sym in top(target).items():
                     names.setdefault(name, (target, sym))
-    if language in _SAME_PACKAGE:
+    from starcoder_ls.context.crossfile import SAME_PACKAGE
+
+    if language in SAME_PACKAGE:
         folders = folders if folders is not None else _folders(index)
         for other in folders.get(_folder(path), ()):
             if other == path:

@@ -31,6 +31,27 @@ def _limit_files(count: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
+def closed_by_server(sock: socket.socket) -> bool:
+    """True when the server has closed (or reset) the connection; never blocks."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def connections_closed(url: str, reason: str) -> int:
+    """The server's ``starcoder_ls_connections_closed_total{reason}`` counter."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(f'starcoder_ls_connections_closed_total{{reason="{reason}"}}'):
+            return int(float(line.split()[-1]))
+    raise AssertionError(f"no connections_closed counter for {reason}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

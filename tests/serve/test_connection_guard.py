@@ -11,32 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import ServeProcess
+from serve_helpers import ServeProcess, closed_by_server, connections_closed
 
 
 def _connect(server: ServeProcess) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=5)
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    """True when the server has closed (or reset) the connection."""
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    finally:
-        sock.setblocking(True)
-
-
-def _counter(server: ServeProcess, reason: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    for line in text.splitlines():
-        if line.startswith(f'starcoder_ls_connections_closed_total{{reason="{reason}"}}'):
-            return float(line.split()[-1])
-    raise AssertionError(f"no connections_closed counter for {reason}")
 
 
 @pytest.fixture
@@ -63,10 +42,10 @@ def test_idle_flood_under_a_low_file_limit_does_not_lock_out_requests(
         assert [a.status_code for a in answers] == [200] * 20
         assert took < 5, f"20 requests took {took:.1f} s"
         time.sleep(1.6)
-        still_open = sum(not _closed_by_server(s) for s in idle)
+        still_open = sum(not closed_by_server(s) for s in idle)
         assert still_open == 0
-        assert _counter(guarded, "evicted") > 0
-        assert _counter(guarded, "header_timeout") > 0
+        assert connections_closed(guarded.url, "evicted") > 0
+        assert connections_closed(guarded.url, "header_timeout") > 0
     finally:
         for s in idle:
             s.close()
@@ -85,7 +64,7 @@ def test_slow_headers_are_cut_off_at_the_deadline(guarded: ServeProcess) -> None
             sock.sendall(bytes([byte]))
             sent += 1
             time.sleep(0.1)
-            if _closed_by_server(sock):
+            if closed_by_server(sock):
                 break
     except OSError:  # reset while sending
         pass
@@ -106,7 +85,7 @@ def test_the_deadline_holds_for_the_next_request_on_a_kept_alive_connection(
     assert b"200 OK" in answer
     sock.sendall(b"GET /health HTTP/1.1\r\n")  # ... and the rest never comes
     time.sleep(1.5)
-    assert _closed_by_server(sock)
+    assert closed_by_server(sock)
     sock.close()
 
 
@@ -133,7 +112,7 @@ def test_a_request_in_progress_is_never_closed_to_make_room(tmp_path: Path) -> N
         for t in busy:
             t.join()
         assert results == [200] * 4
-        assert _counter(server, "refused") >= 1
+        assert connections_closed(server.url, "refused") >= 1
         assert "refusing new ones" in server.output()
     finally:
         server.stop()
