@@ -40,6 +40,10 @@ NEAR_LINES = 4
 """Lines before the cursor (with the cursor's own) whose identifiers are looked up."""
 QUERY_LINES = 20
 """Lines before the cursor that similar windows are matched against (RepoCoder's window)."""
+NEIGHBOURS = 8
+"""Similar windows retrieved per request: their identifiers rank imports and definitions."""
+SIMILAR_SHOWN = 3
+"""Of those, the best few are candidates for the prompt as code."""
 _MAX_IMPORT_CANDIDATES = 32
 _MIN_USEFUL = 8
 """Tokens below which a source's remaining share is not worth another candidate."""
@@ -49,7 +53,8 @@ _TYPED_VAR = re.compile(
     r"\b([A-Za-z_]\w*)\s*(?::\s*([A-Z]\w*)|=\s*(?:new\s+|await\s+|&)?([A-Z]\w*)\s*[({<])"
 )
 _DECLARED_VAR = re.compile(r"\b([A-Z]\w*)(?:<[^>]*>)?\s*[*&]?\s+([a-z_]\w*)\s*[=;,)]")
-_IDENT_RE = re.compile(r"[A-Za-z_]\w*")
+_IDENT_RE = re.compile(r"[A-Za-z_$][\w$]*")
+"""A name, ``$`` included (JavaScript's ``$ZodType``); see :func:`_line_identifiers`."""
 
 
 @dataclass
@@ -146,10 +151,15 @@ class CrossFileContext:
         pools: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
         taken: set[tuple[str, int]] = set()
         if index is not None:
-            pools["import"] = _imports(index, req, set(near))
+            neighbours = _neighbours(index, req)
+            co_use = _co_use(neighbours)
+            pools["import"] = _imports(index, req, set(near), co_use)
             taken = {c.key for c in pools["import"]}
-            pools["definition"] = [c for c in _definitions(index, req, names) if c.key not in taken]
-            pools["similar"] = _similar(index, req)
+            wanted = names + _co_used_names(index, co_use, names, req.path)
+            pools["definition"] = [
+                c for c in _definitions(index, req, wanted) if c.key not in taken
+            ]
+            pools["similar"] = _similar(neighbours[:SIMILAR_SHOWN], req)
         if self.recent is not None:
             pools["recent"] = _recent(self.recent, req)
         return _fill(pools, req)
@@ -218,19 +228,22 @@ def _current_outline(index: WorkspaceIndex, req: Request) -> FileOutline:
     return outline(req.before + req.after, req.language, req.path)
 
 
-def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candidate]:
+def _imports(
+    index: WorkspaceIndex, req: Request, near: set[str], co_use: dict[str, float]
+) -> list[_Candidate]:
     info = language_for(req.language, req.path)
     if info is None or req.path is None:
         return []
     current = _current_outline(index, req)
     window_use = _proximity_use(req.before, req.after)
+    usage = _memo_usage(index)
     best: dict[tuple[str, int], tuple[float, Symbol, FileEntry]] = {}
 
     def consider(ref: ImportRef, target: str) -> None:
         entry = index.entry(target)
         if entry is None:
             return
-        for sym, score in _imported_symbols(ref, entry.outline, window_use, near):
+        for sym, score in _imported_symbols(ref, entry.outline, window_use, near, co_use, usage):
             key = (target, sym.line)
             if key not in best or best[key][0] < score:
                 best[key] = (score, sym, entry)
@@ -247,19 +260,16 @@ def _imports(index: WorkspaceIndex, req: Request, near: set[str]) -> list[_Candi
             consider(package, sibling)
     # Only the best few are rendered: a module imported whole may define hundreds of names.
     ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:_MAX_IMPORT_CANDIDATES]
-    return [
-        _Candidate(
-            "import",
-            key[0],
-            sym.line,
-            sym.end_line,
-            _render(entry, sym),
-            score,
-            key,
-            _brief(sym, entry.language),
-        )
-        for key, (score, sym, entry) in ranked
-    ]
+    out = []
+    for key, (score, sym, entry) in ranked:
+        if score < _SPECULATIVE:
+            # Nothing around the cursor or in code like it uses the name: its signature
+            # alone, so that more of the likely names fit.
+            text, brief = _brief(sym, entry.language)(), None
+        else:
+            text, brief = _render(entry, sym), _brief(sym, entry.language)
+        out.append(_Candidate("import", key[0], sym.line, sym.end_line, text, score, key, brief))
+    return out
 
 
 SAME_PACKAGE = frozenset({"go", "java"})
@@ -306,12 +316,38 @@ def _line_identifiers(line: str) -> frozenset[str]:
     if found is None:
         if len(_LINE_IDENTS) > 50_000:
             _LINE_IDENTS.clear()
-        found = _LINE_IDENTS[line] = frozenset(_IDENT_RE.findall(line))
+        names = _IDENT_RE.findall(line)
+        names += [n.lstrip("$") for n in names if n[0] == "$" and len(n) > 1]
+        found = _LINE_IDENTS[line] = frozenset(names)
     return found
 
 
+_SPECULATIVE = 0.3
+"""Import candidates scored below this are rendered as their signature alone."""
+
+
+def _memo_usage(index: WorkspaceIndex) -> Callable[[str], float]:
+    """How much of the workspace uses a name, as a small score (at most 0.15) that orders the
+    names nothing near the cursor points at: a helper that half the package calls is a
+    better guess than one called once."""
+    seen: dict[str, float] = {}
+
+    def usage(name: str) -> float:
+        found = seen.get(name)
+        if found is None:
+            found = seen[name] = 0.15 * min(1.0, math.log1p(index.usage(name)) / math.log1p(400))
+        return found
+
+    return usage
+
+
 def _imported_symbols(
-    ref: ImportRef, target: FileOutline, use: dict[str, float], near: set[str]
+    ref: ImportRef,
+    target: FileOutline,
+    use: dict[str, float],
+    near: set[str],
+    co_use: dict[str, float],
+    usage: Callable[[str], float],
 ) -> list[tuple[Symbol, float]]:
     top = [s for s in target.symbols if not s.parent]
     named = [n for n in ref.names if n != "*"]
@@ -326,8 +362,10 @@ def _imported_symbols(
             score += 1.0
         used = use.get(sym.name, 0.0)
         score += 0.5 * min(used, 4.0)
+        co = co_use.get(sym.name, 0.0)
+        score += 0.4 * min(co, 3.0)
         if not explicit and used == 0:
-            score -= 0.2
+            score += usage(sym.name) - (0.2 if co == 0 else 0.0)
         scored.append((sym, round(score, 3)))
     return scored
 
@@ -371,23 +409,71 @@ def _lines_of(index: WorkspaceIndex, req: Request, path: str) -> list[str] | Non
     return index.read_lines(path)
 
 
-def _similar(index: WorkspaceIndex, req: Request) -> list[_Candidate]:
+@dataclass(frozen=True)
+class _Neighbour:
+    """A window of another file like the lines before the cursor, with its text."""
+
+    path: str
+    start: int
+    end: int
+    score: float
+    text: str
+
+
+def _neighbours(index: WorkspaceIndex, req: Request) -> list[_Neighbour]:
+    """The windows of other files most like the lines before the cursor, best first."""
     query = identifiers("\n".join(req.before.split("\n")[-QUERY_LINES:]))
     out = []
-    for m in index.similar(query, k=3, exclude=req.path):
+    for m in index.similar(query, k=NEIGHBOURS, exclude=req.path):
         lines = _lines_of(index, req, m.path)
         if not lines:
             continue
-        text = "".join(lines[m.start_line : m.end_line + 1])
-        if not text.strip() or text.strip() in req.before:
-            continue
         end = min(m.end_line, len(lines) - 1)
-        out.append(
-            _Candidate(
-                "similar", m.path, m.start_line, end, text, m.score, (m.path, -1 - m.start_line)
-            )
-        )
+        text = "".join(lines[m.start_line : end + 1])
+        if text.strip():
+            out.append(_Neighbour(m.path, m.start_line, end, m.score, text))
     return out
+
+
+def _co_use(neighbours: list[_Neighbour]) -> dict[str, float]:
+    """What code like the cursor's uses: each identifier of the neighbouring windows, weighted
+    by how alike its window is (the best window counts 1). Code that looks like the lines
+    before the cursor tends to call the same functions next (RepoCoder's premise), so these
+    names rank imports and definitions that nothing near the cursor names yet."""
+    if not neighbours:
+        return {}
+    best = max(n.score for n in neighbours) or 1.0
+    use: dict[str, float] = {}
+    for n in neighbours:
+        weight = n.score / best
+        for ident in identifiers(n.text):
+            use[ident] = use.get(ident, 0.0) + weight
+    return use
+
+
+_CO_USED_NAMES = 6
+
+
+def _co_used_names(
+    index: WorkspaceIndex, co_use: dict[str, float], near: tuple[str, ...], path: str | None
+) -> tuple[str, ...]:
+    """The most co-used names that other files define, after the near ones."""
+    ranked = sorted(co_use.items(), key=lambda kv: (-kv[1], kv[0]))
+    out: list[str] = []
+    for name, _ in ranked[: 8 * _CO_USED_NAMES]:
+        if name not in near and len(name) > 2 and index.defined_elsewhere(name, path):
+            out.append(name)
+            if len(out) >= _CO_USED_NAMES:
+                break
+    return tuple(out)
+
+
+def _similar(neighbours: list[_Neighbour], req: Request) -> list[_Candidate]:
+    return [
+        _Candidate("similar", n.path, n.start, n.end, n.text, n.score, (n.path, -1 - n.start))
+        for n in neighbours
+        if n.text.strip() not in req.before
+    ]
 
 
 def _recent(ring: RecentRing, req: Request) -> list[_Candidate]:

@@ -235,6 +235,12 @@ class WorkspaceIndex:
         with self._lock:
             return self._windows.query(tokens, k=k, exclude=exclude)
 
+    def usage(self, name: str) -> int:
+        """In how many windows of the workspace's code ``name`` occurs (see
+        :meth:`WindowIndex.frequency`)."""
+        with self._lock:
+            return self._windows.frequency(name)
+
     def read_lines(self, path: str) -> list[str] | None:
         """A file's current lines from disk (the index keeps no text), for indexed files only;
         the last few files read are kept while their size and mtime stay the same."""

@@ -21,6 +21,8 @@ BODILESS_KINDS = frozenset({"constant", "macro", "type", "variable", "field"})
 """Definitions whose signature is the whole definition (``#define C_OK 0``, ``const
 Package = "encoding/json"``, ``type ID = string``): rendered as written, no ``{ ... }``."""
 _MAX_MEMBERS = 24
+_BRIEF_LINES = 4
+"""Lines of a signature kept in its brief form."""
 
 
 def members(symbol: Symbol, symbols: Sequence[Symbol]) -> list[Symbol]:
@@ -81,6 +83,9 @@ def render(
         return out
     comment = (info.line_comment if info else None) or "//"
     sig = symbol.signature.rstrip()
+    if brief and sig.count("\n") >= _BRIEF_LINES:
+        # A signature that runs on (a union of thirty literals): its first lines say what it is.
+        sig = "\n".join(sig.split("\n")[:_BRIEF_LINES])
     out = _commented_doc(symbol.doc, comment, "") if symbol.doc else ""
     braces = name not in ("ruby", "lua", "bash")
     if not braces:

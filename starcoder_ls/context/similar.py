@@ -26,13 +26,17 @@ WINDOW = 20
 STRIDE = 10
 COMMON_SHARE = 0.25
 MIN_TOKEN_LEN = 2
-IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TOKEN = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{{MIN_TOKEN_LEN - 1},}}")
+_TOKEN = re.compile(rf"[A-Za-z_$][A-Za-z0-9_$]{{{MIN_TOKEN_LEN - 1},}}")
 
 
 def identifiers(text: str) -> set[str]:
-    """Identifiers of at least ``MIN_TOKEN_LEN`` characters (one-letter names say nothing)."""
-    return set(_TOKEN.findall(text))
+    """Identifiers of at least ``MIN_TOKEN_LEN`` characters (one-letter names say nothing).
+    ``$`` belongs to a name (JavaScript's ``$ZodType``, PHP's ``$user``); a name that starts
+    with it also counts without it (a shell's ``$PATH`` uses ``PATH``)."""
+    found = set(_TOKEN.findall(text))
+    dollars = [t.lstrip("$") for t in found if t[0] == "$"]
+    found.update(t for t in dollars if len(t) >= MIN_TOKEN_LEN and not t[0].isdigit())
+    return found
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,12 @@ class WindowIndex:
     def compact_map(self) -> None:
         """Compact now (tests and long sessions)."""
         self._compact()
+
+    def frequency(self, token: str) -> int:
+        """In how many windows ``token`` occurs (windows of removed files included until the
+        next compaction): how much of the workspace uses a name."""
+        posting = self._postings.get(token)
+        return 0 if posting is None else len(posting)
 
     def query(
         self, tokens: set[str], *, k: int = 4, exclude: str | None = None, min_score: float = 0.05

@@ -178,9 +178,11 @@ class DefinitionText:
             end = begin - 1
         if not raw:
             return ""
-        lines = raw[::-1]
+        lines = [ln for ln in raw[::-1] if not _RULE.match(ln)]
         if all(_CODE_LINE.search(ln) for ln in lines if ln.strip()):
             return ""  # commented-out code (`/* #define X 0x20 */`), not documentation
+        if any(_BANNER.search(ln) for ln in lines):
+            return ""  # a section banner (`/////  Parsing  /////`), not this definition's doc
         if self.language == "csharp":
             lines = [_XML_DOC_TAG.sub("", ln) for ln in lines]
         return _clip(_dedent(lines))
@@ -189,6 +191,12 @@ class DefinitionText:
 _CODE_LINE = re.compile(
     r"^\s*#\s*(?:define|include|if|ifdef|ifndef|elif|else|endif|undef|pragma)\b|[;{}]\s*$"
 )
+
+
+_BANNER = re.compile(r"\w\S*\s+[/*=#~-]{3,}\s*$")
+"""A comment line of words followed by a run of decoration: a section heading."""
+_RULE = re.compile(r"^\s*[/*=#~-]{3,}\s*$")
+"""A comment line of decoration alone (a horizontal rule)."""
 
 
 def _clean_block(lines: list[str]) -> list[str]:

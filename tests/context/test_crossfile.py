@@ -149,7 +149,8 @@ def test_definitions_of_identifiers_near_the_cursor_without_imports(repo):
     segs = ctx.segments(
         _request(repo, "app/report.py", "def summary(c):\n    c = Customer(", line=1, budget=400)
     )
-    (seg,) = [s for s in segs if s.kind == "definition"]
+    found = [s for s in segs if s.kind == "definition"]
+    seg = max(found, key=lambda s: s.score)  # what code like this one uses may follow it
     assert seg.path == "shop/models.py" and "class Customer:" in seg.text
     assert "def __init__(self, name: str) -> None:" in seg.text
 

@@ -66,3 +66,37 @@ def test_commented_out_code_is_not_documentation() -> None:
     c = _rendered(C_SOURCE, "c")
     assert c["MSG_PUBLISH"].strip() == "#define MSG_PUBLISH    0x30"
     assert c["MSG_CONNECT"].startswith("// first byte is command.")
+
+
+TS_SOURCE = """\
+/////////////////////////////////////////////
+/////    $ZodCheckStringFormatRegex    /////
+/////////////////////////////////////////////
+export type Formats =
+  | "email"
+  | "url"
+  | "uuid"
+  | "cuid"
+  | "ulid"
+  | "date";
+
+// ---------------------------------
+// Parses a format name.
+// ---------------------------------
+export function parse(x: string): Formats { return x as Formats; }
+"""
+
+
+def test_a_section_banner_is_not_documentation_and_rules_are_dropped() -> None:
+    ts = _rendered(TS_SOURCE, "typescript")
+    assert ts["Formats"].startswith("type Formats =")
+    assert ts["parse"].startswith("// Parses a format name.\nfunction parse(")
+
+
+def test_the_brief_form_of_a_long_signature_keeps_its_first_lines() -> None:
+    found = outline(TS_SOURCE, "typescript", "x.ts")
+    sym = next(s for s in found.symbols if s.name == "Formats")
+    brief = outlines.render(sym, found.symbols, "typescript", brief=True)
+    assert brief.splitlines() == ["type Formats =", '  | "email"', '  | "url"', '  | "uuid"']
+    full = outlines.render(sym, found.symbols, "typescript")
+    assert '| "date";' in full or '| "date"' in full

@@ -1,0 +1,114 @@
+"""What ranks the imported definitions nothing near the cursor names yet: the names that code
+like the cursor's uses elsewhere in the workspace (co-use), and names written with ``$``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starcoder_ls.context.crossfile import CrossFileContext, Request
+from starcoder_ls.context.index import WorkspaceIndex
+from starcoder_ls.settings import WorkspaceSettings
+
+HELPERS = "".join(
+    f"// helper{i:02d} formats part {i} of a response.\nfunc helper{i:02d}(v any) string "
+    f'{{ return "" }}\n\n'
+    for i in range(24)
+)
+RENDER = (
+    'package render\n\nimport "net/http"\n\n'
+    + HELPERS
+    + "func writeContentType(w http.ResponseWriter, value []string) {\n"
+    '\tw.Header()["Content-Type"] = value\n}\n'
+)
+SIBLING = """\
+package render
+
+import "net/http"
+
+type {T} struct{{ Data any }}
+
+var {low}ContentType = []string{{"application/{low}"}}
+
+// Render writes the {T} body.
+func (r {T}) Render(w http.ResponseWriter) error {{
+\twriteContentType(w, {low}ContentType)
+\treturn encode{T}(w, r.Data)
+}}
+"""
+CURRENT_BEFORE = """\
+package render
+
+import "net/http"
+
+type XML struct{ Data any }
+
+var xmlContentType = []string{"application/xml"}
+
+// Render writes the XML body.
+func (r XML) Render(w http.ResponseWriter) error {
+\t"""
+
+
+def _index(root: Path) -> WorkspaceIndex:
+    index = WorkspaceIndex(root, WorkspaceSettings(persist=False))
+    index.build()
+    return index
+
+
+def _request(root: Path, rel: str, language: str, before: str, budget: int) -> Request:
+    return Request(
+        uri=(root / rel).as_uri(),
+        path=rel,
+        language=language,
+        before=before,
+        after="\n}\n",
+        line=before.count("\n"),
+        budget=budget,
+        count_tokens=lambda s: len(s) // 4 + 1,
+    )
+
+
+def test_a_package_helper_that_similar_code_calls_is_shown_first(tmp_path: Path) -> None:
+    """A Go package of 25 helpers: the one the sibling Render methods call next is what fits,
+    though no line near the cursor names it and it is the package's last definition."""
+    root = tmp_path / "web"
+    (root / "render").mkdir(parents=True)
+    (root / "render" / "render.go").write_text(RENDER)
+    for name in ("JSON", "YAML", "TOML", "BSON"):
+        text = SIBLING.format(T=name, low=name.lower())
+        (root / "render" / f"{name.lower()}.go").write_text(text)
+    (root / "render" / "xml.go").write_text(CURRENT_BEFORE + "\n}\n")
+    index = _index(root)
+    ctx = CrossFileContext(lambda uri: index)
+    segs = ctx.segments(_request(root, "render/xml.go", "go", CURRENT_BEFORE, budget=120))
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "func writeContentType(w http.ResponseWriter, value []string)" in imported
+    # The helpers nothing like this code uses did not take the room first.
+    assert imported.count("func helper") < 3
+
+
+ERRORS_TS = "".join(f"export type $Issue{i} = {{ code: 'c{i}' }};\n" for i in range(30)) + (
+    "export interface $ZodErrorMap<T = unknown> {\n  (issue: T): { message: string };\n}\n"
+)
+LOCALE_BEFORE = """\
+import type * as errors from "../core/errors.js";
+
+const error: () => errors.$ZodErrorMap = () => {
+  return (issue) => {
+    """
+
+
+def test_names_written_with_a_dollar_are_matched(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    (root / "core").mkdir(parents=True)
+    (root / "locales").mkdir()
+    (root / "core" / "errors.ts").write_text(ERRORS_TS)
+    (root / "locales" / "da.ts").write_text(LOCALE_BEFORE + "\n  };\n};\n")
+    index = _index(root)
+    ctx = CrossFileContext(lambda uri: index)
+    segs = ctx.segments(_request(root, "locales/da.ts", "typescript", LOCALE_BEFORE, budget=60))
+    (seg,) = [s for s in segs if s.kind == "import"]
+    assert seg.path == "core/errors.ts"
+    # Used near the cursor: it comes first, ahead of the thirty other types of the module.
+    assert "interface $ZodErrorMap<T = unknown>" in seg.text
+    assert "$Issue0 " not in seg.text
