@@ -153,7 +153,7 @@ class CrossFileContext:
         if index is not None:
             neighbours = _neighbours(index, req)
             co_use = _co_use(neighbours)
-            pools["import"] = _imports(index, req, set(near), co_use)
+            pools["import"] = _imports(index, req, set(near), co_use, neighbours)
             taken = {c.key for c in pools["import"]}
             wanted = names + _co_used_names(index, co_use, names, req.path)
             pools["definition"] = [
@@ -229,7 +229,11 @@ def _current_outline(index: WorkspaceIndex, req: Request) -> FileOutline:
 
 
 def _imports(
-    index: WorkspaceIndex, req: Request, near: set[str], co_use: dict[str, float]
+    index: WorkspaceIndex,
+    req: Request,
+    near: set[str],
+    co_use: dict[str, float],
+    neighbours: list[_Neighbour],
 ) -> list[_Candidate]:
     info = language_for(req.language, req.path)
     if info is None or req.path is None:
@@ -237,37 +241,46 @@ def _imports(
     current = _current_outline(index, req)
     window_use = _proximity_use(req.before, req.after)
     usage = _memo_usage(index)
-    best: dict[tuple[str, int], tuple[float, Symbol, FileEntry]] = {}
+    wanted = {n for names in (window_use, co_use, near) for n in names if len(n) > 1}
+    best: dict[tuple[str, str], tuple[float, Symbol, FileEntry]] = {}
 
-    def consider(ref: ImportRef, target: str) -> None:
+    def consider(ref: ImportRef, target: str, only: set[str] | None) -> None:
         entry = index.entry(target)
         if entry is None:
             return
-        for sym, score in _imported_symbols(ref, entry.outline, window_use, near, co_use, usage):
-            key = (target, sym.line)
-            if key not in best or best[key][0] < score:
+        for sym, score in _imported_symbols(
+            ref, entry.outline, window_use, near, co_use, usage, only
+        ):
+            # One definition per name and file: the variants of ``#ifdef`` branches say the
+            # same thing, and the first is shown.
+            key = (target, sym.name)
+            held = best.get(key)
+            if held is None or held[0] < score or (held[0] == score and sym.line < held[1].line):
                 best[key] = (score, sym, entry)
 
-    # A Go package is all of its files; elsewhere the first few targets are the import.
-    per_import = 8 if info.name == "go" else 4
+    # An import that stands for many files (a Go package, a C# namespace): every file offers
+    # the names used around the cursor or in code like it; the first few (and those that
+    # code like the cursor's comes from) offer all of their names.
+    whole = {n.path for n in neighbours}
     for ref in current.imports:
-        for target in index.resolve(ref, req.path, info.name)[:per_import]:
-            consider(ref, target)
+        for i, target in enumerate(index.resolve(ref, req.path, info.name)):
+            consider(ref, target, None if i < _WHOLE_FILES or target in whole else wanted)
     if info.name in SAME_PACKAGE:
         # Go and Java see the other files of their package (directory) without importing them.
         package = ImportRef(module="")
-        for sibling in _package_files(index, req.path, info.name):
-            consider(package, sibling)
+        for i, sibling in enumerate(_package_files(index, req.path, info.name)):
+            consider(package, sibling, None if i < _WHOLE_FILES or sibling in whole else wanted)
     # Only the best few are rendered: a module imported whole may define hundreds of names.
-    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:_MAX_IMPORT_CANDIDATES]
+    ranked = sorted(best.values(), key=lambda v: (-v[0], v[2].path, v[1].line))
     out = []
-    for key, (score, sym, entry) in ranked:
+    for score, sym, entry in ranked[:_MAX_IMPORT_CANDIDATES]:
+        key = (entry.path, sym.line)
         if score < _SPECULATIVE:
             # Nothing around the cursor or in code like it uses the name: its signature
             # alone, so that more of the likely names fit.
             text, brief = _brief(sym, entry.language)(), None
         else:
-            text, brief = _render(entry, sym), _brief(sym, entry.language)
+            text, brief = _render(entry, sym, wanted), _brief(sym, entry.language)
         out.append(_Candidate("import", key[0], sym.line, sym.end_line, text, score, key, brief))
     return out
 
@@ -275,7 +288,9 @@ def _imports(
 SAME_PACKAGE = frozenset({"go", "java"})
 """Languages whose files see the top-level names of the other files of their directory (the
 package) without any import."""
-_MAX_PACKAGE_FILES = 32
+_MAX_PACKAGE_FILES = 1000
+_WHOLE_FILES = 4
+"""Files of one import (or of the package) whose every name is a candidate."""
 
 
 def _package_files(index: WorkspaceIndex, path: str, language: str) -> list[str]:
@@ -348,8 +363,9 @@ def _imported_symbols(
     near: set[str],
     co_use: dict[str, float],
     usage: Callable[[str], float],
+    only: set[str] | None = None,
 ) -> list[tuple[Symbol, float]]:
-    top = [s for s in target.symbols if not s.parent]
+    top = [s for s in target.symbols if not s.parent and (only is None or s.name in only)]
     named = [n for n in ref.names if n != "*"]
     chosen = [s for s in top if s.name in named]
     explicit = bool(chosen)
@@ -372,9 +388,13 @@ def _imported_symbols(
 
 def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) -> list[_Candidate]:
     out: list[_Candidate] = []
+    wanted = set(names)
     here = req.path.rsplit("/", 1)[0] if req.path and "/" in req.path else ""
     for rank, name in enumerate(names[:12]):
-        found = [(p, s) for p, s in index.definitions(name) if p != req.path]
+        found = sorted(
+            ((p, s) for p, s in index.definitions(name) if p != req.path),
+            key=lambda ps: (ps[0], ps[1].line),
+        )
         if not found:
             continue
         weight = 1.0 / (1.0 + 0.25 * rank) / math.sqrt(len(found))
@@ -385,7 +405,7 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
             bonus = 0.2 if here and path.startswith(here + "/") else 0.0
             if sym.kind in outlines.CONTAINER_KINDS:
                 bonus += 0.1
-            text = _render(entry, sym)
+            text = _render(entry, sym, wanted)
             out.append(
                 _Candidate(
                     "definition",
@@ -504,18 +524,30 @@ def _recent(ring: RecentRing, req: Request) -> list[_Candidate]:
 # -- budget ----------------------------------------------------------------------------------
 
 
-_RENDERED: dict[tuple[str, str, int, str], str] = {}
+_RENDERED: dict[tuple[str, str, int, str, tuple[str, ...]], str] = {}
+SHOWN_MEMBERS = 10
+"""Members of a class shown in its outline: those used around the cursor first."""
 
 
-def _render(entry: FileEntry, sym: Symbol) -> str:
+def _render(entry: FileEntry, sym: Symbol, wanted: set[str] | frozenset[str] = frozenset()) -> str:
     """A definition's outline, remembered per file version (the same imports are rendered
-    again on every line)."""
-    key = (entry.path, entry.digest, sym.line, sym.name)
+    again on every line). A class shows at most :data:`SHOWN_MEMBERS` members, those named
+    in ``wanted`` (used around the cursor or in code like it) first, then in source order."""
+    every = outlines.members(sym, entry.outline.symbols)
+    if len(every) > SHOWN_MEMBERS:
+        first = [m for m in every if m.name in wanted][:SHOWN_MEMBERS]
+        picked = {id(m) for m in first}
+        rest = [m for m in every if id(m) not in picked][: SHOWN_MEMBERS - len(first)]
+        keep = {id(m) for m in first + rest}
+        every = [m for m in every if id(m) in keep]
+    key = (entry.path, entry.digest, sym.line, sym.name, tuple(m.name for m in every))
     text = _RENDERED.get(key)
     if text is None:
         if len(_RENDERED) > 20_000:
             _RENDERED.clear()
-        text = _RENDERED[key] = outlines.render(sym, entry.outline.symbols, entry.language)
+        text = _RENDERED[key] = outlines.render(
+            sym, entry.outline.symbols, entry.language, chosen=every
+        )
     return text
 
 

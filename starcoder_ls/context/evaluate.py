@@ -102,7 +102,11 @@ def _import_bindings(
             return {}
         symbols = other.outline.symbols
         spaces = {s.name for s in symbols if not s.parent and s.kind in ("module", "namespace")}
-        return {s.name: s for s in symbols if not s.parent or s.parent in spaces}
+        found: dict[str, Symbol] = {}
+        for s in symbols:  # a name defined twice (``#ifdef`` branches): its first definition
+            if not s.parent or s.parent in spaces:
+                found.setdefault(s.name, s)
+        return found
 
     for ref in entry.outline.imports:
         targets = index.resolve(ref, path, language)

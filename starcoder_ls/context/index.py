@@ -53,7 +53,6 @@ class FileEntry:
     size: int
     digest: str
     outline: FileOutline
-    windows: range = range(0)
 
 
 @dataclass
@@ -421,7 +420,7 @@ class WorkspaceIndex:
         with self._lock:
             self._remove_locked(rel)
             entry = FileEntry(rel, job.info.name, job.mtime_ns, job.size, job.digest, parsed)
-            entry.windows = self._windows.add(rel, lines)
+            self._windows.add(rel, lines)
             self._files[rel] = entry
             for i, sym in enumerate(parsed.symbols):
                 self._symbols.setdefault(sym.name, []).append((rel, i))
@@ -438,7 +437,7 @@ class WorkspaceIndex:
             return
         self._changes[rel] += 1
         self._generation += 1
-        self._windows.remove(entry.windows)
+        self._windows.remove(rel)
         for sym in entry.outline.symbols:
             refs = self._symbols.get(sym.name)
             if refs is not None:

@@ -62,18 +62,25 @@ def _short_doc(doc: str, lines: int) -> str:
 
 
 def render(
-    symbol: Symbol, symbols: Sequence[Symbol], language: str | None, *, brief: bool = False
+    symbol: Symbol,
+    symbols: Sequence[Symbol],
+    language: str | None,
+    *,
+    brief: bool = False,
+    chosen: Sequence[Symbol] | None = None,
 ) -> str:
     """The outline of one definition: its signature and the start of its docstring, and for a
     container the signatures of its members (their docstrings left out: a class's API is its
-    method list). ``brief`` gives the signature alone, for when the full outline does not fit."""
+    method list). ``brief`` gives the signature alone, for when the full outline does not fit;
+    ``chosen`` are the members to show (all, up to a limit, by default)."""
     import dataclasses
 
     info = language_for(language)
     name = info.name if info else ""
     doc = "" if brief else _short_doc(symbol.doc, 3)
     symbol = dataclasses.replace(symbol, doc=doc)
-    children = [] if brief else [dataclasses.replace(c, doc="") for c in members(symbol, symbols)]
+    shown = members(symbol, symbols) if chosen is None else chosen
+    children = [] if brief else [dataclasses.replace(c, doc="") for c in shown]
     if name == "python":
         out = _python(symbol)
         if children:

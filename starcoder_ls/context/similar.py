@@ -12,14 +12,16 @@ a query over tens of thousands of windows takes about a millisecond. Identifiers
 than ``COMMON_SHARE`` of all windows (``self``, ``return``, ``i``) carry no signal and would make
 every query touch every window, so they are left out of the overlap count.
 
-Removing a file marks its windows dead; their ids stay in the posting lists until dead windows
-outnumber live ones, when the lists are compacted in one pass.
+Removing a file takes its window ids out of the posting lists at once (so document frequencies
+stay exact) and marks the ids dead; the id slots are reclaimed in one pass once dead windows
+outnumber live ones.
 """
 
 from __future__ import annotations
 
 import re
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass
 
 WINDOW = 20
@@ -67,13 +69,16 @@ def windows(lines: list[str]) -> list[tuple[int, set[str]]]:
 
 
 class WindowIndex:
-    """Inverted index of identifier sets; not thread-safe (the workspace index holds a lock)."""
+    """Inverted index of identifier sets, by file; not thread-safe (the workspace index holds a
+    lock)."""
 
     def __init__(self) -> None:
         self._postings: dict[str, array[int]] = {}
         self._path: list[str | None] = []
         self._start = array("I")
         self._size = array("I")
+        self._files: dict[str, tuple[range, tuple[str, ...]]] = {}
+        """Per file: its window ids (contiguous) and every identifier of its windows."""
         self._dead = 0
 
     @property
@@ -81,29 +86,48 @@ class WindowIndex:
         return len(self._path) - self._dead
 
     def add(self, path: str, lines: list[str]) -> range:
-        """Index ``lines`` of ``path``; returns the window ids to pass to :meth:`remove`."""
+        """Index ``lines`` of ``path`` (replacing what was indexed for it); returns its window
+        ids."""
+        self.remove(path)
         first = len(self._path)
         postings = self._postings
+        seen: set[str] = set()
         for start, tokens in windows(lines):
             wid = len(self._path)
             self._path.append(path)
             self._start.append(start)
             self._size.append(len(tokens))
+            seen |= tokens
             for t in tokens:
                 try:
                     postings[t].append(wid)
                 except KeyError:
                     postings[t] = array("I", (wid,))
-        return range(first, len(self._path))
+        ids = range(first, len(self._path))
+        self._files[path] = (ids, tuple(seen))
+        return ids
 
-    def remove(self, ids: range) -> None:
+    def remove(self, path: str) -> None:
+        """Forget ``path``'s windows. Their ids leave the posting lists at once (lists are in
+        id order and a file's ids are one run, so each list loses one slice), which keeps
+        document frequencies exact; the id slots are reclaimed by a compaction once dead
+        windows outnumber live ones."""
+        found = self._files.pop(path, None)
+        if found is None:
+            return
+        ids, tokens = found
+        for t in tokens:
+            posting = self._postings.get(t)
+            if posting is None:
+                continue
+            a, b = bisect_left(posting, ids.start), bisect_left(posting, ids.stop)
+            del posting[a:b]
+            if not posting:
+                del self._postings[t]
         for wid in ids:
-            if self._path[wid] is not None:
-                self._path[wid] = None
-                self._size[wid] = 0
-                self._dead += 1
-        # Posting lists keep dead ids until compaction, so document frequencies drift upwards
-        # a little; they only gate the most common tokens.
+            self._path[wid] = None
+            self._size[wid] = 0
+        self._dead += len(ids)
         if self._dead > 1000 and self._dead > self.live:
             self._compact()
 
@@ -113,13 +137,14 @@ class WindowIndex:
         remap = np.full(len(self._path), -1, dtype=np.int64)
         alive = [i for i, p in enumerate(self._path) if p is not None]
         remap[alive] = np.arange(len(alive))
-        postings: dict[str, array[int]] = {}
-        for token, posting in self._postings.items():
-            ids = remap[np.frombuffer(posting, dtype=np.uint32)]
-            ids = ids[ids >= 0]
-            if len(ids):
-                postings[token] = array("I", ids.astype(np.uint32).tobytes())
-        self._postings = postings
+        self._postings = {
+            token: array("I", remap[np.frombuffer(posting, dtype=np.uint32)].astype(np.uint32))
+            for token, posting in self._postings.items()
+        }
+        self._files = {
+            path: (range(int(remap[ids.start]), int(remap[ids.start]) + len(ids)), tokens)
+            for path, (ids, tokens) in self._files.items()
+        }
         self._path = [self._path[i] for i in alive]
         self._start = array("I", (self._start[i] for i in alive))
         self._size = array("I", (self._size[i] for i in alive))
@@ -130,8 +155,7 @@ class WindowIndex:
         self._compact()
 
     def frequency(self, token: str) -> int:
-        """In how many windows ``token`` occurs (windows of removed files included until the
-        next compaction): how much of the workspace uses a name."""
+        """In how many windows ``token`` occurs: how much of the workspace uses a name."""
         posting = self._postings.get(token)
         return 0 if posting is None else len(posting)
 

@@ -227,6 +227,8 @@ class _Outliner:
                 stack.append((cap.end, cap.name, "impl", False))
                 continue
             symbol = self.symbol(cap, container, host)
+            if symbol.name == "_":
+                continue  # Go's blank identifier (`_ ValueType = iota`) names nothing
             result.append(symbol)
             if symbol.kind in CONTAINERS:
                 stack.append((cap.end, symbol.name, symbol.kind, False))

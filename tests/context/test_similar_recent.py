@@ -55,15 +55,34 @@ def test_overlapping_windows_of_one_file_merge():
 
 def test_removed_files_disappear_and_compaction_keeps_results():
     index = WindowIndex()
-    ids = [index.add(f"f{i}.py", _filler(i, 40)) for i in range(80)]
+    for i in range(80):
+        index.add(f"f{i}.py", _filler(i, 40))
     special = ["unique_token_one unique_token_two unique_token_three\n"] * 5
     keep = index.add("keep.py", special + _filler(999, 30))
-    for r in ids:
-        index.remove(r)
-    assert index.live == len(keep)
+    index.add("late.py", ["late_token other_token\n"] * 3)
+    for i in range(80):
+        index.remove(f"f{i}.py")
+    assert index.live == len(keep) + 1
+    assert index.frequency("unique_token_one") == 1  # exact at once, before any compaction
     index.compact_map()
     best = index.query({"unique_token_one", "unique_token_two"}, k=1, min_score=0.01)
     assert [m.path for m in best] == ["keep.py"]
+    # After compaction, removing a file still removes that file's windows and no other's.
+    index.remove("late.py")
+    assert index.frequency("late_token") == 0 and index.live == len(keep)
+    assert [m.path for m in index.query({"unique_token_one"}, k=1, min_score=0.01)] == ["keep.py"]
+
+
+def test_frequency_counts_live_windows_through_edits():
+    index = WindowIndex()
+    index.add("a.py", ["helper(x)\n"] * 25)  # two windows
+    index.add("b.py", ["helper(y)\n"])
+    assert index.frequency("helper") == 3
+    for _ in range(5):  # re-indexing an edited file replaces its windows
+        index.add("a.py", ["helper(x)\n"] * 25)
+    assert index.frequency("helper") == 3
+    index.add("a.py", ["other(x)\n"])
+    assert index.frequency("helper") == 1 and index.frequency("other") == 1
 
 
 def test_ring_keeps_latest_chunk_per_region_and_skips_secrets():
