@@ -170,7 +170,7 @@ def big_workspace(dest: Path, files: int) -> Path:
     return root
 
 
-def retrieval_times(root: Path, requests: int) -> dict[str, Any]:
+def retrieval_times(root: Path, requests: int, language: str = "python") -> dict[str, Any]:
     """Retrieval per request, counting tokens with the bundled model's tokenizer as the engine
     does. *cold*: each request in another file at a random line (nothing cached about it);
     *typing*: line after line down a file, as when writing code (every new line retrieves
@@ -195,7 +195,7 @@ def retrieval_times(root: Path, requests: int) -> dict[str, Any]:
         req = Request(
             uri=(root / rel).as_uri(),
             path=rel,
-            language="python",
+            language=language,
             before="".join(lines[max(0, line - 200) : line]),
             after="".join(lines[line : line + 100]),
             line=line,
@@ -210,14 +210,14 @@ def retrieval_times(root: Path, requests: int) -> dict[str, Any]:
     cold, sizes = [], []
     for _ in range(requests):
         rel = rng.choice(paths)
-        lines = (root / rel).read_text().splitlines(keepends=True)
+        lines = (root / rel).read_text(errors="replace").splitlines(keepends=True)
         if len(lines) > 5:
             ms, tokens = request(rel, lines, rng.randrange(1, len(lines)))
             cold.append(ms)
             sizes.append(tokens)
     typing = []
-    for rel in rng.sample(paths, 10):
-        lines = (root / rel).read_text().splitlines(keepends=True)
+    for rel in rng.sample(paths, min(10, len(paths))):
+        lines = (root / rel).read_text(errors="replace").splitlines(keepends=True)
         start = rng.randrange(0, max(1, len(lines) - 40))
         for line in range(start, min(len(lines), start + requests // 10)):
             typing.append(request(rel, lines, line)[0])

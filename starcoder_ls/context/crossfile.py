@@ -365,7 +365,7 @@ def _imported_symbols(
     usage: Callable[[str], float],
     only: set[str] | None = None,
 ) -> list[tuple[Symbol, float]]:
-    top = [s for s in target.symbols if not s.parent and (only is None or s.name in only)]
+    top = [s for s in target.top_level() if only is None or s.name in only]
     named = [n for n in ref.names if n != "*"]
     chosen = [s for s in top if s.name in named]
     explicit = bool(chosen)

@@ -100,12 +100,9 @@ def _import_bindings(
         other = index.entry(target)
         if other is None:
             return {}
-        symbols = other.outline.symbols
-        spaces = {s.name for s in symbols if not s.parent and s.kind in ("module", "namespace")}
         found: dict[str, Symbol] = {}
-        for s in symbols:  # a name defined twice (``#ifdef`` branches): its first definition
-            if not s.parent or s.parent in spaces:
-                found.setdefault(s.name, s)
+        for s in other.outline.top_level():  # a name defined twice (``#ifdef``): the first
+            found.setdefault(s.name, s)
         return found
 
     for ref in entry.outline.imports:

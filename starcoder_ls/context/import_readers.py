@@ -217,3 +217,7 @@ def read_c(r: SourceReader, root: Node) -> None:
             path = node.child_by_field_name("path")
             if path is not None and path.type == "string_literal":
                 r.add(r.string(path), node, kind="include")
+            elif path is not None and path.type == "system_lib_string":
+                # `#include <lib/x.h>`: kept with its brackets, resolved only where the
+                # workspace holds that exact path (a library's own headers, `include/`).
+                r.add(r.text(path).strip(), node, kind="include")

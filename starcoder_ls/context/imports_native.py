@@ -292,15 +292,19 @@ _INCLUDE_DIRS = ("include", "src")
 
 
 def resolve_c(ref: ImportRef, src: str, files: WorkspaceFiles) -> list[str]:
+    system = ref.module.strip().startswith("<")
     inc = ref.module.strip().strip('"<>').strip()
     if not inc or inc.startswith("/"):
         return []
     here = join(parent(src), inc)
     if here is None:
         return []  # climbs out of the workspace
-    for path in (here, *(join(base, inc) for base in ("", *_INCLUDE_DIRS))):
+    bases = (join(base, inc) for base in ("", *_INCLUDE_DIRS))
+    for path in (*bases,) if system else (here, *bases):
         if path is not None and path in files:
             return [path]
+    if system:
+        return []  # `<string.h>` is the system's, whatever file of that name the tree holds
     # Anywhere in the workspace (``-I`` directories we cannot know): a unique suffix match, or
     # the one nearest the including file when that is unique.
     tail = normalize("/".join(p for p in inc.split("/") if p not in (".", "..")))

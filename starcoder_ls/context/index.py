@@ -40,8 +40,9 @@ PARALLEL_MIN_FILES = 300
 _IN_FLIGHT = 4
 _BATCH = 16
 _BATCH_CHARS = 256 * 1024
-FORMAT = 1
-"""Version of the persisted file; a different one is ignored (rebuilt)."""
+FORMAT = 2
+"""Version of the persisted outlines: bumped whenever parsing changes what an outline holds
+(2: `#include <...>`, no `_` symbols, banner comments are not docs), so an old index is ignored and rebuilt."""
 _CONFIG_FILES = ("go.mod", "tsconfig.json", "jsconfig.json", "package.json", "composer.json")
 
 

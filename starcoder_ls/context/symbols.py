@@ -93,6 +93,10 @@ class ImportRef:
         return cls(module, tuple(names), tuple(bound), level, line, kind)
 
 
+NAMESPACE_KINDS = frozenset({"namespace", "module"})
+"""Kinds whose members are named from other files as if they were top-level."""
+
+
 @dataclass(frozen=True)
 class FileOutline:
     """Everything the index keeps from one parse of one file."""
@@ -105,6 +109,24 @@ class FileOutline:
     errors: bool = False
     """The parse had syntax errors (the outline is what could be recovered)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def top_level(self) -> tuple[Symbol, ...]:
+        """The definitions another file can name: those at the top of the file and those inside
+        its namespaces (C# and C++ ``namespace``, Ruby ``module``), not the namespaces
+        themselves. Computed once per outline."""
+        found = self.extra.get("top_level")
+        if found is None:
+            spaces: set[str] = set()
+            out = []
+            for sym in self.symbols:  # in source order: a namespace comes before its members
+                if sym.parent and sym.parent not in spaces:
+                    continue
+                if sym.kind in NAMESPACE_KINDS:
+                    spaces.add(sym.name)
+                else:
+                    out.append(sym)
+            found = self.extra["top_level"] = tuple(out)
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -496,6 +496,17 @@ def test_c_includes() -> None:
     assert res(files, "c", "src/main.c", "/usr/include/stdio.h") == ()
 
 
+def test_c_angle_includes_resolve_only_to_the_exact_path() -> None:
+    files = workspace([*C, "compat/string.h"])
+    # A library's own headers through its include directory (`#include <proj/api.h>`).
+    assert res(files, "cpp", "src/main.c", "<proj/api.h>") == ("include/proj/api.h",)
+    assert res(files, "c", "lib/net/sock.c", "<config.h>") == ("config.h",)
+    # Never by suffix or next to the including file: those are the system's headers.
+    assert res(files, "c", "src/main.c", "<string.h>") == ()
+    assert res(files, "c", "src/main.c", "<util.h>") == ("src/util.h",)  # src/ is searched
+    assert res(files, "c", "lib/net/sock.c", "<sock.h>") == ()
+
+
 # -- php ------------------------------------------------------------------------------------
 
 COMPOSER = json.dumps(

@@ -339,6 +339,7 @@ def test_c() -> None:
     assert find(o, "MAX").signature == "#define MAX(a, b) ((a) > (b) ? (a) : (b))"
     assert o.imports == (
         imp("util/str.h", line=3, kind="include"),
+        imp("<stdio.h>", line=4, kind="include"),  # resolved only where the tree has the path
         imp("db_internal.h", line=5, kind="include"),
     )
 
@@ -363,7 +364,10 @@ def test_cpp() -> None:
     assert find(o, "get").signature == "virtual std::string get(const std::string& key) const = 0"
     load = find(o, "load")
     assert (load.signature, load.parent) == ("bool acme::Store::load(const char* path)", "Store")
-    assert o.imports == (imp("acme/base.hpp", line=0, kind="include"),)
+    assert o.imports == (
+        imp("acme/base.hpp", line=0, kind="include"),
+        imp("<string>", line=1, kind="include"),
+    )
 
 
 def test_ruby() -> None:
