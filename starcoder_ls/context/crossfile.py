@@ -242,6 +242,7 @@ def _imports(
     window_use = _proximity_use(req.before, req.after)
     usage = _memo_usage(index)
     wanted = {n for names in (window_use, co_use, near) for n in names if len(n) > 1}
+    small = req.budget < SMALL_BUDGET
     best: dict[tuple[str, str], tuple[float, Symbol, FileEntry]] = {}
 
     def consider(ref: ImportRef, target: str, only: set[str] | None) -> None:
@@ -249,7 +250,7 @@ def _imports(
         if entry is None:
             return
         for sym, score in _imported_symbols(
-            ref, entry.outline, window_use, near, co_use, usage, only
+            ref, entry.outline, window_use, near, co_use, usage, only, small
         ):
             # One definition per name and file: the variants of ``#ifdef`` branches say the
             # same thing, and the first is shown.
@@ -263,8 +264,11 @@ def _imports(
     # code like the cursor's comes from) offer all of their names.
     whole = {n.path for n in neighbours}
     for ref in current.imports:
-        for i, target in enumerate(index.resolve(ref, req.path, info.name)):
+        targets = index.resolve(ref, req.path, info.name)
+        for i, target in enumerate(targets):
             consider(ref, target, None if i < _WHOLE_FILES or target in whole else wanted)
+        if targets and ref.names:
+            _follow_reexports(index, ref, targets[0], info.name, consider)
     if info.name in SAME_PACKAGE:
         # Go and Java see the other files of their package (directory) without importing them.
         package = ImportRef(module="")
@@ -283,6 +287,27 @@ def _imports(
             text, brief = _render(entry, sym, wanted), _brief(sym, entry.language)
         out.append(_Candidate("import", key[0], sym.line, sym.end_line, text, score, key, brief))
     return out
+
+
+def _follow_reexports(
+    index: WorkspaceIndex,
+    ref: ImportRef,
+    target: str,
+    language: str,
+    consider: Callable[[ImportRef, str, set[str] | None], None],
+) -> None:
+    """Names imported from a file that only passes them on (``__init__.py``, a barrel ``index.ts``,
+    ``pub use``) are offered from the file that defines them."""
+    entry = index.entry(target)
+    if entry is None:
+        return
+    here = {s.name for s in entry.outline.top_level()}
+    for name in ref.names:
+        if name == "*" or name in here:
+            continue
+        found = index.reexported(target, name, language)
+        if found is not None and found[0] != target:
+            consider(ImportRef(ref.module, (found[1].name,), (found[1].name,)), found[0], {name})
 
 
 SAME_PACKAGE = frozenset({"go", "java"})
@@ -338,6 +363,19 @@ def _line_identifiers(line: str) -> frozenset[str]:
 
 
 _SPECULATIVE = 0.3
+SMALL_BUDGET = 320
+"""Cross-file budgets below this (a 512-token model's) demote type-only imports."""
+_TEST_PATH = re.compile(
+    r"(?:^|/)(?:tests?|testing|spec|__tests__|fixtures?|testdata)/|(?:^|/)test_[^/]*$"
+    r"|_test\.\w+$|\.(?:test|spec)\.\w+$|Tests?\.\w+$|_spec\.rb$"
+)
+
+
+def is_test_path(path: str) -> bool:
+    """Whether ``path`` is a test or a test fixture (by the usual layouts and names)."""
+    return _TEST_PATH.search(path) is not None
+
+
 """Import candidates scored below this are rendered as their signature alone."""
 
 
@@ -364,6 +402,7 @@ def _imported_symbols(
     co_use: dict[str, float],
     usage: Callable[[str], float],
     only: set[str] | None = None,
+    small: bool = False,
 ) -> list[tuple[Symbol, float]]:
     top = [s for s in target.top_level() if only is None or s.name in only]
     named = [n for n in ref.names if n != "*"]
@@ -371,9 +410,12 @@ def _imported_symbols(
     explicit = bool(chosen)
     if not chosen:
         chosen = top  # a module imported whole, a wildcard, or a name that is a submodule
+    # Names imported for annotations only (`import type`, `if TYPE_CHECKING:`) are rarely what
+    # the next line calls: behind the others when the budget is small.
+    demote = 0.6 if small and ref.kind == "type" else 0.0
     scored = []
     for sym in chosen:
-        score = 1.0 if explicit else 0.3
+        score = (1.0 if explicit else 0.3) - demote
         if sym.name in near:
             score += 1.0
         used = use.get(sym.name, 0.0)
@@ -389,6 +431,7 @@ def _imported_symbols(
 def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) -> list[_Candidate]:
     out: list[_Candidate] = []
     wanted = set(names)
+    in_tests = is_test_path(req.path) if req.path else None
     here = req.path.rsplit("/", 1)[0] if req.path and "/" in req.path else ""
     for rank, name in enumerate(names[:12]):
         found = sorted(
@@ -403,6 +446,8 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
             if entry is None:
                 continue
             bonus = 0.2 if here and path.startswith(here + "/") else 0.0
+            if in_tests is False and is_test_path(path):
+                bonus -= 0.5 * weight  # a fixture's `enum Command` is not the one meant
             if sym.kind in outlines.CONTAINER_KINDS:
                 bonus += 0.1
             text = _render(entry, sym, wanted)
@@ -603,10 +648,10 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
                 if id(cand) in picked or _covered(cand, chosen):
                     continue
                 room = limit - spent[kind]
-                if _optimistic(cand.text) > room and (cand.brief is None or pass_budget == "share"):
+                if _optimistic(cand.text) > room and cand.brief is None:
                     continue  # cannot fit: not worth tokenizing
                 cost = cost_of(cand) if _optimistic(cand.text) <= room else room + 1
-                if spent[kind] + cost > limit and pass_budget == "rest" and cand.brief:
+                if spent[kind] + cost > limit and cand.brief:
                     # The whole outline does not fit: its signature alone may.
                     cand.text, cand.brief = cand.brief(), None
                     costs.pop(id(cand), None)

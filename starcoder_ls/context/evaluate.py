@@ -114,6 +114,12 @@ def _import_bindings(
         found = [(b, top(first)[n]) for n, b in pairs if n in top(first) and n != "*"]
         for bound, sym in found:
             names[bound] = (first, sym)
+        for n, b in pairs:  # passed on by the target (``__init__.py``, a barrel, ``pub use``)
+            if n != "*" and n not in top(first):
+                origin = index.reexported(first, n, language)
+                if origin is not None and origin[0] != first:
+                    names[b] = origin
+                    found.append((b, origin[1]))
         module = ""
         if not found and not pairs and ref.bound:
             module = ref.bound[-1]
@@ -160,10 +166,13 @@ def _folders(index: WorkspaceIndex) -> dict[str, list[str]]:
     return out
 
 
-def _is_name(node_type: str) -> bool:
+def _is_name(node: Any) -> bool:
     """A leaf that names something: ``identifier`` and its kinds (``type_identifier``, ...),
-    and PHP's ``name``."""
-    return "identifier" in node_type or node_type == "name"
+    PHP's ``name``, and the command a shell line runs."""
+    kind = node.type
+    if kind == "word":
+        return node.parent is not None and node.parent.type == "command_name"
+    return "identifier" in kind or kind == "name"
 
 
 def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
@@ -182,7 +191,7 @@ def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
     while True:
         node = cursor.node
         descend = node is not None and node.type not in skip_types
-        if node is not None and descend and node.child_count == 0 and _is_name(node.type):
+        if node is not None and descend and node.child_count == 0 and _is_name(node):
             row, col = node.start_point
             out.append((row, col, (node.text or b"").decode("utf-8", "replace")))
         if descend and cursor.goto_first_child():

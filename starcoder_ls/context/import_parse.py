@@ -56,17 +56,31 @@ def imports_and_package(
     return tuple(reader.imports), reader.package
 
 
+def _type_checking(r: SourceReader, node: Node) -> bool:
+    """Inside ``if TYPE_CHECKING:``: an import for annotations only."""
+    up = node.parent
+    while up is not None:
+        if up.type == "if_statement":
+            cond = r.text(up.child_by_field_name("condition")).strip()
+            if cond.endswith("TYPE_CHECKING"):
+                return True
+        up = up.parent
+    return False
+
+
 def _python(r: SourceReader, root: Node) -> None:
     for node in top_level(root, _PY_WRAPPERS):
         kind = node.type
+        how = "type" if _type_checking(r, node) else "import"
         if kind == "import_statement":
             for item in node.children_by_field_name("name"):
                 if item.type == "aliased_import":
                     module = r.compact(item.child_by_field_name("name"))
-                    r.add(module, node, bound=(r.text(item.child_by_field_name("alias")),))
+                    alias = r.text(item.child_by_field_name("alias"))
+                    r.add(module, node, bound=(alias,), kind=how)
                 else:
                     module = r.compact(item)
-                    r.add(module, node, bound=(module.split(".")[0],))
+                    r.add(module, node, bound=(module.split(".")[0],), kind=how)
         elif kind in ("import_from_statement", "future_import_statement"):
             level, module = 0, "__future__"
             source = node.child_by_field_name("module_name")
@@ -88,7 +102,7 @@ def _python(r: SourceReader, root: Node) -> None:
                     bound.append(names[-1])
             if any(c.type == "wildcard_import" for c in node.named_children):
                 names, bound = ["*"], ["*"]
-            r.add(module, node, tuple(names), tuple(bound), level)
+            r.add(module, node, tuple(names), tuple(bound), level, kind=how)
 
 
 def _js_require(r: SourceReader, call: Node | None) -> str | None:
@@ -182,10 +196,12 @@ def _js_import(r: SourceReader, node: Node) -> None:
     if source is None:
         return
     module = r.string(source)
+    # `import type { A } from`: for annotations only.
+    how = "type" if any(c.type == "type" and not c.is_named for c in node.children) else "import"
     if names or not namespaces:
-        r.add(module, node, tuple(names), tuple(bound))
+        r.add(module, node, tuple(names), tuple(bound), kind=how)
     for ns in namespaces:
-        r.add(module, node, bound=(ns,))
+        r.add(module, node, bound=(ns,), kind=how)
 
 
 def _js_export(r: SourceReader, node: Node, module: str) -> None:
@@ -279,6 +295,51 @@ def _lua(r: SourceReader, root: Node) -> None:
                 r.add(module, node, kind="require")
 
 
+_SHELL_NESTS = frozenset({"if_statement", "elif_clause", "else_clause", "compound_statement"})
+
+
+def _bash(r: SourceReader, root: Node) -> None:
+    """``source lib/util.sh`` and ``. "$(dirname "$0")/lib/log.sh"``: the file's functions
+    become visible (an ``include``). A path that starts with an expansion is taken as relative
+    to the script's own directory, the usual idiom."""
+    nodes = list(root.children)
+    while nodes:
+        node = nodes.pop(0)
+        if node.type in _SHELL_NESTS:
+            nodes[:0] = node.children
+            continue
+        if node.type != "command":
+            continue
+        name = node.child_by_field_name("name")
+        if name is None or r.text(name) not in ("source", "."):
+            continue
+        args = [c for c in node.named_children if c != name and not c.is_extra]
+        path = _shell_path(r, args[0]) if args else None
+        if path:
+            r.add(path, node, kind="include")
+
+
+def _shell_path(r: SourceReader, arg: Node) -> str | None:
+    if arg.type == "word":
+        text = r.text(arg)
+        return None if "$" in text else text
+    if arg.type == "raw_string":
+        return r.text(arg)[1:-1]
+    if arg.type != "string":
+        return None
+    parts = [c for c in arg.named_children]
+    if not parts or parts[-1].type != "string_content":
+        return None
+    tail = r.text(parts[-1])
+    if len(parts) == 1:
+        return None if "$" in tail else tail
+    if tail.startswith("/") and all(
+        p.type in ("simple_expansion", "expansion", "command_substitution") for p in parts[:-1]
+    ):
+        return "./" + tail.lstrip("/")
+    return None
+
+
 _READERS: dict[str, Callable[[SourceReader, Node], None]] = {
     "python": _python,
     "javascript": _js,
@@ -293,4 +354,5 @@ _READERS: dict[str, Callable[[SourceReader, Node], None]] = {
     "php": _php,
     "ruby": _ruby,
     "lua": _lua,
+    "bash": _bash,
 }

@@ -28,6 +28,7 @@ from starcoder_ls.context.imports_native import (
     resolve_rust,
 )
 from starcoder_ls.context.imports_script import (
+    resolve_bash,
     resolve_js,
     resolve_lua,
     resolve_php,
@@ -39,8 +40,10 @@ from starcoder_ls.context.symbols import ImportRef
 
 __all__ = ["MAX_TARGETS", "WorkspaceFiles", "resolve_import"]
 
-MAX_TARGETS = 8
-"""At most this many files per import (a Go package or a Java wildcard may have more)."""
+MAX_TARGETS = 256
+"""At most this many files per import (a Go package, a C# namespace or a Java wildcard):
+retrieval reads every name of the first few and looks up only the names used near the cursor
+in the rest."""
 
 Resolver = Callable[[ImportRef, str, WorkspaceFiles], list[str]]
 
@@ -58,6 +61,7 @@ _RESOLVERS: dict[str, Resolver] = {
     "php": resolve_php,
     "ruby": resolve_ruby,
     "lua": resolve_lua,
+    "bash": resolve_bash,
 }
 
 

@@ -388,3 +388,19 @@ def resolve_php(ref: ImportRef, src: str, files: WorkspaceFiles) -> list[str]:
     # Group use (``use App\\{A, B}``): one class per name; else the name itself.
     out = [p for target in targets for p in _php_class(files, target, src)[:1]]
     return out or _php_class(files, parts, src)
+
+
+# -- bash -----------------------------------------------------------------------------------
+
+
+def resolve_bash(ref: ImportRef, src: str, files: WorkspaceFiles) -> list[str]:
+    """A sourced file: relative to the sourcing script's directory, else to the workspace root
+    (scripts are often run from there)."""
+    spec = ref.module.strip()
+    if not spec or spec.startswith(("/", "~")):
+        return []
+    for base in (parent(src), ""):
+        path = join(base, spec)
+        if path is not None and path in files:
+            return [path]
+    return []

@@ -41,8 +41,9 @@ _IN_FLIGHT = 4
 _BATCH = 16
 _BATCH_CHARS = 256 * 1024
 FORMAT = 2
-"""Version of the persisted outlines: bumped whenever parsing changes what an outline holds
-(2: `#include <...>`, no `_` symbols, banner comments are not docs), so an old index is ignored and rebuilt."""
+"""Version of the persisted outlines, bumped whenever parsing changes what an outline holds
+(2: `#include <...>`, no `_` symbols, banner comments are not docs): an old index is ignored
+and rebuilt."""
 _CONFIG_FILES = ("go.mod", "tsconfig.json", "jsconfig.json", "package.json", "composer.json")
 
 
@@ -230,6 +231,36 @@ class WorkspaceIndex:
                 for p in resolve_import(ref, from_path, language, self._resolver)
                 if p != from_path
             )
+
+    def reexported(
+        self, path: str, name: str, language: str, depth: int = 3
+    ) -> tuple[str, Symbol] | None:
+        """Where ``name``, imported from ``path``, is defined: in ``path`` itself, or through the
+        imports ``path`` passes on (a Python ``__init__.py``'s ``from .app import Flask``, a
+        TypeScript barrel's ``export * from "./schemas"``, a Rust ``pub use``), up to
+        ``depth`` files away."""
+        entry = self.entry(path)
+        if entry is None:
+            return None
+        for sym in entry.outline.top_level():
+            if sym.name == name:
+                return path, sym
+        if depth <= 0:
+            return None
+        for ref in entry.outline.imports:
+            if name in ref.bound:  # `from .app import Flask`, `pub use a::Flask`
+                original = ref.names[ref.bound.index(name)] if ref.names else name
+                if original == "*":
+                    original = name
+            elif "*" in ref.names:  # `export * from "./schemas"`, `from .core import *`
+                original = name
+            else:
+                continue
+            for target in self.resolve(ref, path, language)[:2]:
+                found = self.reexported(target, original, language, depth - 1)
+                if found is not None:
+                    return found
+        return None
 
     def similar(self, tokens: set[str], *, k: int, exclude: str | None) -> list[Match]:
         with self._lock:

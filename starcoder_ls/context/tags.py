@@ -70,6 +70,32 @@ in an ``if`` is still within reach."""
 _TEMPLATE_ARGS = re.compile(r"<.*>")
 
 
+_LUA_TABLE = re.compile(r"^local\s+([A-Za-z_]\w*)\s*=\s*\{", re.M)
+
+
+def _lua_module_tables(symbols: tuple[Symbol, ...], text: str) -> tuple[Symbol, ...]:
+    """A Lua module is a table of functions (``local M = {}``, ``function M.greet()``,
+    ``return M``): the table becomes a ``module`` symbol, so that its functions are what the
+    file offers to a ``require`` (see :meth:`FileOutline.top_level`)."""
+    defined = {s.name for s in symbols}
+    tables = {m.group(1): text.count("\n", 0, m.start()) for m in _LUA_TABLE.finditer(text)}
+    parents = {s.parent for s in symbols if s.parent and s.parent not in defined}
+    added = [
+        Symbol(
+            name,
+            "module",
+            line,
+            max([line] + [s.end_line for s in symbols if s.parent == name]),
+            f"local {name} = {{}}",
+        )
+        for name, line in tables.items()
+        if name in parents
+    ]
+    if not added:
+        return symbols
+    return tuple(sorted((*symbols, *added), key=lambda s: (s.line, s.kind != "module")))
+
+
 def outline(
     text: str,
     language: LanguageInfo | str | None,
@@ -100,6 +126,8 @@ def outline(
     symbols: tuple[Symbol, ...] = ()
     try:
         symbols = _Outliner(info.name, source).symbols(query, root)
+        if info.name == "lua":
+            symbols = _lua_module_tables(symbols, text)
     except Exception as exc:
         log.debug("outline of symbols failed (%s): %s", path or info.name, exc, exc_info=True)
         errors = True

@@ -42,6 +42,21 @@ TREES: dict[str, dict[str, str]] = {
         "src/Store/Db.php": "<?php\nnamespace Acme\\Store;\n\nclass Db\n{\n    public function fetch(int $id): int { return $id; }\n}\n",
         "src/App/Main.php": "<?php\nnamespace Acme\\App;\n\nuse Acme\\Store\\Db;\n\nclass Main\n{\n    public function run(): void\n    {\n        $database = new Db();\n    }\n}\n",
     },
+    # C++: a library header through `#include <...>`, its names inside nested namespaces.
+    "cpp": {
+        "include/acme/store.hpp": "namespace acme {\nnamespace store {\nclass Db {\n public:\n  int fetch(int id);\n};\nint open_db(const char* path);\n}  // namespace store\n}  // namespace acme\n",
+        "src/main.cpp": '#include <acme/store.hpp>\n#include <vector>\n\nint main() {\n  acme::store::Db database;\n  int handle = acme::store::open_db("x.db");\n  return handle;\n}\n',
+    },
+    # Lua: a module is the table it returns; `require` binds it to a local.
+    "lua": {
+        "lua/app/util.lua": "local M = {}\n\n--- Upper-cases a text.\nfunction M.shout(s)\n  return s:upper()\nend\n\nreturn M\n",
+        "lua/app/main.lua": 'local util = require("app.util")\n\nlocal function greet(name)\n  return util.shout("hello " .. name)\nend\n\nreturn greet\n',
+    },
+    # Bash: a sourced file's functions, by a path relative to the script's directory.
+    "bash": {
+        "lib/log.sh": 'log_info() {\n  echo "INFO $*"\n}\n',
+        "run.sh": '#!/bin/bash\n. "$(dirname "$0")/lib/log.sh"\n\nmain() {\n  log_info "starting the job"\n}\n',
+    },
     # Ruby: a required file's top-level definitions.
     "ruby": {
         "lib/util.rb": "def shout(text)\n  text.upcase\nend\n",
@@ -56,6 +71,9 @@ EXPECTED = {
     "csharp": {"Database"},
     "ruby": {"shout"},
     "php": {"Db"},
+    "cpp": {"Db", "open_db"},
+    "lua": {"shout"},
+    "bash": {"log_info"},
 }
 
 
@@ -120,3 +138,54 @@ def test_go_package_siblings_come_in_through_the_import_source(tmp_path: Path) -
     segments = CrossFileContext(lambda uri: index).segments(request)
     imported = [s for s in segments if s.kind == "import"]
     assert any(s.path == "cmd/util.go" and "func twice" in s.text for s in imported), segments
+
+
+REEXPORTS = {
+    # Python: a package's __init__.py passes on a name defined in one of its modules.
+    "python": {
+        "pkg/__init__.py": "from .templating import render_template\n",
+        "pkg/templating.py": "def render_template(name, **context):\n    return name\n",
+        "app.py": "from pkg import render_template\n\n\ndef index():\n    return render_template('index.html')\n",
+    },
+    # TypeScript: a barrel re-exports everything of a module.
+    "typescript": {
+        "src/index.ts": 'export * from "./schemas";\n',
+        "src/schemas.ts": "export function object(shape: any) {\n  return shape;\n}\n",
+        "src/app.ts": 'import { object } from "./index";\n\nexport const user = object({ name: "x" });\n',
+    },
+}
+
+
+@pytest.mark.parametrize("language", sorted(REEXPORTS))
+def test_reexported_names_are_found_where_they_are_defined(tmp_path: Path, language: str) -> None:
+    """`from pkg import render_template` stops at `pkg/__init__.py`, which only imports it: the
+    sample and the prompt both follow the name to the module that defines it."""
+    from starcoder_ls.context.crossfile import CrossFileContext, Request
+
+    root = tmp_path / language
+    for rel, text in REEXPORTS[language].items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
+    samples, _ = sample_positions(index, 50)
+    (sample,) = samples
+    defined = {"python": "pkg/templating.py", "typescript": "src/schemas.ts"}[language]
+    assert sample.definition_path == defined
+    rel = sample.path
+    lines = REEXPORTS[language][rel].splitlines(keepends=True)
+    before = "".join(lines[: sample.line]) + sample.indent
+    ctx = CrossFileContext(lambda uri: index)
+    segs = ctx.segments(
+        Request(
+            uri=(root / rel).as_uri(),
+            path=rel,
+            language=language,
+            before=before,
+            after="\n",
+            line=sample.line,
+            budget=200,
+            count_tokens=lambda s: len(s) // 4 + 1,
+        )
+    )
+    (seg,) = [s for s in segs if s.kind == "import"]
+    assert seg.path == defined and sample.signature in seg.text

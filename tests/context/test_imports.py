@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
-from starcoder_ls.context.imports import WorkspaceFiles, resolve_import
+from starcoder_ls.context.imports import MAX_TARGETS, WorkspaceFiles, resolve_import
 from starcoder_ls.context.imports_workspace import normalize, parse_jsonc
 from starcoder_ls.context.symbols import ImportRef
 
@@ -672,8 +672,14 @@ def test_degenerate_inputs(py: WorkspaceFiles) -> None:
 
 
 def test_results_are_capped() -> None:
-    files = workspace(["go.mod", *(f"big/f{i:02}.go" for i in range(20))], {"go.mod": "module m\n"})
-    assert len(res(files, "go", "main.go", "m/big")) == 8
+    """A package import resolves to all of its files, up to a bound."""
+    files = workspace(
+        ["go.mod", *(f"big/f{i:03}.go" for i in range(300))], {"go.mod": "module m\n"}
+    )
+    found = res(files, "go", "main.go", "m/big")
+    assert len(found) == MAX_TARGETS and found[0] == "big/f000.go"
+    small = workspace(["go.mod", *(f"pkg/f{i:02}.go" for i in range(20))], {"go.mod": "module m\n"})
+    assert len(res(small, "go", "main.go", "m/pkg")) == 20
 
 
 # -- speed ----------------------------------------------------------------------------------
@@ -703,7 +709,7 @@ def test_resolution_is_fast_on_a_2000_file_workspace() -> None:
         ("java", "java/com/acme/mod0/sub0/file0.java", ImportRef("java.util.List")),
     ]
     found = [resolve_import(ref, src, language, files) for language, src, ref in cases]
-    assert [len(f) for f in found] == [1, 1, 1, 0, 1, 0, 8, 0, 1, 0]
+    assert [len(f) for f in found] == [1, 1, 1, 0, 1, 0, 20, 0, 1, 0]
     rounds = 200
     start = time.perf_counter()
     for _ in range(rounds):

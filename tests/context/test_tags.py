@@ -98,7 +98,7 @@ def test_python() -> None:
         imp("helpers", ["*"], ["*"], line=7),
         imp("ujson", bound=["json"], line=10),
         imp("json", bound=["json"], line=12),
-        imp("typing", ["Any"], ["Any"], line=14),
+        imp("typing", ["Any"], ["Any"], line=14, kind="type"),  # under `if TYPE_CHECKING:`
     )
 
 
@@ -175,7 +175,7 @@ def test_typescript() -> None:
         == "const fetchAll = async <T>(urls: string[]): Promise<T[]> =>"
     )
     assert o.imports == (
-        imp("./types", ["T", "U"], ["T", "U"], line=0),
+        imp("./types", ["T", "U"], ["T", "U"], line=0, kind="type"),  # `import type`
         imp("./base", ["Base"], ["Base"], line=1),
         imp("./all", ["*"], ["*"], line=2),
         imp("lodash", bound=["_"], line=3),
@@ -420,11 +420,13 @@ def test_php() -> None:
 def test_lua() -> None:
     o = outline(LUA_SRC, "lua")
     assert kinds(o) == {
+        "M": "module",  # the module's table: its functions are what `require` gives
         "M.new": "function",
         "M.get": "method",
         "helper": "function",
         "M.size": "function",
     }
+    assert [s.name for s in o.top_level()] == ["new", "get", "helper", "size"]
     new = find(o, "new")
     assert (new.signature, new.doc, new.parent) == ("function M.new(opts)", "Makes one.", "M")
     assert find(o, "helper").signature == "local function helper(x)"
