@@ -42,6 +42,8 @@ QUERY_LINES = 20
 """Lines before the cursor that similar windows are matched against (RepoCoder's window)."""
 NEIGHBOURS = 8
 """Similar windows retrieved per request: their identifiers rank imports and definitions."""
+FOLLOWING_LINES = 10
+"""Lines after each similar window whose names count as used by code like the cursor's."""
 SIMILAR_SHOWN = 3
 """Of those, the best few are candidates for the prompt as code."""
 _MAX_IMPORT_CANDIDATES = 32
@@ -87,6 +89,8 @@ class _Candidate:
     key: tuple[str, int]
     brief: Callable[[], str] | None = None
     """Renders a shorter form (the signature alone), used when ``text`` does not fit."""
+    name: str = ""
+    """The definition's name (imports and definitions)."""
 
 
 class CrossFileContext:
@@ -149,15 +153,17 @@ class CrossFileContext:
         names: tuple[str, ...],
     ) -> list[Segment]:
         pools: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
-        taken: set[tuple[str, int]] = set()
+        taken: set[tuple[str, int | str]] = set()
         if index is not None:
             neighbours = _neighbours(index, req)
             co_use = _co_use(neighbours)
             pools["import"] = _imports(index, req, set(near), co_use, neighbours)
-            taken = {c.key for c in pools["import"]}
+            taken = {c.key for c in pools["import"]} | {(c.path, c.name) for c in pools["import"]}
             wanted = names + _co_used_names(index, co_use, names, req.path)
             pools["definition"] = [
-                c for c in _definitions(index, req, wanted) if c.key not in taken
+                c
+                for c in _definitions(index, req, wanted)
+                if c.key not in taken and (c.path, c.name) not in taken
             ]
             pools["similar"] = _similar(neighbours[:SIMILAR_SHOWN], req)
         if self.recent is not None:
@@ -285,7 +291,9 @@ def _imports(
             text, brief = _brief(sym, entry.language)(), None
         else:
             text, brief = _render(entry, sym, wanted), _brief(sym, entry.language)
-        out.append(_Candidate("import", key[0], sym.line, sym.end_line, text, score, key, brief))
+        out.append(
+            _Candidate("import", key[0], sym.line, sym.end_line, text, score, key, brief, sym.name)
+        )
     return out
 
 
@@ -441,10 +449,14 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
         if not found:
             continue
         weight = 1.0 / (1.0 + 0.25 * rank) / math.sqrt(len(found))
-        for path, sym in found[:6]:
+        files: set[str] = set()
+        for path, sym in found:
             entry = index.entry(path)
-            if entry is None:
-                continue
+            if entry is None or path in files:
+                continue  # one definition per file: overloads and `#ifdef` variants say the same
+            files.add(path)
+            if len(files) > 6:
+                break
             bonus = 0.2 if here and path.startswith(here + "/") else 0.0
             if in_tests is False and is_test_path(path):
                 bonus -= 0.5 * weight  # a fixture's `enum Command` is not the one meant
@@ -461,6 +473,7 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
                     round(weight + bonus, 3),
                     (path, sym.line),
                     _brief(sym, entry.language),
+                    sym.name,
                 )
             )
     return out
@@ -483,6 +496,8 @@ class _Neighbour:
     end: int
     score: float
     text: str
+    following: str = ""
+    """The lines after the window: what code like the cursor's went on to use."""
 
 
 def _neighbours(index: WorkspaceIndex, req: Request) -> list[_Neighbour]:
@@ -496,7 +511,8 @@ def _neighbours(index: WorkspaceIndex, req: Request) -> list[_Neighbour]:
         end = min(m.end_line, len(lines) - 1)
         text = "".join(lines[m.start_line : end + 1])
         if text.strip():
-            out.append(_Neighbour(m.path, m.start_line, end, m.score, text))
+            following = "".join(lines[end + 1 : end + 1 + FOLLOWING_LINES])
+            out.append(_Neighbour(m.path, m.start_line, end, m.score, text, following))
     return out
 
 
@@ -511,7 +527,7 @@ def _co_use(neighbours: list[_Neighbour]) -> dict[str, float]:
     use: dict[str, float] = {}
     for n in neighbours:
         weight = n.score / best
-        for ident in identifiers(n.text):
+        for ident in identifiers(n.text) | identifiers(n.following):
             use[ident] = use.get(ident, 0.0) + weight
     return use
 
