@@ -9,6 +9,7 @@ because the model reads other files as code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from starcoder_ls.context.symbols import Symbol
@@ -21,6 +22,8 @@ BODILESS_KINDS = frozenset({"constant", "macro", "type", "variable", "field"})
 """Definitions whose signature is the whole definition (``#define C_OK 0``, ``const
 Package = "encoding/json"``, ``type ID = string``): rendered as written, no ``{ ... }``."""
 _MAX_MEMBERS = 24
+DOC_LINES = 2
+"""Lines of a docstring an outline may show (its first sentence, see :func:`_short_doc`)."""
 _BRIEF_LINES = 4
 """Lines of a signature kept in its brief form."""
 
@@ -56,9 +59,18 @@ def _commented_doc(doc: str, comment: str, pad: str) -> str:
     return "".join(f"{pad}{comment} {line}".rstrip() + "\n" for line in doc.strip().splitlines())
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
 def _short_doc(doc: str, lines: int) -> str:
+    """The doc's first sentence, within its first ``lines`` lines (the first line when the
+    sentence runs on): what a definition is for, in the fewest tokens."""
     kept = doc.strip().split("\n\n", 1)[0].splitlines()[:lines]
-    return "\n".join(kept)
+    for i, line in enumerate(kept):
+        end = _SENTENCE_END.search(line)
+        if end is not None:
+            return "\n".join([*kept[:i], line[: end.end()]])
+    return kept[0] if kept else ""
 
 
 def render(
@@ -77,7 +89,7 @@ def render(
 
     info = language_for(language)
     name = info.name if info else ""
-    doc = "" if brief else _short_doc(symbol.doc, 3)
+    doc = "" if brief else _short_doc(symbol.doc, DOC_LINES)
     symbol = dataclasses.replace(symbol, doc=doc)
     shown = members(symbol, symbols) if chosen is None else chosen
     children = [] if brief else [dataclasses.replace(c, doc="") for c in shown]

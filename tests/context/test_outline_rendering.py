@@ -100,3 +100,35 @@ def test_the_brief_form_of_a_long_signature_keeps_its_first_lines() -> None:
     assert brief.splitlines() == ["type Formats =", '  | "email"', '  | "url"', '  | "uuid"']
     full = outlines.render(sym, found.symbols, "typescript")
     assert '| "date";' in full or '| "date"' in full
+
+
+def test_an_outline_shows_the_first_sentence_of_a_doc() -> None:
+    go = """\
+package prometheus
+
+// Labels represents a collection of label name -> value mappings. This type is
+// commonly used with the With(Labels) and GetMetricWith(Labels) methods of
+// metric vector Collectors.
+type Labels map[string]string
+
+// Sum adds the prices of every item
+// in the cart and applies the discount.
+// See Cart for the rest.
+func Sum(c Cart) float64 { return 0 }
+
+// NewRegistry creates a new vanilla Registry without any Collectors
+// pre-registered, for tests and custom setups without the default ones
+func NewRegistry() *Registry { return nil }
+"""
+    r = _rendered(go, "go")
+    assert r["Labels"].splitlines()[0] == (
+        "// Labels represents a collection of label name -> value mappings."
+    )
+    assert r["Sum"].splitlines()[:2] == [
+        "// Sum adds the prices of every item",
+        "// in the cart and applies the discount.",
+    ]
+    assert r["NewRegistry"].splitlines() == [
+        "// NewRegistry creates a new vanilla Registry without any Collectors",
+        "func NewRegistry() *Registry { ... }",
+    ]
