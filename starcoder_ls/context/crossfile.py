@@ -211,6 +211,12 @@ def _variable_types(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(types.items())
 
 
+def _nameworthy(name: str) -> bool:
+    """Worth looking up: two characters or more, or a capital (Go's ``type H map[string]any``);
+    a lone ``i`` or ``x`` is a local."""
+    return len(name) > 1 or name.isupper()
+
+
 def _resolvable(index: WorkspaceIndex | None, near: list[str], path: str | None) -> tuple[str, ...]:
     """The near identifiers the workspace defines outside the current file, in order."""
     if index is None:
@@ -218,7 +224,7 @@ def _resolvable(index: WorkspaceIndex | None, near: list[str], path: str | None)
     return tuple(
         name
         for name in dict.fromkeys(near)
-        if len(name) > 1 and index.defined_elsewhere(name, path)
+        if _nameworthy(name) and index.defined_elsewhere(name, path)
     )
 
 
@@ -247,7 +253,7 @@ def _imports(
     current = _current_outline(index, req)
     window_use = _proximity_use(req.before, req.after)
     usage = _memo_usage(index)
-    wanted = {n for names in (window_use, co_use, near) for n in names if len(n) > 1}
+    wanted = {n for names in (window_use, co_use, near) for n in names if _nameworthy(n)}
     small = req.budget < SMALL_BUDGET
     best: dict[tuple[str, str], tuple[float, Symbol, FileEntry]] = {}
 

@@ -67,7 +67,8 @@ class Result:
 
 
 def _first_line(signature: str) -> str:
-    return signature.strip().split("\n", 1)[0].strip()
+    """The signature's first line, without a macro's line continuation."""
+    return signature.strip().split("\n", 1)[0].strip().rstrip("\\").rstrip()
 
 
 _INCLUDE_KINDS = frozenset({"include", "require", "require_relative"})

@@ -102,6 +102,9 @@ def render(
         return out
     comment = (info.line_comment if info else None) or "//"
     sig = symbol.signature.rstrip()
+    if symbol.kind == "macro" and sig.split("\n", 1)[0].rstrip().endswith("\\"):
+        # A macro continued over lines: its name and parameters are what a caller needs.
+        sig = sig.split("\n", 1)[0].rstrip()[:-1].rstrip()
     if brief and sig.count("\n") >= _BRIEF_LINES:
         # A signature that runs on (a union of thirty literals): its first lines say what it is.
         sig = "\n".join(sig.split("\n")[:_BRIEF_LINES])
