@@ -261,6 +261,8 @@ def _imports(
         entry = index.entry(target)
         if entry is None:
             return
+        if only is None and len(entry.outline.top_level()) > _BIG_FILE:
+            only = wanted | set(ref.names) | usage.most_used(entry)
         for sym, score in _imported_symbols(
             ref, entry.outline, window_use, near, co_use, usage, only, small
         ):
@@ -393,19 +395,51 @@ def is_test_path(path: str) -> bool:
 """Import candidates scored below this are rendered as their signature alone."""
 
 
-def _memo_usage(index: WorkspaceIndex) -> Callable[[str], float]:
+class _Usage:
     """How much of the workspace uses a name, as a small score (at most 0.15) that orders the
     names nothing near the cursor points at: a helper that half the package calls is a
-    better guess than one called once."""
-    seen: dict[str, float] = {}
+    better guess than one called once. Remembered per index until a file changes."""
 
-    def usage(name: str) -> float:
-        found = seen.get(name)
+    def __init__(self, index: WorkspaceIndex, generation: int) -> None:
+        self.index = index
+        self.generation = generation
+        self.scores: dict[str, float] = {}
+        self.popular: dict[str, frozenset[str]] = {}
+
+    def __call__(self, name: str) -> float:
+        found = self.scores.get(name)
         if found is None:
-            found = seen[name] = 0.15 * min(1.0, math.log1p(index.usage(name)) / math.log1p(400))
+            if len(self.scores) > 200_000:
+                self.scores.clear()
+            used = self.index.usage(name)
+            found = self.scores[name] = 0.15 * min(1.0, math.log1p(used) / math.log1p(400))
         return found
 
-    return usage
+    def most_used(self, entry: FileEntry) -> frozenset[str]:
+        """The :data:`_POPULAR` most used of a big file's names: the only ones worth offering
+        when nothing near the cursor names any (a 3,000-declaration header)."""
+        found = self.popular.get(entry.path)
+        if found is None:
+            names = {s.name for s in entry.outline.top_level()}
+            found = frozenset(sorted(names, key=lambda n: (-self(n), n))[:_POPULAR])
+            self.popular[entry.path] = found
+        return found
+
+
+_USAGE: dict[int, _Usage] = {}
+_POPULAR = 48
+_BIG_FILE = 96
+"""Definitions above which a file offers its used and most popular names only."""
+
+
+def _memo_usage(index: WorkspaceIndex) -> _Usage:
+    generation = index.generation()
+    held = _USAGE.get(id(index))
+    if held is None or held.generation != generation:
+        if len(_USAGE) > 16:
+            _USAGE.clear()
+        held = _USAGE[id(index)] = _Usage(index, generation)
+    return held
 
 
 def _imported_symbols(

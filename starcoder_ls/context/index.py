@@ -34,7 +34,7 @@ from starcoder_ls.settings import WorkspaceSettings
 
 log = logging.getLogger(__name__)
 
-_LINES_CACHED = 32
+_LINES_CACHED = 128
 PARALLEL_MIN_FILES = 300
 """A first build with at least this many files to parse uses worker processes."""
 _IN_FLIGHT = 4
