@@ -176,6 +176,11 @@ def _is_name(node: Any) -> bool:
     return "identifier" in kind or kind == "name"
 
 
+def _reexport(node: Any) -> bool:
+    """``export { A, B } from "./x"``: an import passed on, not a use."""
+    return node.type == "export_statement" and node.child_by_field_name("source") is not None
+
+
 def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
     """(row, column, name) of every identifier in code (not in strings or comments) outside
     import statements, from a tree-sitter parse."""
@@ -191,7 +196,7 @@ def _usages(text: str, language: str, path: str) -> list[tuple[int, int, str]]:
     cursor = tree.walk()
     while True:
         node = cursor.node
-        descend = node is not None and node.type not in skip_types
+        descend = node is not None and node.type not in skip_types and not _reexport(node)
         if node is not None and descend and node.child_count == 0 and _is_name(node):
             row, col = node.start_point
             out.append((row, col, (node.text or b"").decode("utf-8", "replace")))

@@ -149,7 +149,8 @@ REEXPORTS = {
     },
     # TypeScript: a barrel re-exports everything of a module.
     "typescript": {
-        "src/index.ts": 'export * from "./schemas";\n',
+        "src/index.ts": 'export * from "./schemas";\nexport {\n  // what a release is\n  type Release,\n} from "./meta";\n',
+        "src/meta.ts": "export interface Release {\n  tag: string;\n}\n",
         "src/schemas.ts": "export function object(shape: any) {\n  return shape;\n}\n",
         "src/app.ts": 'import { object } from "./index";\n\nexport const user = object({ name: "x" });\n',
     },
@@ -168,7 +169,7 @@ def test_reexported_names_are_found_where_they_are_defined(tmp_path: Path, langu
         (root / rel).write_text(text)
     index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
     samples, _ = sample_positions(index, 50)
-    (sample,) = samples
+    (sample,) = samples  # a re-export line (`export { version } from`) is not a use
     defined = {"python": "pkg/templating.py", "typescript": "src/schemas.ts"}[language]
     assert sample.definition_path == defined
     rel = sample.path
