@@ -291,11 +291,12 @@ def _imports(
     # Only the best few are rendered: a module imported whole may define hundreds of names.
     ranked = sorted(best.values(), key=lambda v: (-v[0], v[2].path, v[1].line))
     out = []
-    for score, sym, entry in ranked[:_MAX_IMPORT_CANDIDATES]:
+    for rank, (score, sym, entry) in enumerate(ranked[:_MAX_IMPORT_CANDIDATES]):
         key = (entry.path, sym.line)
-        if score < _SPECULATIVE:
-            # Nothing around the cursor or in code like it uses the name: its signature
-            # alone, so that more of the likely names fit.
+        if score < _SPECULATIVE or (small and rank >= _SMALL_FULL):
+            # Nothing around the cursor or in code like it uses the name (or the budget is
+            # small and better names come first): its signature alone, so that more of the
+            # likely names fit.
             text, brief = _brief(sym, entry.language)(), None
         else:
             text, brief = _render(entry, sym, wanted), _brief(sym, entry.language)
@@ -380,6 +381,7 @@ def _line_identifiers(line: str) -> frozenset[str]:
 
 _SPECULATIVE = 0.3
 SMALL_BUDGET = 320
+_SMALL_FULL = 1
 """Cross-file budgets below this (a 512-token model's) demote type-only imports."""
 _TEST_PATH = re.compile(
     r"(?:^|/)(?:tests?|testing|spec|__tests__|fixtures?|testdata)/|(?:^|/)test_[^/]*$"

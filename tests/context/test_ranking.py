@@ -112,3 +112,48 @@ def test_names_written_with_a_dollar_are_matched(tmp_path: Path) -> None:
     # Used near the cursor: it comes first, ahead of the thirty other types of the module.
     assert "interface $ZodErrorMap<T = unknown>" in seg.text
     assert "$Issue0 " not in seg.text
+
+
+SHAPES = '''\
+class Circle:
+    """A circle by its radius."""
+
+    def area(self) -> float: ...
+    def scale(self, k: float) -> "Circle": ...
+
+
+class Square:
+    """A square by its side."""
+
+    def area(self) -> float: ...
+    def rotate(self, degrees: float) -> "Square": ...
+'''
+DRAW_BEFORE = """\
+from geo.shapes import Circle, Square
+
+
+def draw(c: Circle, s: Square) -> float:
+    total = c.area() + s.area() + c.area()
+    """
+
+
+def test_a_small_budget_shows_the_best_import_in_full_and_the_rest_as_signatures(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "app"
+    (root / "geo").mkdir(parents=True)
+    (root / "geo" / "__init__.py").write_text("")
+    (root / "geo" / "shapes.py").write_text(SHAPES)
+    (root / "draw.py").write_text(DRAW_BEFORE + "\n")
+    index = _index(root)
+
+    def imported(budget: int) -> str:
+        ctx = CrossFileContext(lambda uri: index)
+        segs = ctx.segments(_request(root, "draw.py", "python", DRAW_BEFORE, budget=budget))
+        return "".join(s.text for s in segs if s.kind == "import")
+
+    roomy = imported(600)  # a 2k-context model's share: both classes with their methods
+    assert "def scale(self" in roomy and "def rotate(self" in roomy
+    small = imported(300)  # a 512-token model's: Circle (used most) in full, Square signed
+    assert "class Circle:" in small and "def scale(self" in small
+    assert "class Square:" in small and "def rotate(self" not in small
