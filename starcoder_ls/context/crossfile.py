@@ -153,17 +153,21 @@ class CrossFileContext:
         names: tuple[str, ...],
     ) -> list[Segment]:
         pools: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
-        taken: set[tuple[str, int | str]] = set()
+        taken: set[tuple[str, int]] = set()
         if index is not None:
             neighbours = _neighbours(index, req)
             co_use = _co_use(neighbours)
             pools["import"] = _imports(index, req, set(near), co_use, neighbours)
-            taken = {c.key for c in pools["import"]} | {(c.path, c.name) for c in pools["import"]}
+            taken = {c.key for c in pools["import"]}
+            # A name the imports offer is not looked up again: in C the header's declaration
+            # says what the .c file's definition would, elsewhere another file's namesake is
+            # not the one imported.
+            imported = {c.name for c in pools["import"]}
             wanted = names + _co_used_names(index, co_use, names, req.path)
             pools["definition"] = [
                 c
                 for c in _definitions(index, req, wanted)
-                if c.key not in taken and (c.path, c.name) not in taken
+                if c.key not in taken and c.name not in imported
             ]
             pools["similar"] = _similar(neighbours[:SIMILAR_SHOWN], req)
         if self.recent is not None:

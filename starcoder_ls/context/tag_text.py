@@ -83,7 +83,10 @@ class DefinitionText:
         if body is None and self.language in _END_KEYWORD and raw.endswith("end"):
             raw = raw[:-3].rstrip()
         if self.language != "python":
-            raw = raw.rstrip("{;").rstrip()
+            # A declaration without a body keeps its `;` (a C prototype, an interface or trait
+            # method, an overload), so that its outline reads as a declaration.
+            declared = body is None and raw.endswith(";") and raw.rstrip(";").rstrip()[-1:] == ")"
+            raw = raw.rstrip("{;").rstrip() + (";" if declared else "")
             if self.language == "ruby" and raw.endswith("="):  # endless `def f = expr`
                 raw = raw[:-1].rstrip()
         if "\n" in raw:

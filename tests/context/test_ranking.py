@@ -157,3 +157,24 @@ def test_a_small_budget_shows_the_best_import_in_full_and_the_rest_as_signatures
     small = imported(300)  # a 512-token model's: Circle (used most) in full, Square signed
     assert "class Circle:" in small and "def scale(self" in small
     assert "class Square:" in small and "def rotate(self" not in small
+
+
+def test_a_name_the_includes_offer_is_not_shown_again_from_its_c_file(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "db.h").write_text(
+        "/* Opens the database at path. */\nint db_open(const char *path);\n"
+    )
+    (root / "src" / "db.c").write_text(
+        '#include "db.h"\n\nint db_open(const char *path) {\n    return path != 0;\n}\n'
+    )
+    before = '#include "db.h"\n\nint main(void) {\n    int handle = db_open("x.db");\n    '
+    (root / "src" / "main.c").write_text(before + "\n}\n")
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "src/main.c", "c", before, budget=300)
+    )
+    assert [(s.kind, s.path) for s in segs if s.kind in ("import", "definition")] == [
+        ("import", "src/db.h")
+    ]
+    assert "int db_open(const char *path);" in segs[0].text

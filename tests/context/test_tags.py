@@ -280,7 +280,7 @@ def test_java() -> None:
     get = find(o, "get")
     assert get.signature == "public Optional<K> get(\n    String key,\n    int flags)"
     assert get.doc == "Reads a key."
-    assert find(o, "size").signature == "abstract int size()"
+    assert find(o, "size").signature == "abstract int size();"  # a declaration keeps its `;`
     assert o.imports == (
         imp("com.acme.util.Strings", bound=["Strings"], line=2),
         imp("java.util.*", ["*"], ["*"], line=3),
@@ -328,9 +328,9 @@ def test_c() -> None:
         "db_id": "type",
         "db_close": "function",
     }
-    assert find(o, "db_open").signature == "int db_open(const char *path, int flags)"
+    assert find(o, "db_open").signature == "int db_open(const char *path, int flags);"
     assert find(o, "db_open").doc == "Opens the database."
-    assert find(o, "db_names").signature == "static char **db_names(void)"
+    assert find(o, "db_names").signature == "static char **db_names(void);"
     assert (
         find(o, "db_close").signature == "void db_close(\n    struct db_entry *e,\n    int flags)"
     )
