@@ -34,7 +34,7 @@ from starcoder_ls.settings import WorkspaceSettings
 
 log = logging.getLogger(__name__)
 
-_LINES_CACHED = 128
+_LINES_CACHED = 256
 PARALLEL_MIN_FILES = 300
 """A first build with at least this many files to parse uses worker processes."""
 _IN_FLIGHT = 4
@@ -171,6 +171,8 @@ class WorkspaceIndex:
         self._lines: OrderedDict[str, tuple[tuple[int, int], list[str]]] = OrderedDict()
         self._changes: Counter[str] = Counter()
         self._generation = 0
+        self._reexports: dict[tuple[str, str, str, int], tuple[str, Symbol] | None] = {}
+        """Answers of :meth:`reexported`, until a file changes."""
         self.report = BuildReport()
         self.progress_every_s = 0.2
         """At most this often the build reports progress."""
@@ -239,6 +241,20 @@ class WorkspaceIndex:
         imports ``path`` passes on (a Python ``__init__.py``'s ``from .app import Flask``, a
         TypeScript barrel's ``export * from "./schemas"``, a Rust ``pub use``), up to
         ``depth`` files away."""
+        key = (path, name, language, depth)
+        with self._lock:
+            if key in self._reexports:
+                return self._reexports[key]
+        found = self._reexported(path, name, language, depth)
+        with self._lock:
+            if len(self._reexports) > 50_000:
+                self._reexports.clear()
+            self._reexports[key] = found
+        return found
+
+    def _reexported(
+        self, path: str, name: str, language: str, depth: int
+    ) -> tuple[str, Symbol] | None:
         entry = self.entry(path)
         if entry is None:
             return None
@@ -459,6 +475,7 @@ class WorkspaceIndex:
             self._resolver.add(rel, parsed.package)
             self._changes[rel] += 1
             self._generation += 1
+            self._reexports.clear()
             if rel.rsplit("/", 1)[-1] in _CONFIG_FILES:
                 self._config_cache.clear()
         return "reused" if job.parsed is not None else "indexed"
@@ -469,6 +486,7 @@ class WorkspaceIndex:
             return
         self._changes[rel] += 1
         self._generation += 1
+        self._reexports.clear()
         self._windows.remove(rel)
         for sym in entry.outline.symbols:
             refs = self._symbols.get(sym.name)
