@@ -40,10 +40,11 @@ PARALLEL_MIN_FILES = 300
 _IN_FLIGHT = 4
 _BATCH = 16
 _BATCH_CHARS = 256 * 1024
-FORMAT = 3
+FORMAT = 4
 """Version of the persisted outlines, bumped whenever parsing changes what an outline holds
 (2: `#include <...>`, no `_` symbols, banner comments are not docs; 3: a declaration's
-signature keeps its `;`): an old index is ignored and rebuilt."""
+signature keeps its `;`; 4: JS/TS module-level literal constants): an old index is ignored
+and rebuilt."""
 _CONFIG_FILES = ("go.mod", "tsconfig.json", "jsconfig.json", "package.json", "composer.json")
 
 

@@ -132,3 +132,17 @@ func NewRegistry() *Registry { return nil }
         "// NewRegistry creates a new vanilla Registry without any Collectors",
         "func NewRegistry() *Registry { ... }",
     ]
+
+
+def test_module_level_literal_constants_are_definitions() -> None:
+    """`export const VERSION = "1.2"` is something other files import by name; an object or a
+    call is left out (its value would be the whole outline), and so are function locals."""
+    src = (
+        '// The release.\nexport const version = "1.0.0";\nconst LIMIT = 5;\n'
+        "export const config = { a: 1 };\nfunction g() {\n  const inner = 3;\n}\n"
+    )
+    for language in ("typescript", "javascript"):
+        r = _rendered(src, language)
+        assert r["version"] == '// The release.\nconst version = "1.0.0"\n'
+        assert r["LIMIT"] == "const LIMIT = 5\n"
+        assert "config" not in r and "inner" not in r

@@ -56,6 +56,20 @@
     name: (identifier) @name
     value: (class body: (_) @body))) @definition.class
 
+; Module-level constants with a literal value: `export const VERSION = "1.2"`, `const LIMIT = 5`
+(program
+  (lexical_declaration
+    (variable_declarator
+      name: (identifier) @name
+      value: [(string) (number) (template_string) (true) (false) (regex)])) @definition.constant)
+
+(program
+  (export_statement
+    declaration: (lexical_declaration
+      (variable_declarator
+        name: (identifier) @name
+        value: [(string) (number) (template_string) (true) (false) (regex)])) @definition.constant))
+
 (arrow_function) @scope.function
 (function_expression) @scope.function
 (generator_function) @scope.function
