@@ -77,12 +77,16 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("language", sorted(TREES))
-def test_each_import_form_yields_samples(tmp_path: Path, language: str) -> None:
-    root = tmp_path / language
-    for rel, text in TREES[language].items():
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("language", sorted(TREES))
+def test_each_import_form_yields_samples(tmp_path: Path, language: str) -> None:
+    root = _tree(tmp_path / language, TREES[language])
     index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
     samples, _ = sample_positions(index, 50)
     found = {s.symbol for s in samples}
@@ -101,10 +105,7 @@ def test_the_prompt_holds_definitions_from_the_same_package(
 
     from starcoder_ls.cli import main
 
-    root = tmp_path / language
-    for rel, text in TREES[language].items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+    root = _tree(tmp_path / language, TREES[language])
     args = ["eval", "--workspace", str(root), "--backend", "test", "--recall-only"]
     assert main([*args, "--json", "--details"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -118,10 +119,7 @@ def test_go_package_siblings_come_in_through_the_import_source(tmp_path: Path) -
     not left to chance matches of similar code."""
     from starcoder_ls.context.crossfile import CrossFileContext, Request
 
-    root = tmp_path / "go"
-    for rel, text in TREES["go"].items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+    root = _tree(tmp_path / "go", TREES["go"])
     index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
     text = TREES["go"]["cmd/main.go"]
     cut = text.index("\tn := twice(1)")
@@ -163,10 +161,7 @@ def test_reexported_names_are_found_where_they_are_defined(tmp_path: Path, langu
     sample and the prompt both follow the name to the module that defines it."""
     from starcoder_ls.context.crossfile import CrossFileContext, Request
 
-    root = tmp_path / language
-    for rel, text in REEXPORTS[language].items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+    root = _tree(tmp_path / language, REEXPORTS[language])
     index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
     samples, _ = sample_positions(index, 50)
     (sample,) = samples  # a re-export line (`export { version } from`) is not a use
