@@ -46,7 +46,7 @@ FOLLOWING_LINES = 10
 """Lines after each similar window whose names count as used by code like the cursor's."""
 SIMILAR_SHOWN = 3
 """Of those, the best few are candidates for the prompt as code."""
-_MAX_IMPORT_CANDIDATES = 32
+_MAX_IMPORT_CANDIDATES = 64
 _MIN_USEFUL = 8
 """Tokens below which a source's remaining share is not worth another candidate."""
 _TYPE_LINES = 60
@@ -153,7 +153,6 @@ class CrossFileContext:
         names: tuple[str, ...],
     ) -> list[Segment]:
         pools: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
-        taken: set[tuple[str, int]] = set()
         if index is not None:
             neighbours = _neighbours(index, req)
             co_use = _co_use(neighbours)
@@ -261,15 +260,29 @@ def _imports(
     small = req.budget < SMALL_BUDGET
     best: dict[tuple[str, str], tuple[float, Symbol, FileEntry]] = {}
 
+    exported_only = info.name == "go"
+    # Names the file uses far from the cursor are likely used again; its own are not imported.
+    in_file = frozenset(index.names_used(req.path)).difference(s.name for s in current.symbols)
+    subject = _subject_stem(req.path)
+    fresh = _unused_bindings(current, req)
+
     def consider(ref: ImportRef, target: str, only: set[str] | None) -> None:
         entry = index.entry(target)
         if entry is None:
             return
+        lift = 0.0
+        if subject is not None and _stem(target) == subject:
+            lift, only = _SUBJECT, None  # the file a test file tests
+        elif not ref.names and ref.bound and ref.bound[-1] in fresh:
+            lift, only = _UNUSED, None  # a module imported and not used yet: it will be
         if only is None and len(entry.outline.top_level()) > _BIG_FILE:
             only = wanted | set(ref.names) | usage.most_used(entry)
+        unused = {n for n, b in zip(ref.names, ref.bound, strict=False) if b in fresh}
         for sym, score in _imported_symbols(
-            ref, entry.outline, window_use, near, co_use, usage, only, small
+            ref, entry.outline, window_use, near, co_use, usage, only, small, lift, unused, in_file
         ):
+            if exported_only and ref.module and not _go_exported(sym.name):
+                continue  # another Go package's lower-case names are private to it
             # One definition per name and file: the variants of ``#ifdef`` branches say the
             # same thing, and the first is shown.
             key = (target, sym.name)
@@ -297,7 +310,7 @@ def _imports(
     out = []
     for rank, (score, sym, entry) in enumerate(ranked[:_MAX_IMPORT_CANDIDATES]):
         key = (entry.path, sym.line)
-        if score < _SPECULATIVE or (small and rank >= _SMALL_FULL):
+        if score < _SPECULATIVE or rank >= (_SMALL_FULL if small else _FULL):
             # Nothing around the cursor or in code like it uses the name (or the budget is
             # small and better names come first): its signature alone, so that more of the
             # likely names fit.
@@ -337,6 +350,57 @@ package) without any import."""
 _MAX_PACKAGE_FILES = 1000
 _WHOLE_FILES = 4
 """Files of one import (or of the package) whose every name is a candidate."""
+
+
+_SUBJECT = 0.4
+"""Score added to the names of the file a test file tests."""
+_UNUSED = 0.4
+"""Score added to the names of a module imported and not used yet."""
+_TEST_NAME = re.compile(
+    r"^(?:test_(?P<a>.+)|(?P<b>.+?)(?:_test|_unittest|_tests|_spec|\.test|\.spec|Tests?))$"
+)
+
+
+def _go_exported(name: str) -> bool:
+    return name[:1].isupper()
+
+
+def _stem(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name.split(".", 1)[0] if not name.startswith(".") else name
+
+
+def _subject_stem(path: str) -> str | None:
+    """The file name (without extension) of what a test file tests: ``foo`` for
+    ``foo_test.go``, ``test_foo.py``, ``foo.test.ts``, ``FooTest.java``, ``foo_spec.rb``."""
+    name = path.rsplit("/", 1)[-1]
+    base = name.rsplit(".", 1)[0] if "." in name else name
+    m = _TEST_NAME.match(base)
+    if m is None:
+        return None
+    found = m.group("a") or m.group("b")
+    return found.split(".", 1)[0] if found else None
+
+
+def _unused_bindings(current: FileOutline, req: Request) -> frozenset[str]:
+    """Names the file's imports bind that nothing else in view uses yet (the import lines
+    being in view): the line being written is likely their first use. Empty when the imports
+    are out of view."""
+    if not current.imports:
+        return frozenset()
+    before = req.before.split("\n")
+    first = req.line - (len(before) - 1)
+    rows = {ref.line for ref in current.imports}
+    if min(rows) < first:
+        return frozenset()
+    seen: set[str] = set()
+    for i, line in enumerate(before):
+        if first + i not in rows:
+            seen.update(_line_identifiers(line))
+    for line in req.after.split("\n")[1:]:
+        seen.update(_line_identifiers(line))
+    bound = {b for ref in current.imports for b in ref.bound if b != "*"}
+    return frozenset(bound - seen)
 
 
 def _package_files(index: WorkspaceIndex, path: str, language: str) -> list[str]:
@@ -384,9 +448,13 @@ def _line_identifiers(line: str) -> frozenset[str]:
 
 
 _SPECULATIVE = 0.3
+"""Import candidates scored below this are rendered as their signature alone."""
 SMALL_BUDGET = 320
-_SMALL_FULL = 1
 """Cross-file budgets below this (a 512-token model's) demote type-only imports."""
+_SMALL_FULL = 1
+_FULL = 2
+"""Import candidates shown as full outlines (docs, members); the rest as their signatures, so
+that more of the likely names fit. A small budget shows :data:`_SMALL_FULL`."""
 _TEST_PATH = re.compile(
     r"(?:^|/)(?:tests?|testing|spec|__tests__|fixtures?|testdata)/|(?:^|/)test_[^/]*$"
     r"|_test\.\w+$|\.(?:test|spec)\.\w+$|Tests?\.\w+$|_spec\.rb$"
@@ -396,9 +464,6 @@ _TEST_PATH = re.compile(
 def is_test_path(path: str) -> bool:
     """Whether ``path`` is a test or a test fixture (by the usual layouts and names)."""
     return _TEST_PATH.search(path) is not None
-
-
-"""Import candidates scored below this are rendered as their signature alone."""
 
 
 class _Usage:
@@ -448,6 +513,12 @@ def _memo_usage(index: WorkspaceIndex) -> _Usage:
     return held
 
 
+_IN_FILE = 0.4
+"""Score for a name the current file uses away from the cursor (beyond the window)."""
+_BESIDE = 0.3
+"""Score for a declaration next to one used near the cursor (half that two away)."""
+
+
 def _imported_symbols(
     ref: ImportRef,
     target: FileOutline,
@@ -457,8 +528,23 @@ def _imported_symbols(
     usage: Callable[[str], float],
     only: set[str] | None = None,
     small: bool = False,
+    lift: float = 0.0,
+    unused: set[str] | frozenset[str] = frozenset(),
+    in_file: frozenset[str] = frozenset(),
 ) -> list[tuple[Symbol, float]]:
-    top = [s for s in target.top_level() if only is None or s.name in only]
+    every = target.top_level()
+    # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
+    # beside ``C_ERR``): those next to one used around the cursor are likely next.
+    beside: dict[str, float] = {}
+    for i, sym in enumerate(every):
+        if sym.name in near or use.get(sym.name, 0.0) > 0:
+            for d in (-2, -1, 1, 2):
+                if 0 <= i + d < len(every):
+                    other = every[i + d].name
+                    beside[other] = max(beside.get(other, 0.0), _BESIDE / abs(d))
+    top = [
+        s for s in every if only is None or s.name in only or s.name in beside or s.name in in_file
+    ]
     named = [n for n in ref.names if n != "*"]
     chosen = [s for s in top if s.name in named]
     explicit = bool(chosen)
@@ -469,13 +555,15 @@ def _imported_symbols(
     demote = 0.6 if small and ref.kind == "type" else 0.0
     scored = []
     for sym in chosen:
-        score = (1.0 if explicit else 0.3) - demote
-        if sym.name in near:
+        score = (1.0 if explicit else 0.3) - demote + lift
+        if sym.name in near or sym.name in unused:
             score += 1.0
         used = use.get(sym.name, 0.0)
         score += 0.5 * min(used, 4.0)
         co = co_use.get(sym.name, 0.0)
         score += 0.4 * min(co, 3.0)
+        if used == 0 and sym.name not in near:
+            score += max(beside.get(sym.name, 0.0), _IN_FILE if sym.name in in_file else 0.0)
         if not explicit and used == 0:
             score += usage(sym.name) - (0.2 if co == 0 else 0.0)
         scored.append((sym, round(score, 3)))
@@ -487,6 +575,11 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
     wanted = set(names)
     in_tests = is_test_path(req.path) if req.path else None
     here = req.path.rsplit("/", 1)[0] if req.path and "/" in req.path else ""
+    # A Go file names another package's functions, types and constants only through an
+    # import (which the import source covers): only methods and fields are found by name,
+    # and another package's only when exported.
+    info = language_for(req.language, req.path)
+    members_only = info is not None and info.name == "go"
     for rank, name in enumerate(names[:12]):
         found = sorted(
             ((p, s) for p, s in index.definitions(name) if p != req.path),
@@ -496,10 +589,19 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
             continue
         weight = 1.0 / (1.0 + 0.25 * rank) / math.sqrt(len(found))
         files: set[str] = set()
+        said: set[str] = set()
         for path, sym in found:
             entry = index.entry(path)
             if entry is None or path in files:
                 continue  # one definition per file: overloads and `#ifdef` variants say the same
+            head = sym.signature.split("\n", 1)[0].rstrip(" ;{")
+            if head in said:
+                continue  # a C header's declaration says what the .c file's definition does
+            said.add(head)
+            if members_only and (
+                not sym.parent or (path.rpartition("/")[0] != here and not _go_exported(sym.name))
+            ):
+                continue
             files.add(path)
             if len(files) > 6:
                 break

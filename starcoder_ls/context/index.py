@@ -40,7 +40,7 @@ PARALLEL_MIN_FILES = 300
 _IN_FLIGHT = 4
 _BATCH = 16
 _BATCH_CHARS = 256 * 1024
-FORMAT = 4
+FORMAT = 5
 """Version of the persisted outlines, bumped whenever parsing changes what an outline holds
 (2: `#include <...>`, no `_` symbols, banner comments are not docs; 3: a declaration's
 signature keeps its `;`; 4: JS/TS module-level literal constants): an old index is ignored
@@ -288,6 +288,12 @@ class WorkspaceIndex:
         :meth:`WindowIndex.frequency`)."""
         with self._lock:
             return self._windows.frequency(name)
+
+    def names_used(self, path: str) -> tuple[str, ...]:
+        """The identifiers ``path`` uses anywhere (as indexed: an open document's edits arrive
+        after a quiet moment)."""
+        with self._lock:
+            return self._windows.names(path)
 
     def read_lines(self, path: str) -> list[str] | None:
         """A file's current lines from disk (the index keeps no text), for indexed files only;

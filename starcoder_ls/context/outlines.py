@@ -24,6 +24,7 @@ Package = "encoding/json"``, ``type ID = string``): rendered as written, no ``{ 
 _MAX_MEMBERS = 24
 DOC_LINES = 2
 """Lines of a docstring an outline may show (its first sentence, see :func:`_short_doc`)."""
+_TRAILING_COMMENT = re.compile(r"\s*(?:/\*.*?(?:\*/|$)|//.*)$")
 _BRIEF_LINES = 4
 """Lines of a signature kept in its brief form."""
 
@@ -105,7 +106,13 @@ def render(
     if symbol.kind == "macro" and sig.split("\n", 1)[0].rstrip().endswith("\\"):
         # A macro continued over lines: its name and parameters are what a caller needs.
         sig = sig.split("\n", 1)[0].rstrip()[:-1].rstrip()
-    if brief and sig.count("\n") >= _BRIEF_LINES:
+    first = sig.split("\n", 1)[0].rstrip()
+    if brief and "\n" in sig and first.rfind("/*") > first.rfind("*/"):
+        sig = first + " ... */"  # what follows is the first line's comment running on
+    elif brief and "\n" in sig and _TRAILING_COMMENT.sub("", first).endswith("{"):
+        # A struct's or enum's opening line says what it is; its fields are the full outline's.
+        sig = first + " ... }"
+    elif brief and sig.count("\n") >= _BRIEF_LINES:
         # A signature that runs on (a union of thirty literals): its first lines say what it is.
         sig = "\n".join(sig.split("\n")[:_BRIEF_LINES])
     out = _commented_doc(symbol.doc, comment, "") if symbol.doc else ""

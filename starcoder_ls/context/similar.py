@@ -154,6 +154,11 @@ class WindowIndex:
         """Compact now (tests and long sessions)."""
         self._compact()
 
+    def names(self, path: str) -> tuple[str, ...]:
+        """Every identifier of ``path``'s windows (empty for a file not indexed)."""
+        found = self._files.get(path)
+        return found[1] if found is not None else ()
+
     def frequency(self, token: str) -> int:
         """In how many windows ``token`` occurs: how much of the workspace uses a name."""
         posting = self._postings.get(token)

@@ -68,6 +68,9 @@ _MAX_START_DEPTH = {"python": 10, "go": 3, "lua": 4, "bash": 4}
 subtrees below, mostly function bodies, where no symbol can be. A class in a class in a class
 in an ``if`` is still within reach."""
 _TEMPLATE_ARGS = re.compile(r"<.*>")
+_NOT_NAMES = frozenset(
+    {"if", "else", "for", "while", "do", "switch", "case", "return", "sizeof", "catch", "try"}
+)
 
 
 _LUA_TABLE = re.compile(r"^local\s+([A-Za-z_]\w*)\s*=\s*\{", re.M)
@@ -255,8 +258,10 @@ class _Outliner:
                 stack.append((cap.end, cap.name, "impl", False))
                 continue
             symbol = self.symbol(cap, container, host)
-            if symbol.name == "_":
-                continue  # Go's blank identifier (`_ ValueType = iota`) names nothing
+            if symbol.name == "_" or symbol.name in _NOT_NAMES:
+                # Go's blank identifier (`_ ValueType = iota`) names nothing; a keyword is a
+                # parse confused by macros (C's `if (x) {` read as a function `if`).
+                continue
             result.append(symbol)
             if symbol.kind in CONTAINERS:
                 stack.append((cap.end, symbol.name, symbol.kind, False))

@@ -146,3 +146,40 @@ def test_module_level_literal_constants_are_definitions() -> None:
         assert r["version"] == '// The release.\nconst version = "1.0.0"\n'
         assert r["LIMIT"] == "const LIMIT = 5\n"
         assert "config" not in r and "inner" not in r
+
+
+C_HEADER = """\
+#define CLIENT_ID_AOF (UINT64_MAX) /* Reserved ID for the AOF client. If you
+                                      need more reserved IDs use UINT64_MAX-1. */
+typedef struct client {
+    uint64_t id;            /* Client incremental unique ID. */
+    uint64_t flags;         /* Client flags: CLIENT_* macros. */
+} client;
+typedef enum {
+    REPL_STATE_NONE = 0,    /* No active replication */
+    REPL_STATE_CONNECT,
+} repl_state;
+"""
+
+
+def test_the_brief_form_of_a_c_macro_or_struct_is_its_first_line() -> None:
+    """A macro whose comment runs on, a struct and an enum: their brief forms (what fills the
+    room left when many names compete) are one line each, the comment closed."""
+    found = outline(C_HEADER, "c", "server.h")
+    briefs = [outlines.render(s, (), "c", brief=True) for s in found.symbols if not s.parent]
+    assert briefs == [
+        "#define CLIENT_ID_AOF (UINT64_MAX) /* Reserved ID for the AOF client. If you ... */\n",
+        "typedef struct client { ... }\n",
+        "struct client { ... }\n",
+        "typedef enum { ... }\n",
+    ]
+
+
+def test_a_keyword_is_never_a_definition() -> None:
+    """An ``if`` whose condition an ``#ifndef`` splits (curl's vtls code) reads to the parser
+    as a function named ``if``: it is not a definition."""
+    text = (
+        "      else if((lib == ERR_LIB_SSL) &&\n#ifndef HAVE_BORINGSSL_LIKE\n"
+        "              (reason == SSL_R_ECH_REQUIRED)) {\n"
+    )
+    assert [s.name for s in outline(text, "c", "openssl.c").symbols] == []

@@ -178,3 +178,171 @@ def test_a_name_the_includes_offer_is_not_shown_again_from_its_c_file(tmp_path: 
         ("import", "src/db.h")
     ]
     assert "int db_open(const char *path);" in segs[0].text
+
+
+def _go_package(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def _funcs(prefix: str, n: int) -> str:
+    return "".join(
+        f"// {prefix}{i:02d} does step {i}.\nfunc {prefix}{i:02d}(v int) int {{ return v }}\n\n"
+        for i in range(n)
+    )
+
+
+def test_a_test_file_sees_the_file_it_tests_first(tmp_path: Path) -> None:
+    """``zeta_test.go`` in a package of nine files: ``zeta.go`` is what it tests, though it
+    sorts last and nothing near the cursor names its functions."""
+    root = tmp_path / "svc"
+    files = {f"pkg/{name}.go": f"package pkg\n\n{_funcs(name.title(), 6)}" for name in "abcdefgh"}
+    files["pkg/zeta.go"] = (
+        "package pkg\n\n// Normalize trims and lower-cases a key.\n"
+        "func Normalize(key string) string { return key }\n"
+    )
+    before = 'package pkg\n\nimport "testing"\n\nfunc TestKeys(t *testing.T) {\n\tgot := '
+    files["pkg/zeta_test.go"] = before + "\n}\n"
+    _go_package(root, files)
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "pkg/zeta_test.go", "go", before, budget=120)
+    )
+    imported = {s.path: s.text for s in segs if s.kind == "import"}
+    assert "func Normalize(key string) string" in imported.get("pkg/zeta.go", "")
+
+
+STORE_GO = "package store\n\n" + "".join(
+    f'// Get{i} reads record {i}.\nfunc Get{i}(id int) string {{ return "" }}\n\n'
+    for i in range(12)
+)
+TRACKING_GO = (
+    "package tracking\n\n// Record writes an audit entry for an action.\n"
+    "func Record(action string, id int) {}\n"
+)
+HANDLER_BEFORE = """\
+package api
+
+import (
+\t"example.com/app/store"
+\t"example.com/app/tracking"
+)
+
+func Handle(id int) string {
+\tname := store.Get0(id) + store.Get1(id)
+\tif name == "" {
+\t\tname = "anonymous"
+\t}
+\tcount := len(name)
+\t_ = count
+\t"""
+
+
+def test_an_import_not_used_yet_is_what_the_next_line_uses(tmp_path: Path) -> None:
+    """Two imported packages, one used above the cursor and one not at all: the unused one
+    is there to be used, so its function is shown ahead of the used package's other
+    functions (which come first by path when nothing tells them apart)."""
+    root = tmp_path / "app"
+    _go_package(
+        root,
+        {
+            "go.mod": "module example.com/app\n",
+            "store/store.go": STORE_GO,
+            "tracking/tracking.go": TRACKING_GO,
+            "api/handler.go": HANDLER_BEFORE + "\n\treturn name\n}\n",
+        },
+    )
+    index = _index(root)
+    req = _request(root, "api/handler.go", "go", HANDLER_BEFORE, budget=90)
+    req.after = "\n\treturn name\n}\n"
+    segs = CrossFileContext(lambda uri: index).segments(req)
+    imported = {s.path: s.text for s in segs if s.kind == "import"}
+    assert "func Record(action string, id int)" in imported.get("tracking/tracking.go", "")
+
+
+def test_another_go_package_offers_its_exported_names_only(tmp_path: Path) -> None:
+    """``helper`` is a local variable near the cursor and an unexported function of an
+    imported package: that function is out of reach, so neither source shows it."""
+    root = tmp_path / "app"
+    _go_package(
+        root,
+        {
+            "go.mod": "module example.com/app\n",
+            "util/util.go": (
+                "package util\n\nfunc helper(v int) int { return v }\n\n"
+                "// Helper doubles v.\nfunc Helper(v int) int { return helper(v) * 2 }\n"
+            ),
+            "other/other.go": "package other\n\nfunc helper(s string) string { return s }\n",
+        },
+    )
+    before = (
+        'package main\n\nimport "example.com/app/util"\n\nfunc main() {\n'
+        "\thelper := util.Helper(1)\n\thelper += 1\n\t"
+    )
+    (root / "main.go").write_text(before + "\n}\n")
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "main.go", "go", before, budget=300)
+    )
+    text = "".join(s.text for s in segs if s.kind in ("import", "definition"))
+    assert "func Helper(v int) int" in text
+    assert "func helper(" not in text
+
+
+def _header(n: int, pick: dict[int, str]) -> str:
+    return "".join(pick.get(i, f"int table_op{i:03d}(int key);\n") for i in range(n))
+
+
+def test_declarations_beside_the_one_used_are_offered(tmp_path: Path) -> None:
+    """A header of 160 declarations (offering only the names in use and its most used):
+    ``decr_ref`` is declared next to ``incr_ref``, which the code above the cursor calls."""
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "obj.h").write_text(
+        _header(160, {80: "void incr_ref(obj *o);\n", 81: "void decr_ref(obj *o);\n"})
+    )
+    before = '#include "obj.h"\n\nvoid keep(obj *o) {\n    incr_ref(o);\n    use(o);\n    '
+    (root / "keep.c").write_text(before + "\n}\n")
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "keep.c", "c", before, budget=200)
+    )
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "void decr_ref(obj *o);" in imported
+    assert "table_op000" not in imported  # nothing puts the header's first lines first
+
+
+def test_a_name_the_file_uses_far_from_the_cursor_ranks(tmp_path: Path) -> None:
+    """``close_all`` is called 300 lines above the cursor, out of the window: the file uses
+    it, so its declaration is offered ahead of the header's other 150."""
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "obj.h").write_text(_header(150, {149: "int close_all(int flags);\n"}))
+    filler = "".join(f"static int pad{i} = {i};\n" for i in range(300))
+    before = '#include "obj.h"\n\nint shutdown(void) {\n    return close_all(0);\n}\n'
+    before += filler + "int run(void) {\n    "
+    (root / "main.c").write_text(before + "\n}\n")
+    index = _index(root)
+    req = _request(root, "main.c", "c", before, budget=120)
+    req.before = "\n".join(before.split("\n")[-200:])  # the window the server sends
+    segs = CrossFileContext(lambda uri: index).segments(req)
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "int close_all(int flags);" in imported
+
+
+def test_a_declaration_and_its_definition_are_shown_once(tmp_path: Path) -> None:
+    """Found by name (the header is not included): the header's declaration and the .c
+    file's definition say the same, and only one of them takes room."""
+    root = tmp_path / "c"
+    (root / "lib").mkdir(parents=True)
+    (root / "lib" / "sds.h").write_text("void sds_free(char *s);\n")
+    (root / "lib" / "sds.c").write_text("void sds_free(char *s) {\n    (void)s;\n}\n")
+    before = "void drop(char *s) {\n    sds_free(s);\n    "
+    (root / "drop.c").write_text(before + "\n}\n")
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "drop.c", "c", before, budget=300)
+    )
+    found = [s for s in segs if s.kind == "definition"]
+    assert len(found) == 1 and "void sds_free(char *s)" in found[0].text
