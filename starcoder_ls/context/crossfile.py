@@ -536,12 +536,16 @@ def _imported_symbols(
     # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
     # beside ``C_ERR``): those next to one used around the cursor are likely next.
     beside: dict[str, float] = {}
-    for i, sym in enumerate(every):
-        if sym.name in near or use.get(sym.name, 0.0) > 0:
-            for d in (-2, -1, 1, 2):
-                if 0 <= i + d < len(every):
-                    other = every[i + d].name
-                    beside[other] = max(beside.get(other, 0.0), _BESIDE / abs(d))
+    if len(every) <= len(use) + len(near):
+        anchors = [i for i, sym in enumerate(every) if sym.name in near or sym.name in use]
+    else:  # a big header: look the few names in use up
+        where = target.top_positions()
+        anchors = [i for name in {*use, *near} for i in where.get(name, ())]
+    for i in anchors:
+        for d in (-2, -1, 1, 2):
+            if 0 <= i + d < len(every):
+                other = every[i + d].name
+                beside[other] = max(beside.get(other, 0.0), _BESIDE / abs(d))
     top = [
         s for s in every if only is None or s.name in only or s.name in beside or s.name in in_file
     ]

@@ -128,6 +128,16 @@ class FileOutline:
             found = self.extra["top_level"] = tuple(out)
         return found
 
+    def top_positions(self) -> dict[str, list[int]]:
+        """Where each name is in :meth:`top_level` (its indexes), computed once per outline."""
+        found = self.extra.get("top_positions")
+        if found is None:
+            found = {}
+            for i, sym in enumerate(self.top_level()):
+                found.setdefault(sym.name, []).append(i)
+            self.extra["top_positions"] = found
+        return found  # type: ignore[no-any-return]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "symbols": [s.to_json() for s in self.symbols],
