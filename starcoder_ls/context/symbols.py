@@ -136,7 +136,7 @@ class FileOutline:
             for i, sym in enumerate(self.top_level()):
                 found.setdefault(sym.name, []).append(i)
             self.extra["top_positions"] = found
-        return found  # type: ignore[no-any-return]
+        return found
 
     def to_json(self) -> dict[str, Any]:
         return {
