@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the CLI registers this command without loading the index (n
     from starcoder_ls.context.symbols import Symbol
 
 _MAX_PER_FILE = 4
+_MEMBER_ACCESS = re.compile(r"(?:->|\.)\s*$")
 _SKIP_NAMES = frozenset({"self", "cls", "this", "super", "None", "True", "False", "null"})
 
 
@@ -229,8 +230,13 @@ def sample_positions(index: WorkspaceIndex, n: int, seed: int = 0) -> tuple[list
             found: tuple[str, Symbol] | None = None
             if owner is not None and owner.group(1) in modules:
                 found = modules[owner.group(1)].get(name)
-            elif owner is None and name in names and name not in defined_here:
-                found = names[name]
+            elif (
+                owner is None
+                and name in names
+                and name not in defined_here
+                and not _MEMBER_ACCESS.search(raw[:col])
+            ):
+                found = names[name]  # (``env->RemoveFile``, ``f().x`` name a member, not it)
             if found is None or not found[0]:
                 continue
             stripped = raw.strip()

@@ -29,7 +29,7 @@ from starcoder_ls.context.similar import Match, WindowIndex
 from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol
 from starcoder_ls.context.tags import outline
 from starcoder_ls.context.workspace import FileFilter, read_source, scan, stat_key
-from starcoder_ls.languages.registry import LanguageInfo, language_for
+from starcoder_ls.languages.registry import LanguageInfo, for_header, language_for
 from starcoder_ls.settings import WorkspaceSettings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ PARALLEL_MIN_FILES = 300
 _IN_FLIGHT = 4
 _BATCH = 16
 _BATCH_CHARS = 256 * 1024
-FORMAT = 5
+FORMAT = 6
 """Version of the persisted outlines, bumped whenever parsing changes what an outline holds
 (2: `#include <...>`, no `_` symbols, banner comments are not docs; 3: a declaration's
 signature keeps its `;`; 4: JS/TS module-level literal constants): an old index is ignored
@@ -464,6 +464,7 @@ class WorkspaceIndex:
             except (KeyError, TypeError, ValueError):
                 parsed = None
         mtime, size = key if key is not None else (0, len(data))
+        info = for_header(info, rel, text)
         return _Job(rel, info, text, hashed, mtime, size, parsed, current)
 
     def _parse(self, job: _Job) -> FileOutline:

@@ -21,6 +21,7 @@ give an empty outline (the last with a warning), syntax errors give what could b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -73,6 +74,32 @@ _NOT_NAMES = frozenset(
 )
 
 
+_EXPORT_MACRO = re.compile(
+    r"\b(?:class|struct|union)\s+"
+    r"((?:[A-Z][A-Z0-9_]*[A-Z0-9]|__declspec\s*\([^()\n]*\)|__attribute__\s*\(\([^\n]*?\)\))\s+)+"
+    r"(?=[A-Za-z_]\w*\s*(?:final\b\s*)?[:{\n])"
+)
+
+
+_BLANKED = re.compile(r"^(class|struct|union) {2,}")
+
+
+def _blank_export_macros(text: str) -> str:
+    """``class LEVELDB_EXPORT Env {`` (an export or visibility macro between the keyword and
+    the name) reads to the parser as a function ``Env`` returning ``class LEVELDB_EXPORT``:
+    the macro is blanked out (spaces, so every position stays where it was)."""
+    if "class" not in text and "struct" not in text:
+        return text
+
+    def blank(m: re.Match[str]) -> str:
+        head = m.group(0)
+        keyword = re.match(r"(?:class|struct|union)\s+", head)
+        assert keyword is not None
+        return keyword.group(0) + re.sub(r"[^\n]", " ", head[keyword.end() :])
+
+    return _EXPORT_MACRO.sub(blank, text)
+
+
 _LUA_TABLE = re.compile(r"^local\s+([A-Za-z_]\w*)\s*=\s*\{", re.M)
 
 
@@ -115,6 +142,10 @@ def outline(
         query = tag_query(info)
         if query is None:
             return FileOutline()
+        blanked = False
+        if tree is None and info.name in ("c", "cpp"):
+            plain = _blank_export_macros(text)
+            blanked, text = plain is not text, plain
         source = text.encode("utf-8", "surrogatepass")
         if tree is None:
             parser = registry.parser_for(info)
@@ -131,6 +162,13 @@ def outline(
         symbols = _Outliner(info.name, source).symbols(query, root)
         if info.name == "lua":
             symbols = _lua_module_tables(symbols, text)
+        if blanked:  # `class LEVELDB_EXPORT Env` reads `class Env`, not `class      Env`
+            symbols = tuple(
+                dataclasses.replace(s, signature=_BLANKED.sub(r"\1 ", s.signature))
+                if _BLANKED.match(s.signature)
+                else s
+                for s in symbols
+            )
     except Exception as exc:
         log.debug("outline of symbols failed (%s): %s", path or info.name, exc, exc_info=True)
         errors = True

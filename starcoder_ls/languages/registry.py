@@ -424,6 +424,22 @@ def language_for(language_id: str | None, path: str | None = None) -> LanguageIn
     return None
 
 
+_CPP_MARKERS = re.compile(
+    r"^[ \t]*(?:namespace\s+[\w:]+\s*\{|template\s*<|(?:public|private|protected)\s*:"
+    r"|class\s+\w+[^;()\n]*$)|\bstd::\w",
+    re.M,
+)
+
+
+def for_header(info: LanguageInfo, path: str, text: str) -> LanguageInfo:
+    """A ``.h`` file is C unless its text is C++'s (a class, a namespace, a template, access
+    labels, ``std::``): C++ projects often name their headers ``.h`` (leveldb, Qt), and the C
+    grammar reads a class as a broken function."""
+    if info.name != "c" or not path.endswith(".h") or _CPP_MARKERS.search(text) is None:
+        return info
+    return _BY_NAME.get("cpp", info)
+
+
 @cache
 def load_language(info: LanguageInfo) -> tree_sitter.Language | None:
     """The compiled grammar, or None when its package is missing or does not load.

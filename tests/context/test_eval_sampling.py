@@ -185,3 +185,59 @@ def test_reexported_names_are_found_where_they_are_defined(tmp_path: Path, langu
     )
     (seg,) = [s for s in segs if s.kind == "import"]
     assert seg.path == defined and sample.signature in seg.text
+
+
+def test_a_member_access_is_not_a_use_of_a_namesake(tmp_path: Path) -> None:
+    """``env->remove_file(name)`` calls a member: the header's function of that name is not
+    what the line uses, so only the bare call is a sample."""
+    root = _tree(
+        tmp_path / "c",
+        {
+            "src/files.h": "int remove_file(const char *name);\nint rename_file(const char *a);\n",
+            "src/main.c": '#include "files.h"\n\nint cleanup(struct env *env) {\n'
+            '    int gone = env->remove_file("a.tmp");\n'
+            '    int moved = rename_file("b.tmp");\n    return gone + moved;\n}\n',
+        },
+    )
+    index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
+    samples, _ = sample_positions(index, 50)
+    assert {s.symbol for s in samples} == {"rename_file"}
+
+
+def test_a_cpp_class_with_an_export_macro_is_a_definition(tmp_path: Path) -> None:
+    """``class LEVELDB_EXPORT Env {`` (leveldb, Qt's ``Q_CORE_EXPORT``): the class is found
+    by its name, with its methods, and a use of it is a sample."""
+    root = _tree(
+        tmp_path / "cpp",
+        {
+            "include/env.h": "namespace kv {\nclass KV_EXPORT Env {\n public:\n"
+            "  virtual ~Env();\n  virtual int RemoveFile(const char* name) = 0;\n};\n}\n",
+            "src/main.cc": '#include "env.h"\n\nint run() {\n  kv::Env* env = nullptr;\n'
+            "  return env != nullptr;\n}\n",
+        },
+    )
+    index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
+    outline = index.entry("include/env.h")
+    assert outline is not None
+    found = {(s.name, s.kind, s.parent) for s in outline.outline.symbols}
+    assert {("Env", "class", "kv"), ("RemoveFile", "method", "Env")} <= found
+    env = next(s for s in outline.outline.symbols if s.name == "Env")
+    assert env.signature == "class Env"
+    samples, _ = sample_positions(index, 50)
+    assert [(s.symbol, s.signature) for s in samples] == [("Env", "class Env")]
+
+
+def test_a_header_is_cpp_only_when_its_text_is(tmp_path: Path) -> None:
+    """``.h`` files are C, unless they hold C++ (leveldb names every header ``.h``)."""
+    root = _tree(
+        tmp_path / "mixed",
+        {
+            "c/list.h": "struct list {\n    struct list *next;\n};\n"
+            "typedef struct list list;\nint list_len(const list *l);\n",
+            "cpp/cache.h": "namespace kv {\nclass Cache {\n public:\n  int Size() const;\n};\n}\n",
+            "cpp/slice.h": "#include <string>\nstd::string Render(int n);\n",
+        },
+    )
+    index = build_for_cli(root, WorkspaceSettings(persist=False), progress=False)
+    languages = {p: e.language for p in index.paths() if (e := index.entry(p)) is not None}
+    assert languages == {"c/list.h": "c", "cpp/cache.h": "cpp", "cpp/slice.h": "cpp"}
