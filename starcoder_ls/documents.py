@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from starcoder_ls.languages.registry import LanguageInfo, language_for, parser_for
+from starcoder_ls.languages.registry import LanguageInfo, for_header, language_for, parser_for
 
 if TYPE_CHECKING:
     import tree_sitter
@@ -220,7 +220,10 @@ class Document:
         self.language_id = language_id
         self.version = version
         self.encoding = encoding
-        self.language = language or language_for(language_id, uri_path(uri))
+        found = language or language_for(language_id, uri_path(uri))
+        if found is not None and text:
+            found = for_header(found, uri_path(uri) or "", text)  # C++ in a `.h` file
+        self.language = found
         self._text = text
         self._starts = LineStarts(line_starts(text))
         self._tree: tree_sitter.Tree | None = None

@@ -396,3 +396,19 @@ def test_a_snapshot_keeps_a_pending_shift_exact(monkeypatch: pytest.MonkeyPatch)
     assert list(snap.line_starts) == expected
     assert snap.line_text(10) == "rotyped" and snap.line_text(11) == "morew 10"
     assert snap.line_text(1999) == doc.line_text(2000)
+
+
+def test_a_cpp_header_named_dot_h_is_parsed_as_cpp() -> None:
+    """Editors send ``c`` for every ``.h``; one that holds C++ is parsed with C++'s grammar,
+    and a C header stays C."""
+    cpp = Snapshot.from_text(
+        "namespace kv {\nclass Cache {\n public:\n  int Size() const;\n};\n}\n",
+        uri="file:///w/include/cache.h",
+        language_id="c",
+    )
+    assert cpp.language is not None and cpp.language.name == "cpp"
+    assert cpp.tree is not None and not cpp.tree.root_node.has_error
+    c = Snapshot.from_text(
+        "struct list {\n    struct list *next;\n};\n", uri="file:///w/list.h", language_id="c"
+    )
+    assert c.language is not None and c.language.name == "c"
