@@ -46,7 +46,7 @@ FOLLOWING_LINES = 10
 """Lines after each similar window whose names count as used by code like the cursor's."""
 SIMILAR_SHOWN = 3
 """Of those, the best few are candidates for the prompt as code."""
-_MAX_IMPORT_CANDIDATES = 64
+_MAX_IMPORT_CANDIDATES = 32
 _MIN_USEFUL = 8
 """Tokens below which a source's remaining share is not worth another candidate."""
 _TYPE_LINES = 60
@@ -262,7 +262,7 @@ def _imports(
 
     exported_only = info.name == "go"
     # Names the file uses far from the cursor are likely used again; its own are not imported.
-    in_file = frozenset(index.names_used(req.path)).difference(s.name for s in current.symbols)
+    in_file = _names_used_elsewhere(index, req.path, current)
     subject = _subject_stem(req.path)
     fresh = _unused_bindings(current, req)
 
@@ -359,6 +359,21 @@ _UNUSED = 0.4
 _TEST_NAME = re.compile(
     r"^(?:test_(?P<a>.+)|(?P<b>.+?)(?:_test|_unittest|_tests|_spec|\.test|\.spec|Tests?))$"
 )
+
+
+_IN_FILE_MEMO: list[tuple[tuple[str, ...], FileOutline, frozenset[str]]] = []
+
+
+def _names_used_elsewhere(index: WorkspaceIndex, path: str, current: FileOutline) -> frozenset[str]:
+    """The names ``path`` uses that it does not define, remembered while the indexed file
+    stays the same (the index hands back the same tuple until the file is indexed again)."""
+    names = index.names_used(path)
+    for held_names, held_outline, found in _IN_FILE_MEMO:
+        if held_names is names and held_outline is current:
+            return found
+    found = frozenset(names).difference(s.name for s in current.symbols)
+    _IN_FILE_MEMO[:] = [(names, current, found), *_IN_FILE_MEMO[:3]]
+    return found
 
 
 def _go_exported(name: str) -> bool:
@@ -598,14 +613,14 @@ def _definitions(index: WorkspaceIndex, req: Request, names: tuple[str, ...]) ->
             entry = index.entry(path)
             if entry is None or path in files:
                 continue  # one definition per file: overloads and `#ifdef` variants say the same
-            head = sym.signature.split("\n", 1)[0].rstrip(" ;{")
-            if head in said:
-                continue  # a C header's declaration says what the .c file's definition does
-            said.add(head)
             if members_only and (
                 not sym.parent or (path.rpartition("/")[0] != here and not _go_exported(sym.name))
             ):
                 continue
+            head = sym.signature.split("\n", 1)[0].rstrip(" ;{")
+            if head in said:
+                continue  # a C header's declaration says what the .c file's definition does
+            said.add(head)
             files.add(path)
             if len(files) > 6:
                 break

@@ -1,3 +1,4 @@
+; inherits: ecmascript
 ; Definitions for the workspace outline (starcoder_ls.context.tags).
 ; Captures: @definition.KIND the whole definition, @name its name, @body the node the header
 ; stops at, @outer a wrapper whose start is where leading comments are looked for;
@@ -97,20 +98,6 @@
   (variable_declarator
     name: (identifier) @name
     value: (class body: (_) @body))) @definition.class
-
-; Module-level constants with a literal value: `export const VERSION = "1.2"`, `const LIMIT = 5`
-(program
-  (lexical_declaration
-    (variable_declarator
-      name: (identifier) @name
-      value: [(string) (number) (template_string) (true) (false) (regex)])) @definition.constant)
-
-(program
-  (export_statement
-    declaration: (lexical_declaration
-      (variable_declarator
-        name: (identifier) @name
-        value: [(string) (number) (template_string) (true) (false) (regex)])) @definition.constant))
 
 (arrow_function) @scope.function
 (function_expression) @scope.function
