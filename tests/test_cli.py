@@ -223,3 +223,61 @@ def test_prompt_never_reads_secret_or_ignored_files_through_symlinks(tmp_path: P
         assert refused.returncode != 0
         assert "looks like a credentials file" in refused.stderr
         assert "Zq9x" not in refused.stdout + refused.stderr
+
+
+def test_prompt_outlines_a_cpp_class_declared_in_a_dot_h_with_an_export_macro(
+    tmp_path: Path,
+) -> None:
+    """leveldb's shape: C++ in a ``.h`` file and ``class LEVELDB_EXPORT Env``. The prompt's
+    cross-file context shows the class with its methods, not a broken C function."""
+    ws = tmp_path / "kv"
+    (ws / "include").mkdir(parents=True)
+    (ws / "include" / "env.h").write_text(
+        "namespace kv {\n\nclass KV_EXPORT Env {\n public:\n  virtual ~Env();\n"
+        "  // Deletes the named file.\n  virtual int RemoveFile(const char* name) = 0;\n};\n\n}\n"
+    )
+    (ws / "main.cc").write_text(
+        '#include "include/env.h"\n\nint cleanup(kv::Env* env) {\n  \n  return 0;\n}\n'
+    )
+    proc = scl(
+        "prompt", f"{ws / 'main.cc'}:4:3", "--workspace", str(ws), "--json", "--backend", "test"
+    )
+    assert proc.returncode == 0, proc.stderr
+    prompt = json.loads(proc.stdout)["prompt"]
+    assert "class Env {" in prompt
+    assert "virtual int RemoveFile(const char* name) = 0" in prompt
+
+
+def test_prompt_of_a_go_test_shows_the_file_it_tests(tmp_path: Path) -> None:
+    """A package of ten files: ``zeta_test.go``'s prompt holds ``zeta.go``'s function, though
+    the file sorts last and nothing near the cursor names it."""
+    ws = tmp_path / "svc"
+    (ws / "pkg").mkdir(parents=True)
+    (ws / "go.mod").write_text("module example.com/svc\n")
+    for name in "abcdefgh":
+        funcs = "".join(
+            f"// {name.title()}{i} does step {i}.\nfunc {name.title()}{i}(v int) int "
+            "{ return v }\n\n"
+            for i in range(6)
+        )
+        (ws / "pkg" / f"{name}.go").write_text(f"package pkg\n\n{funcs}")
+    (ws / "pkg" / "zeta.go").write_text(
+        "package pkg\n\n// Normalize trims and lower-cases a key.\n"
+        "func Normalize(key string) string { return key }\n"
+    )
+    (ws / "pkg" / "zeta_test.go").write_text(
+        'package pkg\n\nimport "testing"\n\nfunc TestKeys(t *testing.T) {\n\t\n}\n'
+    )
+    proc = scl(
+        "prompt",
+        f"{ws / 'pkg' / 'zeta_test.go'}:6:2",
+        "--workspace",
+        str(ws),
+        "--json",
+        "--backend",
+        "test",
+        "--cross-file-tokens",
+        "120",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "func Normalize(key string) string" in json.loads(proc.stdout)["prompt"]
