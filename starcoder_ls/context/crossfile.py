@@ -34,7 +34,7 @@ from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol
 from starcoder_ls.languages.registry import language_for
 from starcoder_ls.types import Segment
 
-SHARES: dict[str, float] = {"import": 0.35, "definition": 0.3, "similar": 0.2, "recent": 0.15}
+SHARES: dict[str, float] = {"import": 0.5, "definition": 0.15, "similar": 0.2, "recent": 0.15}
 KIND_ORDER = ("import", "definition", "similar", "recent")
 NEAR_LINES = 4
 """Lines before the cursor (with the cursor's own) whose identifiers are looked up."""
@@ -266,7 +266,7 @@ def _imports(
     subject = _subject_stem(req.path)
     fresh = _unused_bindings(current, req)
 
-    def consider(ref: ImportRef, target: str, only: set[str] | None) -> None:
+    def consider(ref: ImportRef, target: str, only: set[str] | None, alone: bool = False) -> None:
         entry = index.entry(target)
         if entry is None:
             return
@@ -279,7 +279,18 @@ def _imports(
             only = wanted | set(ref.names) | usage.most_used(entry)
         unused = {n for n, b in zip(ref.names, ref.bound, strict=False) if b in fresh}
         for sym, score in _imported_symbols(
-            ref, entry.outline, window_use, near, co_use, usage, only, small, lift, unused, in_file
+            ref,
+            entry.outline,
+            window_use,
+            near,
+            co_use,
+            usage,
+            only,
+            small,
+            lift,
+            unused,
+            in_file,
+            alone,
         ):
             if exported_only and ref.module and not _go_exported(sym.name):
                 continue  # another Go package's lower-case names are private to it
@@ -297,7 +308,8 @@ def _imports(
     for ref in current.imports:
         targets = index.resolve(ref, req.path, info.name)
         for i, target in enumerate(targets):
-            consider(ref, target, None if i < _WHOLE_FILES or target in whole else wanted)
+            only = None if i < _WHOLE_FILES or target in whole else wanted
+            consider(ref, target, only, len(targets) == 1)
         if targets and ref.names:
             _follow_reexports(index, ref, targets[0], info.name, consider)
     if info.name in SAME_PACKAGE:
@@ -434,13 +446,16 @@ def _package_files(index: WorkspaceIndex, path: str, language: str) -> list[str]
     return out
 
 
+_DECAY = 50.0
+
+
 def _proximity_use(before: str, after: str) -> dict[str, float]:
     """How much each identifier is used around the cursor, nearer uses counting more (a use
     ``d`` lines away counts ``1 / (1 + d / 25)``): what the next line will likely use too."""
     use: dict[str, float] = {}
     for lines in (before.split("\n")[::-1], after.split("\n")):
         for distance, line in enumerate(lines):
-            weight = 1.0 / (1.0 + distance / 25.0)
+            weight = 1.0 / (1.0 + distance / _DECAY)
             for ident in _line_identifiers(line):
                 use[ident] = use.get(ident, 0.0) + weight
     return use
@@ -532,6 +547,9 @@ _IN_FILE = 0.4
 """Score for a name the current file uses away from the cursor (beyond the window)."""
 _BESIDE = 0.3
 """Score for a declaration next to one used near the cursor (half that two away)."""
+_SPECIFIC = 0.4
+"""Score for a declaration of a module imported whole, divided by the root of its count of
+declarations (a two-declaration header is included for one of the two)."""
 
 
 def _imported_symbols(
@@ -546,6 +564,7 @@ def _imported_symbols(
     lift: float = 0.0,
     unused: set[str] | frozenset[str] = frozenset(),
     in_file: frozenset[str] = frozenset(),
+    alone: bool = False,
 ) -> list[tuple[Symbol, float]]:
     every = target.top_level()
     # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
@@ -572,6 +591,8 @@ def _imported_symbols(
     # Names imported for annotations only (`import type`, `if TYPE_CHECKING:`) are rarely what
     # the next line calls: behind the others when the budget is small.
     demote = 0.6 if small and ref.kind == "type" else 0.0
+    # A file imported whole for one of a few names: each is likelier than one of hundreds.
+    specific = _SPECIFIC / math.sqrt(len(every)) if alone and every else 0.0
     scored = []
     for sym in chosen:
         score = (1.0 if explicit else 0.3) - demote + lift
@@ -584,7 +605,7 @@ def _imported_symbols(
         if used == 0 and sym.name not in near:
             score += max(beside.get(sym.name, 0.0), _IN_FILE if sym.name in in_file else 0.0)
         if not explicit and used == 0:
-            score += usage(sym.name) - (0.2 if co == 0 else 0.0)
+            score += usage(sym.name) - (0.2 if co == 0 else 0.0) + specific
         scored.append((sym, round(score, 3)))
     return scored
 
@@ -788,15 +809,29 @@ def _optimistic(text: str) -> int:
     return len(text) // 5
 
 
+def _code_lines(text: str) -> int:
+    """Lines that say something: not blank, not a preprocessor line."""
+    return sum(1 for line in text.split("\n") if line.strip() and not line.lstrip().startswith("#"))
+
+
 def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
     """Shown already: an outline inside a chosen outline (a method of a chosen class), or code
     overlapping chosen code of the same file (a similar window over a recent edit)."""
     if cand.kind not in ("import", "definition"):
-        return any(
+        if any(
             c.path == cand.path and c.start <= cand.end and cand.start <= c.end
             for kind in ("similar", "recent")
             for c in chosen[kind]
+        ):
+            return True
+        # A window over declarations the outlines show already (a small header's whole text).
+        shown = sum(
+            min(c.end, cand.end) - max(c.start, cand.start) + 1
+            for kind in ("import", "definition")
+            for c in chosen[kind]
+            if c.path == cand.path and c.start <= cand.end and cand.start <= c.end
         )
+        return shown * 2 >= _code_lines(cand.text)
     return any(
         c.path == cand.path and c.start <= cand.start and cand.end <= c.end and c is not cand
         for kind in ("import", "definition")

@@ -25,6 +25,7 @@ _MAX_MEMBERS = 24
 DOC_LINES = 2
 """Lines of a docstring an outline may show (its first sentence, see :func:`_short_doc`)."""
 _TRAILING_COMMENT = re.compile(r"\s*(?:/\*.*?(?:\*/|$)|//.*)$")
+_TYPEDEF_TAIL = re.compile(r"\}\s*[\w*][\w\s,*]*;?$")
 _BRIEF_LINES = 4
 """Lines of a signature kept in its brief form."""
 
@@ -107,11 +108,15 @@ def render(
         # A macro continued over lines: its name and parameters are what a caller needs.
         sig = sig.split("\n", 1)[0].rstrip()[:-1].rstrip()
     first = sig.split("\n", 1)[0].rstrip()
+    closed = False
     if brief and "\n" in sig and first.rfind("/*") > first.rfind("*/"):
         sig = first + " ... */"  # what follows is the first line's comment running on
     elif brief and "\n" in sig and _TRAILING_COMMENT.sub("", first).endswith("{"):
         # A struct's or enum's opening line says what it is; its fields are the full outline's.
-        sig = first + " ... }"
+        # A typedef names it after the closing brace (``typedef struct { ... } user``).
+        last = sig.rsplit("\n", 1)[1].strip()
+        sig = first + " ... " + (last if _TYPEDEF_TAIL.match(last) else "}")
+        closed = True
     elif brief and sig.count("\n") >= _BRIEF_LINES:
         # A signature that runs on (a union of thirty literals): its first lines say what it is.
         sig = "\n".join(sig.split("\n")[:_BRIEF_LINES])
@@ -123,7 +128,7 @@ def render(
             _commented_doc(c.doc, comment, "  ") + f"  {c.signature.strip()}\n" for c in children
         )
         return out
-    if sig.endswith((";", "}")) or (symbol.kind in BODILESS_KINDS and not children):
+    if closed or sig.endswith((";", "}")) or (symbol.kind in BODILESS_KINDS and not children):
         return out + sig + "\n"
     if not children:
         return out + sig + " { ... }\n"

@@ -164,14 +164,15 @@ typedef enum {
 
 def test_the_brief_form_of_a_c_macro_or_struct_is_its_first_line() -> None:
     """A macro whose comment runs on, a struct and an enum: their brief forms (what fills the
-    room left when many names compete) are one line each, the comment closed."""
+    room left when many names compete) are one line each, the comment closed and a typedef's
+    name (after the closing brace) kept."""
     found = outline(C_HEADER, "c", "server.h")
     briefs = [outlines.render(s, (), "c", brief=True) for s in found.symbols if not s.parent]
     assert briefs == [
         "#define CLIENT_ID_AOF (UINT64_MAX) /* Reserved ID for the AOF client. If you ... */\n",
-        "typedef struct client { ... }\n",
+        "typedef struct client { ... } client\n",
         "struct client { ... }\n",
-        "typedef enum { ... }\n",
+        "typedef enum { ... } repl_state\n",
     ]
 
 

@@ -346,3 +346,64 @@ def test_a_declaration_and_its_definition_are_shown_once(tmp_path: Path) -> None
     )
     found = [s for s in segs if s.kind == "definition"]
     assert len(found) == 1 and "void sds_free(char *s)" in found[0].text
+
+
+def test_a_small_header_included_whole_outranks_a_big_headers_popular_names(
+    tmp_path: Path,
+) -> None:
+    """``md4.c`` includes a 150-macro setup header that every file uses and a two-declaration
+    ``md4.h``: the small header's constant is what the file included it for, and it is shown
+    ahead of the big header's most used macros."""
+    root = tmp_path / "c"
+    root.mkdir()
+    macros = [f"#define SETUP_OPT{i:03d} {i}\n" for i in range(150)]
+    (root / "setup.h").write_text("".join(macros))
+    uses = "".join(f"    x += SETUP_OPT{i:03d};\n" for i in range(30))
+    for n in range(40):  # thirty setup macros are used all over the workspace
+        (root / f"user{n}.c").write_text(
+            f'#include "setup.h"\nint user{n}(unsigned char *out, const unsigned char *in, int x) '
+            f"{{\n    out[{n}] = (unsigned char)(in[{n}] ^ 0x36);\n{uses}    return x;\n}}\n"
+        )
+    (root / "md4.h").write_text(
+        '#include "setup.h"\n#define MD4_DIGEST_LENGTH 16\n'
+        "void md4_sum(void *digest, const void *data, size_t size);\n"
+    )
+    body = "".join(f"    out[{i}] = (unsigned char)(in[{i}] ^ 0x5c);\n" for i in range(24))
+    before = (
+        '#include "setup.h"\n#include "md4.h"\n\n'
+        "static void pad(unsigned char *out, const unsigned char *in) {\n"
+        f"{body}}}\n\n"
+        "static int check(unsigned char *in, int length) {\n    "
+    )
+    (root / "md4.c").write_text(before + "\n}\n")
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "md4.c", "c", before, budget=90)
+    )
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "#define MD4_DIGEST_LENGTH 16" in imported
+
+
+def test_a_window_over_declarations_the_outline_shows_is_not_repeated(tmp_path: Path) -> None:
+    """The code before the cursor calls what ``crc.h`` declares, so the header's text is also
+    the most similar window: its declarations are shown once, as the outline."""
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "crc.h").write_text(
+        "#ifndef CRC_H\n#define CRC_H\n#include <stdint.h>\n\n"
+        "void crc_init(void);\nuint64_t crc_update(uint64_t crc, const void *s, uint64_t len);\n"
+        "uint64_t crc_final(uint64_t crc);\n\n#endif\n"
+    )
+    before = (
+        '#include "crc.h"\n\nuint64_t crc_all(const void *s, uint64_t len) {\n'
+        "    uint64_t crc;\n    crc_init();\n    crc = crc_update(0, s, len);\n    "
+    )
+    (root / "crc.c").write_text(before + "\n}\n")
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "crc.c", "c", before, budget=300)
+    )
+    shown = "".join(s.text for s in segs)
+    assert "uint64_t crc_final(uint64_t crc);" in shown
+    assert shown.count("void crc_init(void);") == 1
+    assert [s.kind for s in segs if s.path == "crc.h"] == ["import"]
