@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +30,7 @@ from starcoder_ls.context import outlines
 from starcoder_ls.context.index import FileEntry, WorkspaceIndex
 from starcoder_ls.context.recent import RecentRing
 from starcoder_ls.context.similar import identifiers
-from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol
+from starcoder_ls.context.symbols import FileOutline, ImportRef, Symbol, name_words
 from starcoder_ls.languages.registry import language_for
 from starcoder_ls.types import Segment
 
@@ -84,13 +84,24 @@ class _Candidate:
     path: str
     start: int
     end: int
-    text: str
+    source: str | Callable[[], str]
+    """The text, or what renders it when first needed (most candidates are never shown)."""
     score: float
     key: tuple[str, int]
     brief: Callable[[], str] | None = None
     """Renders a shorter form (the signature alone), used when ``text`` does not fit."""
     name: str = ""
     """The definition's name (imports and definitions)."""
+
+    @property
+    def text(self) -> str:
+        if not isinstance(self.source, str):
+            self.source = self.source()
+        return self.source
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self.source = value
 
 
 class CrossFileContext:
@@ -265,6 +276,10 @@ def _imports(
     in_file = _names_used_elsewhere(index, req.path, current)
     subject = _subject_stem(req.path)
     fresh = _unused_bindings(current, req)
+    # The names around the cursor whose kin (same first and last words) are likely next.
+    seeds = _seed_ends(
+        n for n in near.union(*map(_line_identifiers, req.after.split("\n")[1:4])) if len(n) > 3
+    )
 
     def consider(ref: ImportRef, target: str, only: set[str] | None, alone: bool = False) -> None:
         entry = index.entry(target)
@@ -291,6 +306,7 @@ def _imports(
             unused,
             in_file,
             alone,
+            seeds,
         ):
             if exported_only and ref.module and not _go_exported(sym.name):
                 continue  # another Go package's lower-case names are private to it
@@ -322,11 +338,12 @@ def _imports(
     out = []
     for rank, (score, sym, entry) in enumerate(ranked[:_MAX_IMPORT_CANDIDATES]):
         key = (entry.path, sym.line)
+        text: str | Callable[[], str]
         if score < _SPECULATIVE or rank >= (_SMALL_FULL if small else _FULL):
             # Nothing around the cursor or in code like it uses the name (or the budget is
             # small and better names come first): its signature alone, so that more of the
             # likely names fit.
-            text, brief = _brief(sym, entry.language)(), None
+            text, brief = _brief(sym, entry.language), None
         else:
             text, brief = _render(entry, sym, wanted), _brief(sym, entry.language)
         out.append(
@@ -552,6 +569,64 @@ _SPECIFIC = 0.4
 declarations (a two-declaration header is included for one of the two)."""
 
 
+_FAMILY = 0.3
+"""Score for a name of the same family as one near the cursor (sharing two or more of its
+first and last words: ``SASL_MECH_DIGEST_MD5`` beside a use of ``SASL_MECH_CRAM_MD5``, and
+``formPostBinding`` below ``formBinding``); half that for two words, all of it for three."""
+_COMMON_WORD = 64
+"""A first or last word more of a file's names share than this says nothing (``add``)."""
+
+
+def _kin(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """How many first and last words two names share (each word counted once)."""
+    most = min(len(a), len(b))
+    lead = 0
+    while lead < most and a[lead] == b[lead]:
+        lead += 1
+    trail = 0
+    while trail < most - lead and a[-1 - trail] == b[-1 - trail]:
+        trail += 1
+    return lead + trail
+
+
+_Seeds = dict[tuple[bool, str], list[tuple[str, tuple[str, ...]]]]
+
+
+def _seed_ends(names: Iterable[str]) -> _Seeds:
+    """Names near the cursor by their first and last words (keys as ``name_ends`` makes)."""
+    found: _Seeds = {}
+    for name in names:
+        words = name_words(name)
+        if len(words) > 1:
+            found.setdefault((True, words[0]), []).append((name, words))
+            found.setdefault((False, words[-1]), []).append((name, words))
+    return found
+
+
+def _family(target: FileOutline, seeds: _Seeds) -> dict[str, float]:
+    """The score each of ``target``'s names gets for its kinship with a name near the cursor."""
+    found: dict[str, float] = {}
+    if not seeds:
+        return found
+    ends = target.name_ends()
+    # Whichever side is smaller is walked: a file of ten names, or a cursor with few.
+    keys = ends.keys() & seeds.keys() if len(ends) < len(seeds) else seeds.keys() & ends.keys()
+    for key in keys:
+        kin = ends[key]
+        if len(kin) > _COMMON_WORD:
+            continue
+        for seed, words in seeds[key]:
+            for name in kin:
+                if name == seed:
+                    continue
+                shared = _kin(words, name_words(name))
+                if shared >= 2:
+                    score = _FAMILY * min(shared - 1, 2) / 2
+                    if score > found.get(name, 0.0):
+                        found[name] = score
+    return found
+
+
 def _imported_symbols(
     ref: ImportRef,
     target: FileOutline,
@@ -565,6 +640,7 @@ def _imported_symbols(
     unused: set[str] | frozenset[str] = frozenset(),
     in_file: frozenset[str] = frozenset(),
     alone: bool = False,
+    seeds: _Seeds | None = None,
 ) -> list[tuple[Symbol, float]]:
     every = target.top_level()
     # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
@@ -580,9 +656,21 @@ def _imported_symbols(
             if 0 <= i + d < len(every):
                 other = every[i + d].name
                 beside[other] = max(beside.get(other, 0.0), _BESIDE / abs(d))
-    top = [
-        s for s in every if only is None or s.name in only or s.name in beside or s.name in in_file
-    ]
+    family = _family(target, seeds or {})
+    if only is None:
+        top = list(every)
+    elif len(every) <= len(only) + len(beside) + len(in_file) + len(family):
+        top = [
+            s
+            for s in every
+            if s.name in only or s.name in beside or s.name in in_file or s.name in family
+        ]
+    else:  # a big header: its names worth offering are looked up, not its declarations scanned
+        where = target.top_positions()
+        rows = {
+            i for group in (only, beside, in_file, family) for n in group for i in where.get(n, ())
+        }
+        top = [every[i] for i in sorted(rows)]
     named = [n for n in ref.names if n != "*"]
     chosen = [s for s in top if s.name in named]
     explicit = bool(chosen)
@@ -603,7 +691,11 @@ def _imported_symbols(
         co = co_use.get(sym.name, 0.0)
         score += 0.4 * min(co, 3.0)
         if used == 0 and sym.name not in near:
-            score += max(beside.get(sym.name, 0.0), _IN_FILE if sym.name in in_file else 0.0)
+            score += max(
+                beside.get(sym.name, 0.0),
+                _IN_FILE if sym.name in in_file else 0.0,
+                family.get(sym.name, 0.0),
+            )
         if not explicit and used == 0:
             score += usage(sym.name) - (0.2 if co == 0 else 0.0) + specific
         scored.append((sym, round(score, 3)))

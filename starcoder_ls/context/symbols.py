@@ -9,7 +9,9 @@ Lines are 0-based here, as everywhere below the server; segments shown to users 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 
@@ -93,6 +95,16 @@ class ImportRef:
         return cls(module, tuple(names), tuple(bound), level, line, kind)
 
 
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+@lru_cache(maxsize=65_536)
+def name_words(name: str) -> tuple[str, ...]:
+    """A name's words, lower-cased: ``SASL_MECH_CRAM_MD5`` is (sasl, mech, cram, md, 5) and
+    ``formPostBinding`` (form, post, binding)."""
+    return tuple(w.lower() for w in _WORD.findall(name))
+
+
 NAMESPACE_KINDS = frozenset({"namespace", "module"})
 """Kinds whose members are named from other files as if they were top-level."""
 
@@ -136,6 +148,20 @@ class FileOutline:
             for i, sym in enumerate(self.top_level()):
                 found.setdefault(sym.name, []).append(i)
             self.extra["top_positions"] = found
+        return found
+
+    def name_ends(self) -> dict[tuple[bool, str], list[str]]:
+        """The :meth:`top_level` names by their first word (key ``(True, word)``) and by their
+        last (``(False, word)``), words as :func:`name_words` splits them; computed once."""
+        found = self.extra.get("name_ends")
+        if found is None:
+            found = {}
+            for name in dict.fromkeys(sym.name for sym in self.top_level()):
+                words = name_words(name)
+                if len(words) > 1:
+                    found.setdefault((True, words[0]), []).append(name)
+                    found.setdefault((False, words[-1]), []).append(name)
+            self.extra["name_ends"] = found
         return found
 
     def to_json(self) -> dict[str, Any]:

@@ -407,3 +407,31 @@ def test_a_window_over_declarations_the_outline_shows_is_not_repeated(tmp_path: 
     assert "uint64_t crc_final(uint64_t crc);" in shown
     assert shown.count("void crc_init(void);") == 1
     assert [s.kind for s in segs if s.path == "crc.h"] == ["import"]
+
+
+def test_a_name_of_the_same_family_as_one_near_the_cursor_ranks(tmp_path: Path) -> None:
+    """``SASL_MECH_CRAM_MD5`` is used on the line above: its kin ``SASL_MECH_DIGEST_MD5``
+    (same first and last words), declared far from it, is offered ahead of the header's forty
+    other declarations."""
+    root = tmp_path / "c"
+    root.mkdir()
+    decls = ["#define SASL_MECH_LOGIN (1 << 0)\n", "#define SASL_MECH_CRAM_MD5 (1 << 2)\n"]
+    decls += [f"int sasl_step{i:02d}(int state);\n" for i in range(40)]
+    decls += ["#define SASL_MECH_DIGEST_MD5 (1 << 3)\n"]
+    (root / "sasl.h").write_text("".join(decls))
+    for n in range(10):  # code like the cursor's, which uses none of the header's names
+        (root / f"opt{n}.c").write_text(
+            f"int opt{n}(int wanted) {{\n    if(wanted & OPT_{n})\n        return 1;\n"
+            "    return 0;\n}\n"
+        )
+    before = (
+        '#include "sasl.h"\n\nint pick(int wanted) {\n'
+        "    if(wanted & SASL_MECH_CRAM_MD5)\n        return 1;\n    if(wanted & "
+    )
+    (root / "pick.c").write_text(before + "\n}\n")
+    index = _index(root)
+    segs = CrossFileContext(lambda uri: index).segments(
+        _request(root, "pick.c", "c", before, budget=60)
+    )
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "#define SASL_MECH_DIGEST_MD5 (1 << 3)" in imported
