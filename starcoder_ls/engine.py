@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 import uuid
@@ -176,6 +177,7 @@ class CompletionEngine:
         self._backend: Backend | None = None
         self._line_counter: LineTokenCounter | None = None
         self._family: tuple[Backend, str] | None = None
+        self._frames: dict[tuple[str, str | None, str | None], tuple[int, float]] = {}
         self._backend_lock = threading.Lock()
         self._backend_failure: BackendError | None = None
         self.cache = CompletionCache(self.settings.cache)
@@ -306,7 +308,8 @@ class CompletionEngine:
             )
         path = relative_path(_uri_path(snapshot.uri), root)
         counter = self._window_counter(backend)
-        extras = self._cross_file(snapshot, line, character, budget, counter)
+        frame = self._frame_cost(self.family(backend), snapshot.language_id, path, counter)
+        extras = self._cross_file(snapshot, line, character, budget, counter, frame)
         win = window(
             snapshot,
             line,
@@ -375,8 +378,47 @@ class CompletionEngine:
             self._secret_docs[key] = known
         return known
 
+    def _frame_cost(
+        self, family: str, language: str | None, path: str | None, count: Callable[[str], int]
+    ) -> tuple[int, float]:
+        """What the prompt template adds around another file's text, in tokens: (per segment,
+        besides its path; per line, a fraction where the counter rounds bytes). Measured on a probe block rendered as the template renders
+        it: a commented layout prefixes every line, a file-separator layout only heads it."""
+        key = (family, language, path.rsplit(".", 1)[-1] if path else None)
+        held = self._frames.get(key)
+        if held is not None:
+            return held
+        from starcoder_ls.prompt.templates import extra_block, get_template
+
+        try:
+            template = get_template(family)
+        except ValueError:
+            return (2, 0.0)
+        fim = FimInput(prefix="", suffix="", path=path, language=language)
+
+        def block(text: str) -> int:
+            seg = Segment(kind="import", path="p", start_line=1, end_line=1, text=text)
+            return count(extra_block(template, seg, fim))
+
+        # Eight more lines, of lengths that differ, than the one-line probe: a counter that
+        # rounds each line's bytes to tokens averages out.
+        more = "".join(f"{'v' * (1 + 5 * i)} = {i}\n" for i in range(8))
+        one = block("x\n")
+        per_line = max(0.0, (block("x\n" + more) - one - count(more)) / 8)
+        per_segment = max(0, one - count("x\n") - math.ceil(per_line) - count("p"))
+        if len(self._frames) > 64:
+            self._frames.clear()
+        self._frames[key] = (per_segment, per_line)
+        return per_segment, per_line
+
     def _cross_file(
-        self, snapshot: Any, line: int, character: int, budget: int, count: Callable[[str], int]
+        self,
+        snapshot: Any,
+        line: int,
+        character: int,
+        budget: int,
+        count: Callable[[str], int],
+        frame: tuple[int, float] = (2, 0.0),
     ) -> list[Segment]:
         """Context from other files, within ``crossFileTokens`` (at most half the budget)."""
         s = self.settings
@@ -408,6 +450,8 @@ class CompletionEngine:
                     budget=min(s.cross_file_tokens, budget // 2),
                     count_tokens=getattr(count, "whole", count),
                     open_lines=self.open_lines,
+                    segment_cost=frame[0],
+                    line_cost=frame[1],
                 )
             )
         except Exception:  # context is a bonus: a retrieval bug must not cost the completion

@@ -76,6 +76,10 @@ class Request:
     count_tokens: Callable[[str], int]
     open_lines: Callable[[Path], list[str] | None] | None = None
     """Current lines of an open document by file path (newer than the file on disk)."""
+    segment_cost: int = 2
+    """Tokens the prompt template adds to each segment besides its path (a file separator)."""
+    line_cost: float = 0.0
+    """Tokens the template adds to each line of a segment (a commented layout's marker)."""
 
 
 @dataclass
@@ -934,10 +938,17 @@ def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
 def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
     """Best-scored candidates of each source within its share; unused shares are passed on."""
     costs: dict[int, int] = {}
+    headed: dict[tuple[str, str], int] = {}
+    """(source, path) of each segment begun, and the candidate that pays for its header."""
 
     def cost_of(c: _Candidate) -> int:  # counted only when considered: tokenizing is the cost
         if id(c) not in costs:
-            costs[id(c)] = req.count_tokens(c.text) + req.count_tokens(c.path) + 2
+            lines = c.text.count("\n") + (not c.text.endswith("\n"))
+            costs[id(c)] = req.count_tokens(c.text) + math.ceil(req.line_cost * lines)
+        payer = headed.get((c.kind, c.path))
+        if payer is None or payer == id(c):
+            # The segment's header (its path) is paid once, by its first part.
+            return costs[id(c)] + req.count_tokens(c.path) + req.segment_cost
         return costs[id(c)]
 
     chosen: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
@@ -972,6 +983,8 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
                     chosen[kind].append(cand)
                     picked.add(id(cand))
                     spent[kind] += cost
+                    headed.setdefault((kind, cand.path), id(cand))
+                    costs[id(cand)] = cost
     segments: list[Segment] = []
     for kind in KIND_ORDER:
         # One segment per file and source, its parts in source order; files by path, so the

@@ -230,3 +230,27 @@ def test_eval_command_measures_definition_recall(repo, capsys):
     assert "definition recall  with context 100.0%" in text
     # The hidden lines were put back: the index and the files are as before.
     assert "def greet(name):" in (repo / "app" / "more.py").read_text()
+
+
+def test_cross_file_context_fills_its_budget_as_the_template_frames_it(tmp_path):
+    """A header of 80 declarations the file calls: the other files' text fills most of
+    crossFileTokens and stays within it, counted as the template frames it (each file's path
+    once; in a commented layout, each line's comment marker too)."""
+    root = tmp_path / "c"
+    root.mkdir()
+    decls = "".join(
+        f"int table_op{i:02d}(struct table *t, int key, int flags);\n" for i in range(80)
+    )
+    (root / "table.h").write_text(decls)
+    calls = "".join(f"    n += table_op{i:02d}(t, key, 0);\n" for i in range(0, 80, 2))
+    text = f'#include "table.h"\n\nint run(struct table *t, int key) {{\n    int n = 0;\n{calls}'
+    (root / "run.c").write_text(text + "    \n    return n;\n}\n")
+    index = _index(root)
+    line = text.count("\n")
+    for family in ("starcoder2", "codellama", "left-to-right"):
+        engine = _engine(index, family=family, cross_file_tokens=200)
+        built = engine.build_prompt(_snapshot(root, "run.c"), line, 4, root=root)
+        other = [s for s in built.prompt.segments if s.path == "table.h"]
+        assert other, family
+        spent = sum(s.tokens for s in other)
+        assert 150 <= spent <= 200, (family, spent)

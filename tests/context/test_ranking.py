@@ -80,7 +80,7 @@ def test_a_package_helper_that_similar_code_calls_is_shown_first(tmp_path: Path)
     (root / "render" / "xml.go").write_text(CURRENT_BEFORE + "\n}\n")
     index = _index(root)
     ctx = CrossFileContext(lambda uri: index)
-    segs = ctx.segments(_request(root, "render/xml.go", "go", CURRENT_BEFORE, budget=120))
+    segs = ctx.segments(_request(root, "render/xml.go", "go", CURRENT_BEFORE, budget=100))
     imported = "".join(s.text for s in segs if s.kind == "import")
     assert "func writeContentType(w http.ResponseWriter, value []string)" in imported
     # The helpers nothing like this code uses did not take the room first.
