@@ -36,6 +36,7 @@ from starcoder_ls.types import Segment
 
 SHARES: dict[str, float] = {"import": 0.5, "definition": 0.15, "similar": 0.2, "recent": 0.15}
 KIND_ORDER = ("import", "definition", "similar", "recent")
+_FILL_ORDER = ("import", "definition", "recent", "similar")
 NEAR_LINES = 4
 """Lines before the cursor (with the cursor's own) whose identifiers are looked up."""
 QUERY_LINES = 20
@@ -920,6 +921,8 @@ def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
             for c in chosen[kind]
         ):
             return True
+        if cand.kind == "recent":
+            return False  # an edit is newer than the indexed outline of the same lines
         # A window over declarations the outlines show already (a small header's whole text).
         shown = sum(
             min(c.end, cand.end) - max(c.start, cand.start) + 1
@@ -956,9 +959,11 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
     picked: set[int] = set()
     for kind in KIND_ORDER:
         pools[kind].sort(key=lambda c: (-c.score, c.path, c.start))
-    # First pass: each source within its share. Second: whatever is left, in source order.
+    # First pass: each source within its share. Second: whatever is left, in source order,
+    # except that the user's recent edits come before windows that only look like the code
+    # (a window over an edited region would show its old text).
     for pass_budget in ("share", "rest"):
-        for kind in KIND_ORDER:
+        for kind in _FILL_ORDER:
             if pass_budget == "share":
                 limit = int(req.budget * SHARES[kind])
             else:
