@@ -285,6 +285,7 @@ def _imports(
     seeds = _seed_ends(
         n for n in near.union(*map(_line_identifiers, req.after.split("\n")[1:4])) if len(n) > 3
     )
+    around = _Around(window_use, near, co_use, usage, small, in_file, seeds)
 
     def consider(ref: ImportRef, target: str, only: set[str] | None, alone: bool = False) -> None:
         entry = index.entry(target)
@@ -298,21 +299,7 @@ def _imports(
         if only is None and len(entry.outline.top_level()) > _BIG_FILE:
             only = wanted | set(ref.names) | usage.most_used(entry)
         unused = {n for n, b in zip(ref.names, ref.bound, strict=False) if b in fresh}
-        for sym, score in _imported_symbols(
-            ref,
-            entry.outline,
-            window_use,
-            near,
-            co_use,
-            usage,
-            only,
-            small,
-            lift,
-            unused,
-            in_file,
-            alone,
-            seeds,
-        ):
+        for sym, score in _imported_symbols(ref, entry.outline, around, only, lift, unused, alone):
             if exported_only and ref.module and not _go_exported(sym.name):
                 continue  # another Go package's lower-case names are private to it
             # One definition per name and file: the variants of ``#ifdef`` branches say the
@@ -469,11 +456,12 @@ def _package_files(index: WorkspaceIndex, path: str, language: str) -> list[str]
 
 
 _DECAY = 50.0
+"""Lines over which a use's weight halves (measured: 25 and sharper cost C 1–3.5 points)."""
 
 
 def _proximity_use(before: str, after: str) -> dict[str, float]:
     """How much each identifier is used around the cursor, nearer uses counting more (a use
-    ``d`` lines away counts ``1 / (1 + d / 25)``): what the next line will likely use too."""
+    ``d`` lines away counts ``1 / (1 + d / _DECAY)``): what the next line will likely use too."""
     use: dict[str, float] = {}
     for lines in (before.split("\n")[::-1], after.split("\n")):
         for distance, line in enumerate(lines):
@@ -632,21 +620,33 @@ def _family(target: FileOutline, seeds: _Seeds) -> dict[str, float]:
     return found
 
 
+@dataclass(frozen=True)
+class _Around:
+    """What the request says about any imported file's names, gathered once per request."""
+
+    use: dict[str, float]
+    """Uses in the window, nearer ones counting more (:func:`_proximity_use`)."""
+    near: set[str]
+    """Identifiers of the cursor's line and the few above."""
+    co_use: dict[str, float]
+    usage: Callable[[str], float]
+    small: bool
+    in_file: frozenset[str]
+    """Names the file uses anywhere (beyond the window too)."""
+    seeds: _Seeds
+    """Names around the cursor by first and last word, for :func:`_family`."""
+
+
 def _imported_symbols(
     ref: ImportRef,
     target: FileOutline,
-    use: dict[str, float],
-    near: set[str],
-    co_use: dict[str, float],
-    usage: Callable[[str], float],
+    around: _Around,
     only: set[str] | None = None,
-    small: bool = False,
     lift: float = 0.0,
     unused: set[str] | frozenset[str] = frozenset(),
-    in_file: frozenset[str] = frozenset(),
     alone: bool = False,
-    seeds: _Seeds | None = None,
 ) -> list[tuple[Symbol, float]]:
+    use, near, co_use, in_file = around.use, around.near, around.co_use, around.in_file
     every = target.top_level()
     # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
     # beside ``C_ERR``): those next to one used around the cursor are likely next.
@@ -661,7 +661,7 @@ def _imported_symbols(
             if 0 <= i + d < len(every):
                 other = every[i + d].name
                 beside[other] = max(beside.get(other, 0.0), _BESIDE / abs(d))
-    family = _family(target, seeds or {})
+    family = _family(target, around.seeds)
     if only is None:
         top = list(every)
     elif len(every) <= len(only) + len(beside) + len(in_file) + len(family):
@@ -683,7 +683,7 @@ def _imported_symbols(
         chosen = top  # a module imported whole, a wildcard, or a name that is a submodule
     # Names imported for annotations only (`import type`, `if TYPE_CHECKING:`) are rarely what
     # the next line calls: behind the others when the budget is small.
-    demote = 0.6 if small and ref.kind == "type" else 0.0
+    demote = 0.6 if around.small and ref.kind == "type" else 0.0
     # A file imported whole for one of a few names: each is likelier than one of hundreds.
     specific = _SPECIFIC / math.sqrt(len(every)) if alone and every else 0.0
     scored = []
@@ -702,7 +702,7 @@ def _imported_symbols(
                 family.get(sym.name, 0.0),
             )
         if not explicit and used == 0:
-            score += usage(sym.name) - (0.2 if co == 0 else 0.0) + specific
+            score += around.usage(sym.name) - (0.2 if co == 0 else 0.0) + specific
         scored.append((sym, round(score, 3)))
     return scored
 

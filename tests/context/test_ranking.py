@@ -8,6 +8,7 @@ from pathlib import Path
 from starcoder_ls.context.crossfile import CrossFileContext, Request
 from starcoder_ls.context.index import WorkspaceIndex
 from starcoder_ls.settings import WorkspaceSettings
+from starcoder_ls.types import Segment
 
 HELPERS = "".join(
     f"// helper{i:02d} formats part {i} of a response.\nfunc helper{i:02d}(v any) string "
@@ -65,6 +66,14 @@ def _request(root: Path, rel: str, language: str, before: str, budget: int) -> R
         line=before.count("\n"),
         budget=budget,
         count_tokens=lambda s: len(s) // 4 + 1,
+    )
+
+
+def _segments(root: Path, rel: str, language: str, before: str, budget: int) -> list[Segment]:
+    """The cross-file segments at the end of ``before`` in ``rel``, over a fresh index."""
+    index = _index(root)
+    return CrossFileContext(lambda uri: index).segments(
+        _request(root, rel, language, before, budget)
     )
 
 
@@ -170,10 +179,7 @@ def test_a_name_the_includes_offer_is_not_shown_again_from_its_c_file(tmp_path: 
     )
     before = '#include "db.h"\n\nint main(void) {\n    int handle = db_open("x.db");\n    '
     (root / "src" / "main.c").write_text(before + "\n}\n")
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "src/main.c", "c", before, budget=300)
-    )
+    segs = _segments(root, "src/main.c", "c", before, budget=300)
     assert [(s.kind, s.path) for s in segs if s.kind in ("import", "definition")] == [
         ("import", "src/db.h")
     ]
@@ -205,10 +211,7 @@ def test_a_test_file_sees_the_file_it_tests_first(tmp_path: Path) -> None:
     before = 'package pkg\n\nimport "testing"\n\nfunc TestKeys(t *testing.T) {\n\tgot := '
     files["pkg/zeta_test.go"] = before + "\n}\n"
     _go_package(root, files)
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "pkg/zeta_test.go", "go", before, budget=120)
-    )
+    segs = _segments(root, "pkg/zeta_test.go", "go", before, budget=120)
     imported = {s.path: s.text for s in segs if s.kind == "import"}
     assert "func Normalize(key string) string" in imported.get("pkg/zeta.go", "")
 
@@ -281,10 +284,7 @@ def test_another_go_package_offers_its_exported_names_only(tmp_path: Path) -> No
         "\thelper := util.Helper(1)\n\thelper += 1\n\t"
     )
     (root / "main.go").write_text(before + "\n}\n")
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "main.go", "go", before, budget=300)
-    )
+    segs = _segments(root, "main.go", "go", before, budget=300)
     text = "".join(s.text for s in segs if s.kind in ("import", "definition"))
     assert "func Helper(v int) int" in text
     assert "func helper(" not in text
@@ -304,10 +304,7 @@ def test_declarations_beside_the_one_used_are_offered(tmp_path: Path) -> None:
     )
     before = '#include "obj.h"\n\nvoid keep(obj *o) {\n    incr_ref(o);\n    use(o);\n    '
     (root / "keep.c").write_text(before + "\n}\n")
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "keep.c", "c", before, budget=200)
-    )
+    segs = _segments(root, "keep.c", "c", before, budget=200)
     imported = "".join(s.text for s in segs if s.kind == "import")
     assert "void decr_ref(obj *o);" in imported
     assert "table_op000" not in imported  # nothing puts the header's first lines first
@@ -340,10 +337,7 @@ def test_a_declaration_and_its_definition_are_shown_once(tmp_path: Path) -> None
     (root / "lib" / "sds.c").write_text("void sds_free(char *s) {\n    (void)s;\n}\n")
     before = "void drop(char *s) {\n    sds_free(s);\n    "
     (root / "drop.c").write_text(before + "\n}\n")
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "drop.c", "c", before, budget=300)
-    )
+    segs = _segments(root, "drop.c", "c", before, budget=300)
     found = [s for s in segs if s.kind == "definition"]
     assert len(found) == 1 and "void sds_free(char *s)" in found[0].text
 
@@ -376,10 +370,7 @@ def test_a_small_header_included_whole_outranks_a_big_headers_popular_names(
         "static int check(unsigned char *in, int length) {\n    "
     )
     (root / "md4.c").write_text(before + "\n}\n")
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "md4.c", "c", before, budget=90)
-    )
+    segs = _segments(root, "md4.c", "c", before, budget=90)
     imported = "".join(s.text for s in segs if s.kind == "import")
     assert "#define MD4_DIGEST_LENGTH 16" in imported
 
@@ -399,10 +390,7 @@ def test_a_window_over_declarations_the_outline_shows_is_not_repeated(tmp_path: 
         "    uint64_t crc;\n    crc_init();\n    crc = crc_update(0, s, len);\n    "
     )
     (root / "crc.c").write_text(before + "\n}\n")
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "crc.c", "c", before, budget=300)
-    )
+    segs = _segments(root, "crc.c", "c", before, budget=300)
     shown = "".join(s.text for s in segs)
     assert "uint64_t crc_final(uint64_t crc);" in shown
     assert shown.count("void crc_init(void);") == 1
@@ -429,9 +417,6 @@ def test_a_name_of_the_same_family_as_one_near_the_cursor_ranks(tmp_path: Path) 
         "    if(wanted & SASL_MECH_CRAM_MD5)\n        return 1;\n    if(wanted & "
     )
     (root / "pick.c").write_text(before + "\n}\n")
-    index = _index(root)
-    segs = CrossFileContext(lambda uri: index).segments(
-        _request(root, "pick.c", "c", before, budget=60)
-    )
+    segs = _segments(root, "pick.c", "c", before, budget=60)
     imported = "".join(s.text for s in segs if s.kind == "import")
     assert "#define SASL_MECH_DIGEST_MD5 (1 << 3)" in imported
