@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -285,7 +285,8 @@ def _imports(
     seeds = _seed_ends(
         n for n in near.union(*map(_line_identifiers, req.after.split("\n")[1:4])) if len(n) > 3
     )
-    around = _Around(window_use, near, co_use, usage, small, in_file, seeds)
+    pointed = frozenset(near).union(window_use, co_use, in_file)
+    around = _Around(window_use, near, co_use, usage, small, in_file, seeds, pointed)
 
     def consider(ref: ImportRef, target: str, only: set[str] | None, alone: bool = False) -> None:
         entry = index.entry(target)
@@ -299,9 +300,11 @@ def _imports(
         if only is None and len(entry.outline.top_level()) > _BIG_FILE:
             only = wanted | set(ref.names) | usage.most_used(entry)
         unused = {n for n, b in zip(ref.names, ref.bound, strict=False) if b in fresh}
-        for sym, score in _imported_symbols(ref, entry.outline, around, only, lift, unused, alone):
-            if exported_only and ref.module and not _go_exported(sym.name):
-                continue  # another Go package's lower-case names are private to it
+        # Another Go package's lower-case names are private to it.
+        keep = _go_exported if exported_only and ref.module else None
+        for sym, score in _imported_symbols(
+            ref, entry.outline, around, only, lift, unused, alone, keep
+        ):
             # One definition per name and file: the variants of ``#ifdef`` branches say the
             # same thing, and the first is shown.
             key = (target, sym.name)
@@ -516,6 +519,7 @@ class _Usage:
         self.generation = generation
         self.scores: dict[str, float] = {}
         self.popular: dict[str, frozenset[str]] = {}
+        self.files: dict[int, tuple[FileOutline, list[float]]] = {}
 
     def __call__(self, name: str) -> float:
         found = self.scores.get(name)
@@ -525,6 +529,17 @@ class _Usage:
             used = self.index.usage(name)
             found = self.scores[name] = 0.15 * min(1.0, math.log1p(used) / math.log1p(400))
         return found
+
+    def of_file(self, outline: FileOutline) -> list[float]:
+        """The score of each of ``outline``'s :meth:`~FileOutline.top_level` names, in order;
+        kept while the outline is (it is replaced when its file is indexed again)."""
+        held = self.files.get(id(outline))
+        if held is None or held[0] is not outline:
+            if len(self.files) > 4096:
+                self.files.clear()
+            scores = [self(sym.name) for sym in outline.top_level()]
+            held = self.files[id(outline)] = (outline, scores)
+        return held[1]
 
     def most_used(self, entry: FileEntry) -> frozenset[str]:
         """The :data:`_POPULAR` most used of a big file's names: the only ones worth offering
@@ -629,12 +644,15 @@ class _Around:
     near: set[str]
     """Identifiers of the cursor's line and the few above."""
     co_use: dict[str, float]
-    usage: Callable[[str], float]
+    usage: _Usage
     small: bool
     in_file: frozenset[str]
     """Names the file uses anywhere (beyond the window too)."""
     seeds: _Seeds
     """Names around the cursor by first and last word, for :func:`_family`."""
+    pointed: frozenset[str] = frozenset()
+    """Every name the request points at (near, in the window, in code like it, in the file):
+    the others of an imported file score by their workspace usage alone."""
 
 
 def _imported_symbols(
@@ -645,7 +663,12 @@ def _imported_symbols(
     lift: float = 0.0,
     unused: set[str] | frozenset[str] = frozenset(),
     alone: bool = False,
+    keep: Callable[[str], bool] | None = None,
 ) -> list[tuple[Symbol, float]]:
+    """The names of ``target`` an import ``ref`` offers, with their scores; those ``keep``
+    refuses left out. Of the names nothing in the request points at (scored by workspace usage
+    alone) only the :data:`_MAX_IMPORT_CANDIDATES` best can be among the candidates, so a
+    header of hundreds offers those, not all."""
     use, near, co_use, in_file = around.use, around.near, around.co_use, around.in_file
     every = target.top_level()
     # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
@@ -662,22 +685,27 @@ def _imported_symbols(
                 other = every[i + d].name
                 beside[other] = max(beside.get(other, 0.0), _BESIDE / abs(d))
     family = _family(target, around.seeds)
+    top: Sequence[int]  # indexes into ``every``
     if only is None:
-        top = list(every)
+        top = range(len(every))
     elif len(every) <= len(only) + len(beside) + len(in_file) + len(family):
         top = [
-            s
-            for s in every
+            i
+            for i, s in enumerate(every)
             if s.name in only or s.name in beside or s.name in in_file or s.name in family
         ]
     else:  # a big header: its names worth offering are looked up, not its declarations scanned
         where = target.top_positions()
-        rows = {
-            i for group in (only, beside, in_file, family) for n in group for i in where.get(n, ())
-        }
-        top = [every[i] for i in sorted(rows)]
-    named = [n for n in ref.names if n != "*"]
-    chosen = [s for s in top if s.name in named]
+        top = sorted(
+            {
+                i
+                for group in (only, beside, in_file, family)
+                for n in group
+                for i in where.get(n, ())
+            }
+        )
+    named = {n for n in ref.names if n != "*"}
+    chosen: Sequence[int] = [i for i in top if every[i].name in named]
     explicit = bool(chosen)
     if not chosen:
         chosen = top  # a module imported whole, a wildcard, or a name that is a submodule
@@ -686,24 +714,43 @@ def _imported_symbols(
     demote = 0.6 if around.small and ref.kind == "type" else 0.0
     # A file imported whole for one of a few names: each is likelier than one of hundreds.
     specific = _SPECIFIC / math.sqrt(len(every)) if alone and every else 0.0
-    scored = []
-    for sym in chosen:
-        score = (1.0 if explicit else 0.3) - demote + lift
-        if sym.name in near or sym.name in unused:
+    base = (1.0 if explicit else 0.3) - demote + lift
+
+    def score_of(name: str) -> float:
+        score = base
+        if name in near or name in unused:
             score += 1.0
-        used = use.get(sym.name, 0.0)
+        used = use.get(name, 0.0)
         score += 0.5 * min(used, 4.0)
-        co = co_use.get(sym.name, 0.0)
+        co = co_use.get(name, 0.0)
         score += 0.4 * min(co, 3.0)
-        if used == 0 and sym.name not in near:
+        if used == 0 and name not in near:
             score += max(
-                beside.get(sym.name, 0.0),
-                _IN_FILE if sym.name in in_file else 0.0,
-                family.get(sym.name, 0.0),
+                beside.get(name, 0.0),
+                _IN_FILE if name in in_file else 0.0,
+                family.get(name, 0.0),
             )
         if not explicit and used == 0:
-            score += around.usage(sym.name) - (0.2 if co == 0 else 0.0) + specific
-        scored.append((sym, round(score, 3)))
+            score += around.usage(name) - (0.2 if co == 0 else 0.0) + specific
+        return round(score, 3)
+
+    if explicit:
+        offered = (every[i] for i in chosen)
+        return [(s, score_of(s.name)) for s in offered if keep is None or keep(s.name)]
+    # Most of a header's names nothing in the request points at: their score is the same sum,
+    # only the workspace's usage of each name differing (looked up once per file and index).
+    pointed = around.pointed
+    usage = around.usage.of_file(target)
+    scored = []
+    for i in chosen:
+        sym = every[i]
+        name = sym.name
+        if keep is not None and not keep(name):
+            continue
+        if name in pointed or name in beside or name in family or name in unused:
+            scored.append((sym, score_of(name)))
+        else:
+            scored.append((sym, round(base + (usage[i] - 0.2 + specific), 3)))
     return scored
 
 
