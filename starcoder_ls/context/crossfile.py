@@ -573,6 +573,9 @@ _IN_FILE = 0.4
 _BESIDE = 0.3
 """Score for a declaration next to one used near the cursor (half that two away)."""
 _SPECIFIC = 0.4
+_WEAK_USE = 0.8
+"""Window use below which (a single use some 60 lines away) a name is still ordered by its
+workspace usage, as names not used in the window are."""
 """Score for a declaration of a module imported whole, divided by the root of its count of
 declarations (a two-declaration header is included for one of the two)."""
 
@@ -721,17 +724,20 @@ def _imported_symbols(
         if name in near or name in unused:
             score += 1.0
         used = use.get(name, 0.0)
-        score += 0.5 * min(used, 4.0)
         co = co_use.get(name, 0.0)
-        score += 0.4 * min(co, 3.0)
-        if used == 0 and name not in near:
-            score += max(
-                beside.get(name, 0.0),
-                _IN_FILE if name in in_file else 0.0,
-                family.get(name, 0.0),
+        # A use beyond the window (or beside one, or of the same family) says as much as a
+        # use far up the window: whichever says more counts.
+        hint = 0.0
+        if name not in near:
+            hint = max(
+                beside.get(name, 0.0), _IN_FILE if name in in_file else 0.0, family.get(name, 0.0)
             )
+        score += max(0.5 * min(used, 4.0), hint)
+        score += 0.4 * min(co, 3.0)
         if not explicit and used == 0:
             score += around.usage(name) - (0.2 if co == 0 else 0.0) + specific
+        elif not explicit and used < _WEAK_USE:
+            score += around.usage(name) + specific
         return round(score, 3)
 
     if explicit:

@@ -328,6 +328,29 @@ def test_a_name_the_file_uses_far_from_the_cursor_ranks(tmp_path: Path) -> None:
     assert "int close_all(int flags);" in imported
 
 
+def test_a_use_far_up_the_window_counts_no_less_than_a_use_beyond_it(tmp_path: Path) -> None:
+    """``status_ok`` is used 150 lines above the cursor and in a function beyond the window;
+    thirty other names of the header only beyond it. The weak use in the window must not rank
+    ``status_ok`` below names the window never mentions."""
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "obj.h").write_text(_header(150, {149: "int status_ok(int code);\n"}))
+    calls = "".join(f"    table_op{i:03d}(0);\n" for i in range(30))
+    early = "int setup(void) {\n" + calls + "    return status_ok(0);\n}\n"
+    pad = "".join(f"static int pad{i} = {i};\n" for i in range(250))
+    late = "int check(void) {\n    return status_ok(1);\n}\n"
+    near = "".join(f"static int gap{i} = {i};\n" for i in range(150))
+    before = '#include "obj.h"\n\n' + early + pad + late + near + "int run(void) {\n    "
+    (root / "main.c").write_text(before + "\n}\n")
+    index = _index(root)
+    req = _request(root, "main.c", "c", before, budget=60)
+    req.before = "\n".join(before.split("\n")[-200:])  # the window the server sends
+    segs = CrossFileContext(lambda uri: index).segments(req)
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "int status_ok(int code);" in imported
+    assert imported.count("table_op") < 30  # the budget is what makes it a choice
+
+
 def test_a_declaration_and_its_definition_are_shown_once(tmp_path: Path) -> None:
     """Found by name (the header is not included): the header's declaration and the .c
     file's definition say the same, and only one of them takes room."""
