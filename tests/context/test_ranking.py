@@ -290,6 +290,29 @@ def test_another_go_package_offers_its_exported_names_only(tmp_path: Path) -> No
     assert "func helper(" not in text
 
 
+def test_a_name_defined_in_view_is_not_offered_again_from_a_namesake(tmp_path: Path) -> None:
+    """``binding.go`` and ``binding_nomsgpack.go`` (the same file for other build tags) both
+    define ``Binding``: the prompt shows the current file's, and the sibling's would repeat
+    it where the next line's helper should be."""
+    root = tmp_path / "go"
+    iface = "type Binding interface {{\n\tName() string\n\tBind(req any, obj any) error\n}}\n"
+    _go_package(
+        root,
+        {
+            "pkg/binding_nomsgpack.go": "//go:build nomsgpack\n\npackage binding\n\n"
+            + iface.format(),
+            "pkg/form.go": "package binding\n\ntype formBinding struct{}\n",
+        },
+    )
+    before = "package binding\n\n" + iface.format() + "\nvar Form Binding = formBinding{}\n"
+    before += "\nfunc pick(name string) Binding {\n\t"
+    (root / "pkg" / "binding.go").write_text(before + "\n}\n")
+    segs = _segments(root, "pkg/binding.go", "go", before, budget=300)
+    paths = {s.path for s in segs if s.kind == "import"}
+    assert "pkg/form.go" in paths
+    assert "pkg/binding_nomsgpack.go" not in paths
+
+
 def _header(n: int, pick: dict[int, str]) -> str:
     return "".join(pick.get(i, f"int table_op{i:03d}(int key);\n") for i in range(n))
 
