@@ -168,6 +168,32 @@ def test_a_small_budget_shows_the_best_import_in_full_and_the_rest_as_signatures
     assert "class Square:" in small and "def rotate(self" not in small
 
 
+def test_an_outline_too_big_for_its_room_is_shown_as_its_signature(tmp_path: Path) -> None:
+    """A class of ten long methods would take a fifth of a 1024-token budget in full: it is
+    shown by its first line, and the room goes to the names after it."""
+    root = tmp_path / "app"
+    root.mkdir()
+    methods = "".join(
+        f"    def handle_request_kind_{i}(self, request: Request, timeout: float) -> Response: ...\n"
+        for i in range(10)
+    )
+    (root / "registry.py").write_text(f'class Registry:\n    """Routes requests."""\n\n{methods}')
+    (root / "point.py").write_text("class Point:\n    def norm(self) -> float: ...\n")
+    helpers = "".join(f"def helper_{i}(value: int) -> int: ...\n" for i in range(20))
+    (root / "helpers.py").write_text(helpers)
+    before = (
+        "from registry import Registry\nfrom point import Point\nimport helpers\n\n\n"
+        "def serve(r: Registry, p: Point) -> None:\n    r.handle_request_kind_0(None, 1.0)\n"
+        "    p.norm()\n    "
+    )
+    (root / "main.py").write_text(before + "\n")
+    segs = _segments(root, "main.py", "python", before, budget=1024)
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "class Registry:" in imported
+    assert "handle_request_kind_5" not in imported
+    assert "def norm(self) -> float" in imported  # a small class is still shown whole
+
+
 def test_a_name_the_includes_offer_is_not_shown_again_from_its_c_file(tmp_path: Path) -> None:
     root = tmp_path / "c"
     (root / "src").mkdir(parents=True)
