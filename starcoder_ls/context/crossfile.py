@@ -306,6 +306,8 @@ def _imports(
         entry = index.entry(target)
         if entry is None:
             return
+        if only is wanted:  # one of many files: the names in use, and its few most used
+            only = wanted | usage.most_used(entry, _FEW_POPULAR)
         lift = 0.0
         if subject is not None and _stem(target) == subject:
             lift, only = _SUBJECT, None  # the file a test file tests
@@ -543,7 +545,7 @@ class _Usage:
         self.index = index
         self.generation = generation
         self.scores: dict[str, float] = {}
-        self.popular: dict[str, frozenset[str]] = {}
+        self.popular: dict[tuple[str, int], frozenset[str]] = {}
         self.files: dict[int, tuple[FileOutline, list[float]]] = {}
 
     def __call__(self, name: str) -> float:
@@ -566,19 +568,23 @@ class _Usage:
             held = self.files[id(outline)] = (outline, scores)
         return held[1]
 
-    def most_used(self, entry: FileEntry) -> frozenset[str]:
-        """The :data:`_POPULAR` most used of a big file's names: the only ones worth offering
-        when nothing near the cursor names any (a 3,000-declaration header)."""
-        found = self.popular.get(entry.path)
-        if found is None:
+    def most_used(self, entry: FileEntry, n: int = 0) -> frozenset[str]:
+        """The ``n`` (:data:`_POPULAR`) most used of a file's names: the only ones worth
+        offering when nothing near the cursor names any (a 3,000-declaration header)."""
+        n = n or _POPULAR
+        held = self.popular.get((entry.path, n))
+        if held is None:
             names = {s.name for s in entry.outline.top_level()}
-            found = frozenset(sorted(names, key=lambda n: (-self(n), n))[:_POPULAR])
-            self.popular[entry.path] = found
-        return found
+            held = frozenset(sorted(names, key=lambda name: (-self(name), name))[:n])
+            self.popular[(entry.path, n)] = held
+        return held
 
 
 _USAGE: dict[int, _Usage] = {}
 _POPULAR = 48
+_FEW_POPULAR = 4
+"""Names offered by each file of a many-file import (a Go package, a C# namespace) beyond
+the first few, besides those in use: its most used (gin's ``H``). Measured: C# +2.5 points."""
 _BIG_FILE = 96
 """Definitions above which a file offers its used and most popular names only."""
 

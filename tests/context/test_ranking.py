@@ -339,6 +339,28 @@ def test_a_name_defined_in_view_is_not_offered_again_from_a_namesake(tmp_path: P
     assert "pkg/binding_nomsgpack.go" not in paths
 
 
+def test_each_file_of_a_big_package_offers_its_most_used_names(tmp_path: Path) -> None:
+    """Beyond its first few files, a package's files offer only the names in use near the
+    cursor, and their few most used: ``H``, which the package writes everywhere."""
+    root = tmp_path / "go"
+    serve = "func serve{c}(w http.ResponseWriter, r *http.Request) {{\n\tw.WriteHeader(200)\n}}\n"
+    files = {
+        f"pkg/{c}.go": 'package web\n\nimport "net/http"\n\n' + serve.format(c=c.upper())
+        for c in "abcdefghij"  # code more like the cursor's than any use of H
+    }
+    for i in range(6):
+        files[f"pkg/use{i}.go"] = f"package web\n\nfunc use{i}() any {{\n\treturn H{{}}\n}}\n"
+    files["pkg/utils.go"] = "package web\n\n// H is a map.\ntype H map[string]any\n"
+    files["pkg/utils.go"] += _funcs("rareUtil", 3)
+    _go_package(root, files)
+    before = 'package web\n\nimport "net/http"\n\n'
+    before += "func serveZ(w http.ResponseWriter, r *http.Request) {\n\t"
+    (root / "pkg" / "handle.go").write_text(before + "\n}\n")
+    segs = _segments(root, "pkg/handle.go", "go", before, budget=400)
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "type H map[string]any" in imported
+
+
 def _header(n: int, pick: dict[int, str]) -> str:
     return "".join(pick.get(i, f"int table_op{i:03d}(int key);\n") for i in range(n))
 
