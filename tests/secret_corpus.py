@@ -12,6 +12,7 @@ import base64
 import random
 import re
 import string
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,7 +182,10 @@ def plant(root: Path, seed: int = 0) -> Scenario:
     filler = [f"def step_{i}(x):\n    return x + {i}\n\n" for i in range(400)]
     body = "".join(filler).splitlines()
     tail = ["", "", *ORDINARY_LINES, ""]
-    tail += [p.code for p in near]
+    # Inside a function: top-level names defined in view would keep settings.py's namesakes
+    # (the same constants) off the import road, which must be put to the test too.
+    tail += ["def local_overrides():"]
+    tail += [textwrap.indent(p.code, "    ", lambda line: True) for p in near]
     tail += ["", "", "def fetch_report(session, report_id):"]
     first = len(head) + len(body) + len(tail) - 1
     tail += ["    ", "", ""]
