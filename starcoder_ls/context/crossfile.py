@@ -172,8 +172,7 @@ class CrossFileContext:
         if index is not None:
             neighbours = _neighbours(index, req)
             co_use = _co_use(neighbours)
-            in_view = _in_view(index, req)
-            pools["import"] = _imports(index, req, set(near), co_use, neighbours, in_view)
+            pools["import"] = _imports(index, req, set(near), co_use, neighbours)
             taken = {c.key for c in pools["import"]}
             # A name the imports offer is not looked up again: in C the header's declaration
             # says what the .c file's definition would, elsewhere another file's namesake is
@@ -260,16 +259,14 @@ def _current_outline(index: WorkspaceIndex, req: Request) -> FileOutline:
     return outline(req.before + req.after, req.language, req.path)
 
 
-def _in_view(index: WorkspaceIndex, req: Request) -> frozenset[str]:
+def _in_view(current: FileOutline, req: Request) -> frozenset[str]:
     """The names the current file defines (at its top level) in the lines the prompt shows: an
     imported namesake (the same file for other Go build tags, a header's declaration of a
     function defined here) would repeat what the prompt says. (Definitions found by bare name
     keep theirs: measured, dropping them cost Python 1.5 points.)"""
     first = req.line - req.before.count("\n")
     last = req.line + req.after.count("\n")
-    return frozenset(
-        s.name for s in _current_outline(index, req).top_level() if first <= s.line <= last
-    )
+    return frozenset(s.name for s in current.top_level() if first <= s.line <= last)
 
 
 def _imports(
@@ -278,7 +275,6 @@ def _imports(
     near: set[str],
     co_use: dict[str, float],
     neighbours: list[_Neighbour],
-    in_view: frozenset[str] = frozenset(),
 ) -> list[_Candidate]:
     info = language_for(req.language, req.path)
     if info is None or req.path is None:
@@ -295,6 +291,7 @@ def _imports(
     in_file = _names_used_elsewhere(index, req.path, current)
     subject = _subject_stem(req.path)
     fresh = _unused_bindings(current, req)
+    in_view = _in_view(current, req)
     # The names around the cursor whose kin (same first and last words) are likely next.
     seeds = _seed_ends(
         n for n in near.union(*map(_line_identifiers, req.after.split("\n")[1:4])) if len(n) > 3
@@ -604,11 +601,11 @@ _IN_FILE = 0.4
 _BESIDE = 0.3
 """Score for a declaration next to one used near the cursor (half that two away)."""
 _SPECIFIC = 0.4
+"""Score for a declaration of a module imported whole, divided by the root of its count of
+declarations (a two-declaration header is included for one of the two)."""
 _WEAK_USE = 0.8
 """Window use below which (a single use some 60 lines away) a name is still ordered by its
 workspace usage, as names not used in the window are."""
-"""Score for a declaration of a module imported whole, divided by the root of its count of
-declarations (a two-declaration header is included for one of the two)."""
 
 
 _FAMILY = 0.3
@@ -684,7 +681,7 @@ class _Around:
     """Names the file uses anywhere (beyond the window too)."""
     seeds: _Seeds
     """Names around the cursor by first and last word, for :func:`_family`."""
-    pointed: frozenset[str] = frozenset()
+    pointed: frozenset[str]
     """Every name the request points at (near, in the window, in code like it, in the file):
     the others of an imported file score by their workspace usage alone."""
 
@@ -700,9 +697,7 @@ def _imported_symbols(
     keep: Callable[[str], bool] | None = None,
 ) -> list[tuple[Symbol, float]]:
     """The names of ``target`` an import ``ref`` offers, with their scores; those ``keep``
-    refuses left out. Of the names nothing in the request points at (scored by workspace usage
-    alone) only the :data:`_MAX_IMPORT_CANDIDATES` best can be among the candidates, so a
-    header of hundreds offers those, not all."""
+    refuses left out."""
     use, near, co_use, in_file = around.use, around.near, around.co_use, around.in_file
     every = target.top_level()
     # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
