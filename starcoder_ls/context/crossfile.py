@@ -315,9 +315,14 @@ def _imports(
         unused = {n for n, b in zip(ref.names, ref.bound, strict=False) if b in fresh}
         # Another Go package's lower-case names are private to it.
         keep = _go_exported if exported_only and ref.module else None
-        for sym, score in _imported_symbols(
-            ref, entry.outline, around, only, lift, unused, alone, keep
-        ):
+        offer(
+            target,
+            entry,
+            _imported_symbols(ref, entry.outline, around, only, lift, unused, alone, keep),
+        )
+
+    def offer(target: str, entry: FileEntry, offered: Iterable[tuple[Symbol, float]]) -> None:
+        for sym, score in offered:
             if sym.name in in_view:
                 continue
             # One definition per name and file: the variants of ``#ifdef`` branches say the
@@ -327,22 +332,53 @@ def _imports(
             if held is None or held[0] < score or (held[0] == score and sym.line < held[1].line):
                 best[key] = (score, sym, entry)
 
+    def consider_many(ref: ImportRef, targets: Iterable[str]) -> None:
+        """The files of a many-file import beyond the first few: most offer only their few
+        most used names (nothing around the cursor names theirs), found without a scan."""
+        if ref.names or (ref.bound and ref.bound[-1] in fresh):
+            for target in targets:
+                consider(ref, target, wanted)
+            return
+        base = 0.3 - _demotion(ref, around)
+        keep = _go_exported if exported_only and ref.module else None
+        for target in targets:
+            entry = index.entry(target)
+            if entry is None:
+                continue
+            if subject is not None and _stem(target) == subject:
+                consider(ref, target, wanted)
+                continue
+            offered = _popular_only(entry, around, base, keep)
+            if offered is None:
+                consider(ref, target, wanted)
+            else:
+                offer(target, entry, offered)
+
     # An import that stands for many files (a Go package, a C# namespace): every file offers
     # the names used around the cursor or in code like it; the first few (and those that
     # code like the cursor's comes from) offer all of their names.
     whole = {n.path for n in neighbours}
     for ref in current.imports:
-        targets = index.resolve(ref, req.path, info.name)
+        targets = usage.resolve(ref, req.path, info.name)
+        many = []
         for i, target in enumerate(targets):
-            only = None if i < _WHOLE_FILES or target in whole else wanted
-            consider(ref, target, only, len(targets) == 1)
+            if i < _WHOLE_FILES or target in whole:
+                consider(ref, target, None, len(targets) == 1)
+            else:
+                many.append(target)
+        consider_many(ref, many)
         if targets and ref.names:
             _follow_reexports(index, ref, targets[0], info.name, consider)
     if info.name in SAME_PACKAGE:
         # Go and Java see the other files of their package (directory) without importing them.
         package = ImportRef(module="")
+        many = []
         for i, sibling in enumerate(_package_files(index, req.path, info.name)):
-            consider(package, sibling, None if i < _WHOLE_FILES or sibling in whole else wanted)
+            if i < _WHOLE_FILES or sibling in whole:
+                consider(package, sibling, None)
+            else:
+                many.append(sibling)
+        consider_many(package, many)
     # Only the best few are rendered: a module imported whole may define hundreds of names.
     ranked = sorted(best.values(), key=lambda v: (-v[0], v[2].path, v[1].line))
     out = []
@@ -544,6 +580,8 @@ class _Usage:
         self.scores: dict[str, float] = {}
         self.popular: dict[tuple[str, int], frozenset[str]] = {}
         self.files: dict[int, tuple[FileOutline, list[float]]] = {}
+        self.fews: dict[str, tuple[FileOutline, list[tuple[Symbol, float]]]] = {}
+        self.resolved: dict[tuple[ImportRef, str, str], tuple[str, ...]] = {}
 
     def __call__(self, name: str) -> float:
         found = self.scores.get(name)
@@ -564,6 +602,35 @@ class _Usage:
             scores = [self(sym.name) for sym in outline.top_level()]
             held = self.files[id(outline)] = (outline, scores)
         return held[1]
+
+    def few(self, entry: FileEntry) -> list[tuple[Symbol, float]]:
+        """The definitions of ``entry``'s :data:`_FEW_POPULAR` most used names, with the
+        score of each name's usage."""
+        held = self.fews.get(entry.path)
+        if held is None or held[0] is not entry.outline:
+            outline = entry.outline
+            where, every, scores = (
+                outline.top_positions(),
+                outline.top_level(),
+                self.of_file(outline),
+            )
+            found = [
+                (every[i], scores[i])
+                for name in self.most_used(entry, _FEW_POPULAR)
+                for i in where[name]
+            ]
+            held = self.fews[entry.path] = (outline, found)
+        return held[1]
+
+    def resolve(self, ref: ImportRef, path: str, language: str) -> tuple[str, ...]:
+        """The files ``ref`` in ``path`` stands for, remembered while no file changes."""
+        key = (ref, path, language)
+        found = self.resolved.get(key)
+        if found is None:
+            if len(self.resolved) > 20_000:
+                self.resolved.clear()
+            found = self.resolved[key] = self.index.resolve(ref, path, language)
+        return found
 
     def most_used(self, entry: FileEntry, n: int = 0) -> frozenset[str]:
         """The ``n`` (:data:`_POPULAR`) most used of a file's names: the only ones worth
@@ -686,6 +753,32 @@ class _Around:
     the others of an imported file score by their workspace usage alone."""
 
 
+def _demotion(ref: ImportRef, around: _Around) -> float:
+    """Names imported for annotations only (`import type`, `if TYPE_CHECKING:`) are rarely what
+    the next line calls: behind the others when the budget is small."""
+    return 0.6 if around.small and ref.kind == "type" else 0.0
+
+
+def _popular_only(
+    entry: FileEntry, around: _Around, base: float, keep: Callable[[str], bool] | None
+) -> list[tuple[Symbol, float]] | None:
+    """What one of a many-file import's files offers when the request points at none of its
+    names (nor at any of their family): its few most used, scored as :func:`_imported_symbols`
+    scores them. Most of a namespace's files are such, and this skips their full scan; None
+    when the request does point at one."""
+    outline = entry.outline
+    where = outline.top_positions()
+    if len(where) > _BIG_FILE or not around.pointed.isdisjoint(where):
+        return None
+    if around.seeds and _family(outline, around.seeds):
+        return None
+    return [
+        (sym, round(base + (score - 0.2), 3))
+        for sym, score in around.usage.few(entry)
+        if keep is None or keep(sym.name)
+    ]
+
+
 def _imported_symbols(
     ref: ImportRef,
     target: FileOutline,
@@ -738,9 +831,7 @@ def _imported_symbols(
     explicit = bool(chosen)
     if not chosen:
         chosen = top  # a module imported whole, a wildcard, or a name that is a submodule
-    # Names imported for annotations only (`import type`, `if TYPE_CHECKING:`) are rarely what
-    # the next line calls: behind the others when the budget is small.
-    demote = 0.6 if around.small and ref.kind == "type" else 0.0
+    demote = _demotion(ref, around)
     # A file imported whole for one of a few names: each is likelier than one of hundreds.
     specific = _SPECIFIC / math.sqrt(len(every)) if alone and every else 0.0
     base = (1.0 if explicit else 0.3) - demote + lift
