@@ -1067,8 +1067,23 @@ def _render(entry: FileEntry, sym: Symbol, wanted: set[str] | frozenset[str] = f
     return text
 
 
+_BRIEFS: dict[int, tuple[Symbol, str, str]] = {}
+
+
 def _brief(sym: Symbol, language: str) -> Callable[[], str]:
-    return lambda: outlines.render(sym, (), language, brief=True)
+    def render() -> str:
+        held = _BRIEFS.get(id(sym))
+        if held is None or held[0] is not sym or held[1] != language:
+            if len(_BRIEFS) > 20_000:
+                _BRIEFS.clear()
+            held = _BRIEFS[id(sym)] = (
+                sym,
+                language,
+                outlines.render(sym, (), language, brief=True),
+            )
+        return held[2]
+
+    return render
 
 
 def _optimistic(text: str) -> int:
@@ -1083,12 +1098,15 @@ def _code_lines(text: str) -> int:
 
 def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
     """Shown already: an outline inside a chosen outline (a method of a chosen class), or code
-    overlapping chosen code of the same file (a similar window over a recent edit)."""
-    if cand.kind not in ("import", "definition"):
+    overlapping chosen code of the same file (a similar window over a recent edit).
+    ``chosen`` holds the chosen candidates by path."""
+    same = chosen.get(cand.path)
+    if not same:
+        return False
+    if cand.kind not in _OUTLINE_KINDS:
         if any(
-            c.path == cand.path and c.start <= cand.end and cand.start <= c.end
-            for kind in ("similar", "recent")
-            for c in chosen[kind]
+            c.kind not in _OUTLINE_KINDS and c.start <= cand.end and cand.start <= c.end
+            for c in same
         ):
             return True
         if cand.kind == "recent":
@@ -1096,16 +1114,17 @@ def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
         # A window over declarations the outlines show already (a small header's whole text).
         shown = sum(
             min(c.end, cand.end) - max(c.start, cand.start) + 1
-            for kind in ("import", "definition")
-            for c in chosen[kind]
-            if c.path == cand.path and c.start <= cand.end and cand.start <= c.end
+            for c in same
+            if c.kind in _OUTLINE_KINDS and c.start <= cand.end and cand.start <= c.end
         )
         return shown * 2 >= _code_lines(cand.text)
     return any(
-        c.path == cand.path and c.start <= cand.start and cand.end <= c.end and c is not cand
-        for kind in ("import", "definition")
-        for c in chosen[kind]
+        c.kind in _OUTLINE_KINDS and c.start <= cand.start and cand.end <= c.end and c is not cand
+        for c in same
     )
+
+
+_OUTLINE_KINDS = ("import", "definition")
 
 
 def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
@@ -1125,6 +1144,8 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
         return costs[id(c)]
 
     chosen: dict[str, list[_Candidate]] = {kind: [] for kind in KIND_ORDER}
+    chosen_in: dict[str, list[_Candidate]] = {}
+    """The chosen candidates by path, for :func:`_covered`."""
     spent = dict.fromkeys(KIND_ORDER, 0)
     picked: set[int] = set()
     for kind in KIND_ORDER:
@@ -1141,12 +1162,13 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
             for cand in pools[kind]:
                 if limit - spent[kind] < _MIN_USEFUL:
                     break
-                if id(cand) in picked or _covered(cand, chosen):
+                if id(cand) in picked or _covered(cand, chosen_in):
                     continue
                 room = limit - spent[kind]
-                if _optimistic(cand.text) > room and cand.brief is None:
+                fits = _optimistic(cand.text) <= room
+                if not fits and cand.brief is None:
                     continue  # cannot fit: not worth tokenizing
-                cost = cost_of(cand) if _optimistic(cand.text) <= room else room + 1
+                cost = cost_of(cand) if fits else room + 1
                 if spent[kind] + cost > limit and cand.brief:
                     # The whole outline does not fit: its signature alone may.
                     cand.text, cand.brief = cand.brief(), None
@@ -1156,6 +1178,7 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
                     cost = cost_of(cand)
                 if spent[kind] + cost <= limit:
                     chosen[kind].append(cand)
+                    chosen_in.setdefault(cand.path, []).append(cand)
                     picked.add(id(cand))
                     spent[kind] += cost
                     headed.setdefault((kind, cand.path), id(cand))

@@ -179,11 +179,12 @@ class WindowIndex:
         import numpy as np  # loaded with the first query, not at the server's start
 
         ids = np.concatenate([np.frombuffer(p, dtype=np.uint32) for p in lists])
-        inter = np.bincount(ids, minlength=total).astype(np.float64)
-        sizes = np.frombuffer(self._size, dtype=np.uint32).astype(np.float64)
+        inter = np.bincount(ids, minlength=total)
         hit = np.nonzero(inter)[0]
-        scores = inter[hit] / np.maximum(len(tokens) + sizes[hit] - inter[hit], 1.0)
-        scores[sizes[hit] == 0] = 0.0  # dead windows
+        shared = inter[hit].astype(np.float64)
+        sizes = np.frombuffer(self._size, dtype=np.uint32)[hit].astype(np.float64)
+        scores = shared / np.maximum(len(tokens) + sizes - shared, 1.0)
+        scores[sizes == 0] = 0.0  # dead windows
         top = k * 8
         if len(hit) > top:  # only the best few need sorting
             keep = np.argpartition(-scores, top)[:top]
@@ -205,13 +206,12 @@ class WindowIndex:
 def _merge_overlaps(matches: list[Match]) -> list[Match]:
     """Overlapping windows of one file become one span (its best score), best first."""
     merged: list[Match] = []
+    of_path: dict[str, list[int]] = {}  # where each file's spans are in ``merged``
     for m in matches:
-        for i, other in enumerate(merged):
-            if (
-                other.path == m.path
-                and m.start_line <= other.end_line + 1
-                and (other.start_line <= m.end_line + 1)
-            ):
+        spans = of_path.setdefault(m.path, [])
+        for i in spans:
+            other = merged[i]
+            if m.start_line <= other.end_line + 1 and other.start_line <= m.end_line + 1:
                 merged[i] = Match(
                     m.path,
                     min(m.start_line, other.start_line),
@@ -220,5 +220,6 @@ def _merge_overlaps(matches: list[Match]) -> list[Match]:
                 )
                 break
         else:
+            spans.append(len(merged))
             merged.append(m)
     return merged
