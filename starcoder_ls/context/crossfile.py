@@ -293,9 +293,8 @@ def _imports(
     fresh = _unused_bindings(current, req)
     in_view = _in_view(current, req)
     # The names around the cursor whose kin (same first and last words) are likely next.
-    seeds = _seed_ends(
-        n for n in near.union(*map(_line_identifiers, req.after.split("\n")[1:4])) if len(n) > 3
-    )
+    close = near.union(*map(_line_identifiers, req.after.split("\n")[1:4]))
+    seeds = _seed_ends(n for n in close if len(n) > 3)
     pointed = frozenset(near).union(window_use, co_use, in_file)
     around = _Around(window_use, near, co_use, usage, small, in_file, seeds, pointed)
 
@@ -303,7 +302,12 @@ def _imports(
         entry = index.entry(target)
         if entry is None:
             return
-        if only is wanted:  # one of many files: the names in use, and its few most used
+        # One of many files that defines a name used right at the cursor: its other names
+        # are likelier than another file's (``GaugeOpts`` beside ``NewGaugeFunc``).
+        mate = not alone and _MATE > 0 and not close.isdisjoint(entry.outline.top_positions())
+        if mate:
+            only = None if only is wanted else only
+        elif only is wanted:  # one of many files: the names in use, and its few most used
             only = wanted | usage.most_used(entry, _FEW_POPULAR)
         lift = 0.0
         if subject is not None and _stem(target) == subject:
@@ -313,17 +317,34 @@ def _imports(
         if only is None and len(entry.outline.top_level()) > _BIG_FILE:
             only = wanted | set(ref.names) | usage.most_used(entry)
         unused = {n for n, b in zip(ref.names, ref.bound, strict=False) if b in fresh}
-        # Another Go package's lower-case names are private to it.
-        keep = _go_exported if exported_only and ref.module else None
+        # Another Go package's lower-case names are private to it; its names are written
+        # qualified (``prometheus.NewSummary``), so a namesake here hides none of them.
+        qualified = exported_only and bool(ref.module)
         offer(
             target,
             entry,
-            _imported_symbols(ref, entry.outline, around, only, lift, unused, alone, keep),
+            _imported_symbols(
+                ref,
+                entry.outline,
+                around,
+                only,
+                lift,
+                unused,
+                alone,
+                _go_exported if qualified else None,
+                _MATE if mate else 0.0,
+            ),
+            frozenset() if qualified else in_view,
         )
 
-    def offer(target: str, entry: FileEntry, offered: Iterable[tuple[Symbol, float]]) -> None:
+    def offer(
+        target: str,
+        entry: FileEntry,
+        offered: Iterable[tuple[Symbol, float]],
+        hidden: frozenset[str],
+    ) -> None:
         for sym, score in offered:
-            if sym.name in in_view:
+            if sym.name in hidden:
                 continue
             # One definition per name and file: the variants of ``#ifdef`` branches say the
             # same thing, and the first is shown.
@@ -340,7 +361,8 @@ def _imports(
                 consider(ref, target, wanted)
             return
         base = 0.3 - _demotion(ref, around)
-        keep = _go_exported if exported_only and ref.module else None
+        qualified = exported_only and bool(ref.module)
+        keep = _go_exported if qualified else None
         for target in targets:
             entry = index.entry(target)
             if entry is None:
@@ -352,7 +374,7 @@ def _imports(
             if offered is None:
                 consider(ref, target, wanted)
             else:
-                offer(target, entry, offered)
+                offer(target, entry, offered, frozenset() if qualified else in_view)
 
     # An import that stands for many files (a Go package, a C# namespace): every file offers
     # the names used around the cursor or in code like it; the first few (and those that
@@ -675,6 +697,11 @@ _WEAK_USE = 0.8
 workspace usage, as names not used in the window are."""
 
 
+_MATE = 0.3
+"""Score for a name of one of a many-file import's files that defines a name used at the
+cursor (its line, the three above and below)."""
+
+
 _FAMILY = 0.3
 """Score for a name of the same family as one near the cursor (sharing two or more of its
 first and last words: ``SASL_MECH_DIGEST_MD5`` beside a use of ``SASL_MECH_CRAM_MD5``, and
@@ -788,9 +815,11 @@ def _imported_symbols(
     unused: set[str] | frozenset[str] = frozenset(),
     alone: bool = False,
     keep: Callable[[str], bool] | None = None,
+    mate: float = 0.0,
 ) -> list[tuple[Symbol, float]]:
     """The names of ``target`` an import ``ref`` offers, with their scores; those ``keep``
-    refuses left out."""
+    refuses left out. ``mate`` is the hint each name gets for sharing its file with a name
+    used at the cursor."""
     use, near, co_use, in_file = around.use, around.near, around.co_use, around.in_file
     every = target.top_level()
     # Declarations are grouped by topic (``incrRefCount`` beside ``decrRefCount``, ``C_OK``
@@ -847,7 +876,10 @@ def _imported_symbols(
         hint = 0.0
         if name not in near:
             hint = max(
-                beside.get(name, 0.0), _IN_FILE if name in in_file else 0.0, family.get(name, 0.0)
+                beside.get(name, 0.0),
+                _IN_FILE if name in in_file else 0.0,
+                family.get(name, 0.0),
+                mate,
             )
         score += max(0.5 * min(used, 4.0), hint)
         score += 0.4 * min(co, 3.0)
@@ -870,7 +902,7 @@ def _imported_symbols(
         name = sym.name
         if keep is not None and not keep(name):
             continue
-        if name in pointed or name in beside or name in family or name in unused:
+        if mate or name in pointed or name in beside or name in family or name in unused:
             scored.append((sym, score_of(name)))
         else:
             scored.append((sym, round(base + (usage[i] - 0.2 + specific), 3)))

@@ -514,3 +514,62 @@ def test_a_name_of_the_same_family_as_one_near_the_cursor_ranks(tmp_path: Path) 
     segs = _segments(root, "pick.c", "c", before, budget=60)
     imported = "".join(s.text for s in segs if s.kind == "import")
     assert "#define SASL_MECH_DIGEST_MD5 (1 << 3)" in imported
+
+
+def test_a_qualified_go_name_is_offered_beside_a_local_namesake(tmp_path: Path) -> None:
+    """``promauto`` wraps ``prom.NewSummary`` in a ``NewSummary`` of its own: the local one is
+    in view, and the imported one, written ``prom.NewSummary``, is still what the line calls."""
+    root = tmp_path / "app"
+    _go_package(
+        root,
+        {
+            "go.mod": "module example.com/app\n",
+            "prom/summary.go": (
+                "package prom\n\ntype SummaryOpts struct{ Name string }\n\ntype Summary struct{}\n\n"
+                "// NewSummary creates a summary from opts.\n"
+                "func NewSummary(opts SummaryOpts) *Summary { return &Summary{} }\n"
+            ),
+        },
+    )
+    before = (
+        'package auto\n\nimport "example.com/app/prom"\n\n'
+        "// NewSummary works like prom.NewSummary and registers the summary.\n"
+        "func NewSummary(opts prom.SummaryOpts) *prom.Summary {\n\ts := "
+    )
+    (root / "auto" / "auto.go").parent.mkdir(parents=True)
+    (root / "auto" / "auto.go").write_text(before + "\n}\n")
+    segs = _segments(root, "auto/auto.go", "go", before, budget=300)
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "func NewSummary(opts SummaryOpts) *Summary" in imported
+
+
+def test_the_file_of_a_name_used_at_the_cursor_offers_its_other_names(tmp_path: Path) -> None:
+    """``prom`` has eight files; ``gauge.go`` sorts past the first few, which offer only the
+    names in use and their most used. The cursor's line calls its ``NewGaugeFunc``, and the
+    argument that comes next is ``GaugeOpts``, declared further down the same file."""
+    root = tmp_path / "app"
+    files = {"go.mod": "module example.com/app\n"}
+    for c in "abcdef":
+        files[f"prom/{c}.go"] = "package prom\n\n" + _funcs(f"Step{c.upper()}", 4)
+    gauge = "package prom\n\n// NewGaugeFunc reports f's value.\n"
+    gauge += "func NewGaugeFunc(opts GaugeOpts, f func() float64) *Gauge { return nil }\n\n"
+    gauge += "type Gauge struct{}\n\n" + _funcs("Tally", 4) + "// GaugeOpts names a gauge.\n"
+    gauge += "type GaugeOpts struct{ Name string }\n"
+    files["prom/gauge.go"] = gauge
+    for i in range(4):  # the decoys of gauge.go are used more than GaugeOpts
+        files[f"use/u{i}.go"] = (
+            f'package use\n\nimport "example.com/app/prom"\n\nfunc u{i}() int {{\n'
+            + "".join(f"\t_ = prom.Tally{k:02d}(1)\n" for k in range(4))
+            + "\treturn 0\n}\n"
+        )
+    _go_package(root, files)
+    before = (
+        'package version\n\nimport "example.com/app/prom"\n\n'
+        "func NewCollector() any {\n\treturn prom.NewGaugeFunc(\n\t\t"
+    )
+    (root / "version" / "version.go").parent.mkdir(parents=True)
+    (root / "version" / "version.go").write_text(before + "\n}\n")
+    segs = _segments(root, "version/version.go", "go", before, budget=400)
+    imported = "".join(s.text for s in segs if s.kind == "import")
+    assert "func NewGaugeFunc(" in imported
+    assert "type GaugeOpts struct" in imported
