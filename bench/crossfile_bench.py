@@ -171,22 +171,26 @@ def big_workspace(dest: Path, files: int) -> Path:
 
 
 def retrieval_times(root: Path, requests: int, language: str = "python") -> dict[str, Any]:
-    """Retrieval per request, counting tokens with the bundled model's tokenizer as the engine
-    does. *cold*: each request in another file at a random line (nothing cached about it);
+    """Retrieval per request, counting tokens with the bundled model's tokenizer as the server
+    does: in the worker process that holds the model, several texts per round trip.
+    *cold*: each request in another file at a random line (nothing cached about it);
     *typing*: line after line down a file, as when writing code (every new line retrieves
     anew; files read and tokens counted before are remembered)."""
     from starcoder_ls.models import BUNDLED_GGUF
 
-    from starcoder_ls.backends.llamacpp import LlamaCppBackend
+    from starcoder_ls.backends import create_backend
     from starcoder_ls.context.crossfile import CrossFileContext, Request
     from starcoder_ls.context.index import WorkspaceIndex
     from starcoder_ls.engine import LineTokenCounter
-    from starcoder_ls.settings import WorkspaceSettings
+    from starcoder_ls.settings import WorkspaceSettings, parse_settings
 
     index = WorkspaceIndex(root, WorkspaceSettings(persist=False))
     index.build()
-    backend = LlamaCppBackend(BUNDLED_GGUF)
-    counter = LineTokenCounter(backend.count_tokens)
+    settings, problems = parse_settings({"model": str(BUNDLED_GGUF)})
+    assert not problems, problems
+    backend = create_backend(settings)
+    counter = LineTokenCounter(backend.count_tokens, backend.count_tokens_many)
+    backend.count_tokens("warm")  # the worker's start and the model's load are not retrieval
     ctx = CrossFileContext(lambda uri: index)
     rng = random.Random(1)
     paths = [p for p in index.paths() if (e := index.entry(p)) is not None and e.outline.imports]
@@ -201,6 +205,7 @@ def retrieval_times(root: Path, requests: int, language: str = "python") -> dict
             line=line,
             budget=512,
             count_tokens=counter.whole,
+            count_ahead=counter.whole_many,
         )
         t = time.perf_counter()
         segs = ctx.segments(req)

@@ -256,8 +256,9 @@ def report(
             "",
             "Index build in a fresh process (outlines in two worker processes, or in the process "
             "for a small tree) and retrieval per "
-            "request at a 512-token cross-file budget (*cold*: each request at a random line of "
-            "another file; *typing*: line after line down a file):",
+            "request at a 512-token cross-file budget, tokens counted by the model's worker "
+            "process as in the server (*cold*: each request at a random line of another file; "
+            "*typing*: line after line down a file, the target's case):",
             "",
             "| repository | files indexed | build | peak RSS (main + worker) | cold p50 / p95 | "
             "typing p50 / p95 |",

@@ -122,6 +122,24 @@ class LineTokenCounter:
                 self._whole[text] = known
         return known
 
+    @property
+    def batches(self) -> bool:
+        """Whether several texts are counted in one call (a worker process's round trip)."""
+        return self._count_many is not None
+
+    def whole_many(self, texts: list[str]) -> None:
+        """Count the texts :meth:`whole` has not seen, in one call, and remember them: what a
+        caller about to ask for several counts does first, so that a worker process is asked
+        once instead of once per text."""
+        todo = [t for t in dict.fromkeys(texts) if t and t not in self._whole]
+        if not todo:
+            return
+        counts = self._count_many(todo) if self._count_many is not None else map(self._count, todo)
+        with self._lock:
+            if len(self._whole) + len(todo) >= _WHOLE_TEXTS:
+                self._whole.clear()
+            self._whole.update(zip(todo, counts, strict=True))
+
     def _sum_lines(self, text: str) -> int:
         lines = text.splitlines(keepends=True)
         cache = self._cache
@@ -449,6 +467,11 @@ class CompletionEngine:
                     line=line,
                     budget=min(s.cross_file_tokens, budget // 2),
                     count_tokens=getattr(count, "whole", count),
+                    count_ahead=(
+                        count.whole_many
+                        if isinstance(count, LineTokenCounter) and count.batches
+                        else None
+                    ),
                     open_lines=self.open_lines,
                     segment_cost=frame[0],
                     line_cost=frame[1],

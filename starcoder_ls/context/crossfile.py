@@ -75,6 +75,9 @@ class Request:
     line: int
     budget: int
     count_tokens: Callable[[str], int]
+    count_ahead: Callable[[list[str]], None] | None = None
+    """Counts several texts in one call and remembers them for ``count_tokens`` (where each
+    call is a round trip to a worker process): the next few candidates are counted at once."""
     open_lines: Callable[[Path], list[str] | None] | None = None
     """Current lines of an open document by file path (newer than the file on disk)."""
     segment_cost: int = 2
@@ -1159,6 +1162,10 @@ def _covered(cand: _Candidate, chosen: dict[str, list[_Candidate]]) -> bool:
 _OUTLINE_KINDS = ("import", "definition")
 
 
+_COUNT_AHEAD = 8
+"""Candidates whose token counts are asked for in one call (see ``Request.count_ahead``)."""
+
+
 def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
     """Best-scored candidates of each source within its share; unused shares are passed on."""
     costs: dict[int, int] = {}
@@ -1185,13 +1192,15 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
     # First pass: each source within its share. Second: whatever is left, in source order,
     # except that the user's recent edits come before windows that only look like the code
     # (a window over an edited region would show its old text).
+    ahead = dict.fromkeys(KIND_ORDER, 0)
+    """How far down each pool the texts were counted ahead (``req.count_ahead``)."""
     for pass_budget in ("share", "rest"):
         for kind in _FILL_ORDER:
             if pass_budget == "share":
                 limit = int(req.budget * SHARES[kind])
             else:
                 limit = spent[kind] + req.budget - sum(spent.values())
-            for cand in pools[kind]:
+            for i, cand in enumerate(pools[kind]):
                 if limit - spent[kind] < _MIN_USEFUL:
                     break
                 if id(cand) in picked or _covered(cand, chosen_in):
@@ -1200,6 +1209,14 @@ def _fill(pools: dict[str, list[_Candidate]], req: Request) -> list[Segment]:
                 fits = _optimistic(cand.text) <= room
                 if not fits and cand.brief is None:
                     continue  # cannot fit: not worth tokenizing
+                if req.count_ahead is not None and i >= ahead[kind] and id(cand) not in costs:
+                    # This candidate and the next few that could fit, counted in one call.
+                    batch = [c for c in pools[kind][i : i + _COUNT_AHEAD] if id(c) not in picked]
+                    req.count_ahead(
+                        [c.text for c in batch if _optimistic(c.text) <= room]
+                        + [c.path for c in batch]
+                    )
+                    ahead[kind] = i + _COUNT_AHEAD
                 cost = cost_of(cand) if fits else room + 1
                 if spent[kind] + cost > limit and cand.brief:
                     # The whole outline does not fit: its signature alone may.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from starcoder_ls.context.crossfile import CrossFileContext, Request
 from starcoder_ls.context.index import WorkspaceIndex
+from starcoder_ls.engine import LineTokenCounter
 from starcoder_ls.settings import WorkspaceSettings
 from starcoder_ls.types import Segment
 
@@ -573,3 +574,41 @@ def test_the_file_of_a_name_used_at_the_cursor_offers_its_other_names(tmp_path: 
     imported = "".join(s.text for s in segs if s.kind == "import")
     assert "func NewGaugeFunc(" in imported
     assert "type GaugeOpts struct" in imported
+
+
+def test_counting_the_next_candidates_in_one_call_gives_the_same_context(
+    tmp_path: Path,
+) -> None:
+    """Where each count is a round trip to the model's worker process, the candidates about
+    to be weighed are counted in one call: the context is the same, from far fewer calls."""
+    root = tmp_path / "app"
+    files = {"go.mod": "module example.com/app\n"}
+    for c in "abcdefgh":
+        files[f"util/{c}.go"] = "package util\n\n" + _funcs(f"Step{c.upper()}", 6)
+    _go_package(root, files)
+    before = 'package main\n\nimport "example.com/app/util"\n\nfunc main() {\n\tutil.StepA01(1)\n\t'
+    (root / "main.go").write_text(before + "\n}\n")
+    index = _index(root)
+    calls: list[list[str]] = []
+
+    def count(text: str) -> int:
+        calls.append([text])
+        return len(text) // 4 + 1
+
+    def count_many(texts: list[str]) -> list[int]:
+        calls.append(list(texts))
+        return [len(t) // 4 + 1 for t in texts]
+
+    found = {}
+    for batched in (False, True):
+        counter = LineTokenCounter(count, count_many if batched else None)
+        req = _request(root, "main.go", "go", before, 300)
+        req.count_tokens = counter.whole
+        req.count_ahead = counter.whole_many if batched else None
+        calls.clear()
+        segs = CrossFileContext(lambda uri: index, stable=False).segments(req)
+        found[batched] = ([(s.kind, s.path, s.text, s.tokens) for s in segs], len(calls))
+    (one_by_one, single_calls), (ahead, batched_calls) = found[False], found[True]
+    assert ahead == one_by_one and len(one_by_one) >= 3
+    assert single_calls >= 10
+    assert batched_calls * 3 <= single_calls
