@@ -307,7 +307,7 @@ def _imports(
             return
         # One of many files that defines a name used right at the cursor: its other names
         # are likelier than another file's (``GaugeOpts`` beside ``NewGaugeFunc``).
-        mate = not alone and _MATE > 0 and not close.isdisjoint(entry.outline.top_positions())
+        mate = not alone and not close.isdisjoint(entry.outline.top_positions())
         if mate:
             only = None if only is wanted else only
         elif only is wanted:  # one of many files: the names in use, and its few most used
@@ -320,25 +320,20 @@ def _imports(
         if only is None and len(entry.outline.top_level()) > _BIG_FILE:
             only = wanted | set(ref.names) | usage.most_used(entry)
         unused = {n for n, b in zip(ref.names, ref.bound, strict=False) if b in fresh}
-        # Another Go package's lower-case names are private to it; its names are written
-        # qualified (``prometheus.NewSummary``), so a namesake here hides none of them.
-        qualified = exported_only and bool(ref.module)
-        offer(
-            target,
-            entry,
-            _imported_symbols(
-                ref,
-                entry.outline,
-                around,
-                only,
-                lift,
-                unused,
-                alone,
-                _go_exported if qualified else None,
-                _MATE if mate else 0.0,
-            ),
-            frozenset() if qualified else in_view,
+        keep, hidden = reach(ref)
+        offered = _imported_symbols(
+            ref, entry.outline, around, only, lift, unused, alone, keep, _MATE if mate else 0.0
         )
+        offer(target, entry, offered, hidden)
+
+    def reach(ref: ImportRef) -> tuple[Callable[[str], bool] | None, frozenset[str]]:
+        """Which of an import's names it can offer, and which it may not (namesakes of the
+        names the current file defines in view). Another Go package's lower-case names are
+        private to it; its names are written qualified (``prometheus.NewSummary``), so a
+        namesake here hides none of them."""
+        if exported_only and ref.module:
+            return _go_exported, frozenset()
+        return None, in_view
 
     def offer(
         target: str,
@@ -364,20 +359,43 @@ def _imports(
                 consider(ref, target, wanted)
             return
         base = 0.3 - _demotion(ref, around)
-        qualified = exported_only and bool(ref.module)
-        keep = _go_exported if qualified else None
+        keep, hidden = reach(ref)
+        many = usage.many(tuple(targets))
+        # The files the request points at (a name of theirs in use, or the file a test file
+        # tests) are weighed one by one; so are those with a name of the same family as one
+        # near the cursor, should the family hold. The others offer their few most used.
+        named = many.defining(around.pointed)
         for target in targets:
-            entry = index.entry(target)
-            if entry is None:
-                continue
-            if subject is not None and _stem(target) == subject:
+            if (
+                target in named
+                or target in many.big
+                or (subject is not None and _stem(target) == subject)
+            ):
+                named.add(target)
                 consider(ref, target, wanted)
-                continue
-            offered = _popular_only(entry, around, base, keep)
+        kin = many.sharing_ends(around.seeds).difference(named)
+        for target in kin:
+            entry = index.entry(target)
+            offered = _popular_only(entry, around, base, keep) if entry is not None else None
             if offered is None:
                 consider(ref, target, wanted)
-            else:
-                offer(target, entry, offered, frozenset() if qualified else in_view)
+            elif entry is not None:
+                offer(target, entry, offered, hidden)
+        # The rest offer the same few names whatever the request: only the best of them can
+        # make the cut, so the walk down their ranking stops there.
+        taken = 0
+        for score, sym, entry in many.ranked(base):
+            if taken >= _MAX_IMPORT_CANDIDATES:
+                break
+            if entry.path in named or entry.path in kin:
+                continue
+            if sym.name in hidden or (keep is not None and not keep(sym.name)):
+                continue
+            key = (entry.path, sym.name)
+            held = best.get(key)
+            if held is None or held[0] < score or (held[0] == score and sym.line < held[1].line):
+                taken += 1
+                best[key] = (score, sym, entry)
 
     # An import that stands for many files (a Go package, a C# namespace): every file offers
     # the names used around the cursor or in code like it; the first few (and those that
@@ -607,6 +625,7 @@ class _Usage:
         self.files: dict[int, tuple[FileOutline, list[float]]] = {}
         self.fews: dict[str, tuple[FileOutline, list[tuple[Symbol, float]]]] = {}
         self.resolved: dict[tuple[ImportRef, str, str], tuple[str, ...]] = {}
+        self.manys: dict[tuple[str, ...], _ManyFiles] = {}
 
     def __call__(self, name: str) -> float:
         found = self.scores.get(name)
@@ -647,6 +666,15 @@ class _Usage:
             held = self.fews[entry.path] = (outline, found)
         return held[1]
 
+    def many(self, targets: tuple[str, ...]) -> _ManyFiles:
+        """What :class:`_ManyFiles` knows of the files of one many-file import."""
+        held = self.manys.get(targets)
+        if held is None:
+            if len(self.manys) > 256:
+                self.manys.clear()
+            held = self.manys[targets] = _ManyFiles(self, targets)
+        return held
+
     def resolve(self, ref: ImportRef, path: str, language: str) -> tuple[str, ...]:
         """The files ``ref`` in ``path`` stands for, remembered while no file changes."""
         key = (ref, path, language)
@@ -666,6 +694,74 @@ class _Usage:
             names = {s.name for s in entry.outline.top_level()}
             held = frozenset(sorted(names, key=lambda name: (-self(name), name))[:n])
             self.popular[(entry.path, n)] = held
+        return held
+
+
+class _ManyFiles:
+    """The files of one many-file import (a C# namespace of 300 files), looked up by name
+    instead of scanned on every request; kept while the index stays the same."""
+
+    def __init__(self, usage: _Usage, targets: tuple[str, ...]) -> None:
+        self.usage = usage
+        self.names: dict[str, list[str]] = {}
+        """Each top-level name and the files that define it."""
+        self.ends: dict[tuple[bool, str], list[str]] = {}
+        """Each first or last word of a name (see ``name_ends``) and the files with such."""
+        self.big: set[str] = set()
+        """Files too big to offer their few most used alone (see :data:`_BIG_FILE`)."""
+        self.entries: list[FileEntry] = []
+        for target in dict.fromkeys(targets):
+            entry = usage.index.entry(target)
+            if entry is None:
+                continue
+            where = entry.outline.top_positions()
+            if len(where) > _BIG_FILE:
+                self.big.add(target)
+                continue
+            self.entries.append(entry)
+            for name in where:
+                self.names.setdefault(name, []).append(target)
+            for key in entry.outline.name_ends():
+                self.ends.setdefault(key, []).append(target)
+        self._ranked: dict[float, list[tuple[float, Symbol, FileEntry]]] = {}
+
+    def defining(self, names: frozenset[str]) -> set[str]:
+        """The files that define any of ``names``."""
+        found: set[str] = set()
+        if len(names) < len(self.names):
+            for name in names:
+                files = self.names.get(name)
+                if files:
+                    found.update(files)
+        else:
+            for name, files in self.names.items():
+                if name in names:
+                    found.update(files)
+        return found
+
+    def sharing_ends(self, seeds: _Seeds) -> set[str]:
+        """The files with a name sharing a first or last word with one near the cursor."""
+        found: set[str] = set()
+        for key in seeds:
+            files = self.ends.get(key)
+            if files:
+                found.update(files)
+        return found
+
+    def ranked(self, base: float) -> list[tuple[float, Symbol, FileEntry]]:
+        """Every file's few most used definitions, scored as :func:`_popular_only` scores
+        them, best first (ties in path and line order, as the final ranking breaks them)."""
+        held = self._ranked.get(base)
+        if held is None:
+            held = sorted(
+                (
+                    (round(base + (score - 0.2), 3), sym, entry)
+                    for entry in self.entries
+                    for sym, score in self.usage.few(entry)
+                ),
+                key=lambda v: (-v[0], v[2].path, v[1].line),
+            )
+            self._ranked[base] = held
         return held
 
 
