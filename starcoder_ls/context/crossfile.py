@@ -18,6 +18,8 @@ start then stays identical between keystrokes, so a backend's KV cache covers it
 
 from __future__ import annotations
 
+import copy
+import heapq
 import math
 import re
 import threading
@@ -351,9 +353,11 @@ def _imports(
             if held is None or held[0] < score or (held[0] == score and sym.line < held[1].line):
                 best[key] = (score, sym, entry)
 
-    def consider_many(ref: ImportRef, targets: Iterable[str]) -> None:
+    def consider_many(ref: ImportRef, targets: list[str]) -> None:
         """The files of a many-file import beyond the first few: most offer only their few
         most used names (nothing around the cursor names theirs), found without a scan."""
+        if not targets:
+            return
         if ref.names or (ref.bound and ref.bound[-1] in fresh):
             for target in targets:
                 consider(ref, target, wanted)
@@ -621,29 +625,63 @@ class _Usage:
         self.index = index
         self.generation = generation
         self.scores: dict[str, float] = {}
-        self.popular: dict[tuple[str, int], frozenset[str]] = {}
+        self.popular: dict[tuple[str, int], tuple[FileOutline, frozenset[str]]] = {}
         self.files: dict[int, tuple[FileOutline, list[float]]] = {}
         self.fews: dict[str, tuple[FileOutline, list[tuple[Symbol, float]]]] = {}
         self.resolved: dict[tuple[ImportRef, str, str], tuple[str, ...]] = {}
         self.manys: dict[tuple[str, ...], _ManyFiles] = {}
+
+    def advanced(self, generation: int, paths: set[str], names: set[str]) -> _Usage:
+        """A copy for ``generation``, which differs from this one's by the files ``paths``
+        indexed again, and with them the usage of ``names``: what depends on neither is kept
+        (a new object, so that a request reading this one meanwhile sees it whole)."""
+        new = _Usage(self.index, generation)
+        # An edit changes the usage of a handful of names: the files that define them, and
+        # those edited, are the ones whose scores go.
+        touched = paths | self.index.files_defining(names)
+        new.scores = dict(self.scores)
+        for name in names:
+            new.scores.pop(name, None)
+        new.files = dict(self.files)
+        new.fews = dict(self.fews)
+        new.popular = dict(self.popular)
+        for path in touched:
+            entry = self.index.entry(path)
+            if entry is not None:
+                new.files.pop(id(entry.outline), None)
+            new.fews.pop(path, None)
+            for n in (_FEW_POPULAR, _POPULAR):
+                new.popular.pop((path, n), None)
+        new.resolved = dict(self.resolved)  # same files, same packages
+        for targets, many in self.manys.items():
+            if touched.isdisjoint(targets):
+                new.manys[targets] = many.moved_to(new)
+        return new
 
     def __call__(self, name: str) -> float:
         found = self.scores.get(name)
         if found is None:
             if len(self.scores) > 200_000:
                 self.scores.clear()
-            used = self.index.usage(name)
-            found = self.scores[name] = 0.15 * min(1.0, math.log1p(used) / math.log1p(400))
+            found = self.scores[name] = _usage_score(self.index.usage(name))
         return found
 
     def of_file(self, outline: FileOutline) -> list[float]:
         """The score of each of ``outline``'s :meth:`~FileOutline.top_level` names, in order;
-        kept while the outline is (it is replaced when its file is indexed again)."""
+        kept while the outline is (it is replaced when its file is indexed again). The
+        workspace usage of names not scored yet is looked up at once (a header's 3,000)."""
         held = self.files.get(id(outline))
         if held is None or held[0] is not outline:
             if len(self.files) > 4096:
                 self.files.clear()
-            scores = [self(sym.name) for sym in outline.top_level()]
+            known = self.scores
+            if len(known) > 200_000:
+                known.clear()
+            every = outline.top_level()
+            todo = list({sym.name for sym in every if sym.name not in known})
+            if todo:
+                known.update(zip(todo, map(_usage_score, self.index.usages(todo)), strict=True))
+            scores = [known[sym.name] for sym in every]
             held = self.files[id(outline)] = (outline, scores)
         return held[1]
 
@@ -689,12 +727,19 @@ class _Usage:
         """The ``n`` (:data:`_POPULAR`) most used of a file's names: the only ones worth
         offering when nothing near the cursor names any (a 3,000-declaration header)."""
         n = n or _POPULAR
+        outline = entry.outline
         held = self.popular.get((entry.path, n))
-        if held is None:
-            names = {s.name for s in entry.outline.top_level()}
-            held = frozenset(sorted(names, key=lambda name: (-self(name), name))[:n])
-            self.popular[(entry.path, n)] = held
-        return held
+        if held is None or held[0] is not outline:
+            scores = self.of_file(outline)
+            scored = dict(zip((s.name for s in outline.top_level()), scores, strict=True))
+            top = heapq.nsmallest(n, scored.items(), key=lambda kv: (-kv[1], kv[0]))
+            held = self.popular[(entry.path, n)] = (outline, frozenset(name for name, _ in top))
+        return held[1]
+
+
+def _usage_score(used: int) -> float:
+    """A name's usage score from the windows that use it (see :class:`_Usage`)."""
+    return 0.15 * min(1.0, math.log1p(used) / math.log1p(400))
 
 
 class _ManyFiles:
@@ -724,6 +769,13 @@ class _ManyFiles:
             for key in entry.outline.name_ends():
                 self.ends.setdefault(key, []).append(target)
         self._ranked: dict[float, list[tuple[float, Symbol, FileEntry]]] = {}
+
+    def moved_to(self, usage: _Usage) -> _ManyFiles:
+        """The same files, for ``usage`` (a later generation that changed none of them)."""
+        moved = copy.copy(self)
+        moved.usage = usage
+        moved._ranked = dict(self._ranked)
+        return moved
 
     def defining(self, names: frozenset[str]) -> set[str]:
         """The files that define any of ``names``."""
@@ -777,10 +829,17 @@ _BIG_FILE = 96
 def _memo_usage(index: WorkspaceIndex) -> _Usage:
     generation = index.generation()
     held = _USAGE.get(id(index))
-    if held is None or held.generation != generation:
+    if held is None or held.index is not index or held.generation != generation:
         if len(_USAGE) > 16:
             _USAGE.clear()
-        held = _USAGE[id(index)] = _Usage(index, generation)
+        changes = index.changes_since(held.generation) if held is not None else None
+        if held is not None and held.index is index and changes is not None:
+            # A file edited in place (the document being typed, indexed again after a
+            # pause): what it did not touch carries over, instead of every header's usage
+            # being looked up anew on the next keystroke.
+            held = _USAGE[id(index)] = held.advanced(generation, *changes)
+        else:
+            held = _USAGE[id(index)] = _Usage(index, generation)
     return held
 
 

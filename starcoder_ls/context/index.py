@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +149,22 @@ def default_cache_dir() -> Path:
     return Path(base) / "starcoder-ls" / "index"
 
 
+@dataclass(frozen=True)
+class _Change:
+    """One file indexed again or removed: generations ``start`` to ``end``."""
+
+    start: int
+    end: int
+    path: str
+    names: frozenset[str]
+    """The identifiers whose usage (windows that hold them) the change altered."""
+    moved: bool
+    """Added, removed, or its package changed (imports may resolve differently)."""
+
+
+_CHANGES_KEPT = 32
+
+
 class WorkspaceIndex:
     """One workspace folder's index. All public methods are thread-safe."""
 
@@ -173,6 +189,8 @@ class WorkspaceIndex:
         self._changes: Counter[str] = Counter()
         self._generation = 0
         self._reexports: dict[tuple[str, str, str, int], tuple[str, Symbol] | None] = {}
+        self._log: deque[_Change] = deque(maxlen=_CHANGES_KEPT)
+        """The last changes, for :meth:`changes_since`."""
         """Answers of :meth:`reexported`, until a file changes."""
         self.report = BuildReport()
         self.progress_every_s = 0.2
@@ -216,6 +234,11 @@ class WorkspaceIndex:
         """Whether a file other than ``path`` defines ``name`` (cheap: no list is built)."""
         with self._lock:
             return any(p != path for p, _ in self._symbols.get(name, ()))
+
+    def files_defining(self, names: Iterable[str]) -> set[str]:
+        """The files that define any of ``names`` (at the top or as members)."""
+        with self._lock:
+            return {path for name in names for path, _ in self._symbols.get(name, ())}
 
     def definitions(self, name: str, limit: int = 64) -> list[tuple[str, Symbol]]:
         """Indexed definitions called ``name``, as (path, symbol), at most ``limit``."""
@@ -288,6 +311,11 @@ class WorkspaceIndex:
         :meth:`WindowIndex.frequency`)."""
         with self._lock:
             return self._windows.frequency(name)
+
+    def usages(self, names: list[str]) -> list[int]:
+        """:meth:`usage` of each of ``names``, under one lock."""
+        with self._lock:
+            return [self._windows.frequency(name) for name in names]
 
     def names_used(self, path: str) -> tuple[str, ...]:
         """The identifiers ``path`` uses anywhere (as indexed: an open document's edits arrive
@@ -474,7 +502,10 @@ class WorkspaceIndex:
         rel = job.path
         lines = job.text.splitlines(keepends=True)
         with self._lock:
-            self._remove_locked(rel)
+            start = self._generation
+            old = self._files.get(rel)
+            counted_before = self._windows.counts(rel)
+            self._remove_locked(rel, logged=False)
             entry = FileEntry(rel, job.info.name, job.mtime_ns, job.size, job.digest, parsed)
             self._windows.add(rel, lines)
             self._files[rel] = entry
@@ -484,16 +515,44 @@ class WorkspaceIndex:
             self._changes[rel] += 1
             self._generation += 1
             self._reexports.clear()
-            if rel.rsplit("/", 1)[-1] in _CONFIG_FILES:
+            config = rel.rsplit("/", 1)[-1] in _CONFIG_FILES
+            if config:
                 self._config_cache.clear()
+            # What this changed, for caches that would rather update than start over: the
+            # usage of the names the file now uses in more or fewer of its windows; imports
+            # resolve anew when a file appears or its package (namespace) changes.
+            moved = old is None or old.outline.package != parsed.package or config
+            counted = self._windows.counts(rel)
+            used = frozenset(
+                t
+                for t in counted_before.keys() | counted.keys()
+                if counted_before.get(t) != counted.get(t)
+            )
+            self._log.append(_Change(start, self._generation, rel, used, moved))
         return "reused" if job.parsed is not None else "indexed"
 
-    def _remove_locked(self, rel: str) -> None:
+    def changes_since(self, generation: int) -> tuple[set[str], set[str]] | None:
+        """The files changed since ``generation`` and the names whose usage changed with
+        them, or None when a file appeared or went, a package changed, or the changes go
+        back further than remembered: then nothing derived from the index still holds."""
+        with self._lock:
+            changed = [c for c in self._log if c.end > generation]
+            if self._generation != generation and (not changed or changed[0].start > generation):
+                return None
+            if any(c.moved for c in changed):
+                return None
+            return {c.path for c in changed}, set().union(*(c.names for c in changed))
+
+    def _remove_locked(self, rel: str, logged: bool = True) -> None:
         entry = self._files.pop(rel, None)
         if entry is None:
             return
         self._changes[rel] += 1
         self._generation += 1
+        if logged:
+            self._log.append(
+                _Change(self._generation - 1, self._generation, rel, frozenset(), True)
+            )
         self._reexports.clear()
         self._windows.remove(rel)
         for sym in entry.outline.symbols:

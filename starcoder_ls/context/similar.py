@@ -159,6 +159,20 @@ class WindowIndex:
         found = self._files.get(path)
         return found[1] if found is not None else ()
 
+    def counts(self, path: str) -> dict[str, int]:
+        """In how many of ``path``'s windows each of its identifiers occurs: what the file adds
+        to :meth:`frequency`."""
+        found = self._files.get(path)
+        if found is None:
+            return {}
+        ids, tokens = found
+        out = {}
+        for t in tokens:
+            posting = self._postings.get(t)
+            if posting is not None:
+                out[t] = bisect_left(posting, ids.stop) - bisect_left(posting, ids.start)
+        return out
+
     def frequency(self, token: str) -> int:
         """In how many windows ``token`` occurs: how much of the workspace uses a name."""
         posting = self._postings.get(token)

@@ -72,6 +72,28 @@ def test_update_and_remove_keep_symbols_and_windows_consistent(tmp_path):
     assert index.generation() > before
 
 
+def test_changes_since_names_the_edited_files_and_the_usage_they_changed(tmp_path):
+    root = _tree(tmp_path / "ws", FILES)
+    index = WorkspaceIndex(root, WorkspaceSettings(persist=False))
+    index.build()
+    start = index.generation()
+    assert index.changes_since(start) == (set(), set())
+    text = FILES["pkg/b.py"].replace("alpha(1)", "alpha(1) + gamma(2)")
+    index.update("pkg/b.py", text)
+    paths, names = index.changes_since(start)
+    assert paths == {"pkg/b.py"} and names == {"gamma"}  # alpha is used as often as before
+    index.update("pkg/c.py", "def c():\n    pass\n")  # a new file: imports may resolve anew
+    assert index.changes_since(start) is None
+    later = index.generation()
+    index.remove("pkg/c.py")
+    assert index.changes_since(later) is None
+    settled = index.generation()
+    for i in range(40):  # more changes than are remembered
+        index.update("pkg/b.py", text + f"\nx{i} = 1\n")
+    assert index.changes_since(settled) is None
+    assert index.changes_since(index.generation() - 2) is not None
+
+
 def test_files_deleted_while_indexing_and_unparseable_files(tmp_path):
     files = {f"m/f{i:03}.py": f"def f{i}():\n    return {i}\n" for i in range(60)}
     files["m/broken.py"] = "def (((:\n  class\n\x7f garbage ]]]\n"

@@ -612,3 +612,46 @@ def test_counting_the_next_candidates_in_one_call_gives_the_same_context(
     assert ahead == one_by_one and len(one_by_one) >= 3
     assert single_calls >= 10
     assert batched_calls * 3 <= single_calls
+
+
+def test_usage_follows_an_edit_of_another_file(tmp_path: Path) -> None:
+    """Of ``f.go``'s five names (a file past the package's first few, that nothing near the
+    cursor names) the four most used in the workspace are offered. Editing the script that
+    names ``Delta`` to name ``Epsilon`` instead swaps the two: the usage kept between
+    requests follows the edit, as a fresh start would."""
+    from starcoder_ls.context import crossfile
+
+    root = tmp_path / "app"
+    files = {"go.mod": "module example.com/app\n"}
+    for c in "abcde":
+        files[f"util/{c}.go"] = "package util\n\n" + _funcs(f"Step{c.upper()}", 2)
+    files["util/f.go"] = "package util\n\n" + "".join(
+        f"// {n} does {n}.\nfunc {n}(v int) int {{ return v }}\n\n"
+        for n in ("Alpha", "Beta", "Gamma", "Delta", "Epsilon")
+    )
+    before = 'package main\n\nimport "example.com/app/util"\n\nfunc main() {\n\tutil.StepA00(1)\n\t'
+    for i in range(8):  # the code most like the cursor's, which names none of f.go's
+        files[f"cmd/c{i}/main.go"] = before + "\n}\n"
+
+    def script(rare: str) -> str:  # the usage: Alpha, Beta, Gamma often, ``rare`` twice
+        blocks = [f"x{i} = Alpha + Beta + Gamma\n" + "pass\n" * 39 for i in range(4)]
+        return f"a = {rare}\n" + "".join(blocks) + f"b = {rare}\n"
+
+    files["tools/usage.py"] = script("Delta")
+    _go_package(root, files)
+    (root / "main.go").write_text(before + "\n}\n")
+    index = _index(root)
+    ctx = CrossFileContext(lambda uri: index)
+
+    def imported() -> str:
+        segs = ctx.segments(_request(root, "main.go", "go", before, 600))
+        return "".join(s.text for s in segs if s.kind == "import")
+
+    shown = imported()
+    assert "func Delta(" in shown and "func Epsilon(" not in shown
+    (root / "tools" / "usage.py").write_text(script("Epsilon"))
+    index.update("tools/usage.py")
+    shown = imported()
+    assert "func Epsilon(" in shown and "func Delta(" not in shown
+    crossfile._USAGE.clear()  # a fresh start agrees
+    assert imported() == shown
