@@ -175,7 +175,8 @@ def retrieval_times(root: Path, requests: int, language: str = "python") -> dict
     does: in the worker process that holds the model, several texts per round trip.
     *cold*: each request in another file at a random line (nothing cached about it);
     *typing*: line after line down a file, as when writing code (every new line retrieves
-    anew; files read and tokens counted before are remembered)."""
+    anew; files read and tokens counted before are remembered); *paused*: every fifth of
+    those lines, after the file was indexed again as the server does after a pause."""
     from starcoder_ls.models import BUNDLED_GGUF
 
     from starcoder_ls.backends import create_backend
@@ -220,14 +221,22 @@ def retrieval_times(root: Path, requests: int, language: str = "python") -> dict
             ms, tokens = request(rel, lines, rng.randrange(1, len(lines)))
             cold.append(ms)
             sizes.append(tokens)
-    typing = []
+    typing, paused = [], []
     for rel in rng.sample(paths, min(10, len(paths))):
-        lines = (root / rel).read_text(errors="replace").splitlines(keepends=True)
+        text = (root / rel).read_text(errors="replace")
+        lines = text.splitlines(keepends=True)
         start = rng.randrange(0, max(1, len(lines) - 40))
-        for line in range(start, min(len(lines), start + requests // 10)):
-            typing.append(request(rel, lines, line)[0])
+        for k, line in enumerate(range(start, min(len(lines), start + requests // 10))):
+            if k % 5 == 4:
+                # After a pause the server indexes the document again (the line being
+                # written is new to the index): the next request follows that change.
+                index.update(rel, "".join([*lines[:line], "\n", *lines[line + 1 :]]))
+                paused.append(request(rel, lines, line)[0])
+            else:
+                typing.append(request(rel, lines, line)[0])
+        index.update(rel, text)
     backend.close()
-    for name, times in (("cold", cold), ("typing", typing)):
+    for name, times in (("cold", cold), ("typing", typing), ("paused", paused)):
         out[name] = {
             "requests": len(times),
             "p50_ms": round(pct(times, 50), 2),
@@ -378,6 +387,8 @@ def report(results: dict[str, Any]) -> str:
         f"  - typing, line after line down a file ({r['typing']['requests']} requests): "
         f"p50 {r['typing']['p50_ms']} ms, **p95 {r['typing']['p95_ms']} ms** (target 10 ms), "
         f"max {r['typing']['max_ms']} ms; on the same line the context is reused",
+        f"  - after a pause (the file indexed again first, {r['paused']['requests']} requests): "
+        f"p50 {r['paused']['p50_ms']} ms, p95 {r['paused']['p95_ms']} ms",
         f"  - cold, each request in another file ({r['cold']['requests']} requests): "
         f"p50 {r['cold']['p50_ms']} ms, p95 {r['cold']['p95_ms']} ms, max {r['cold']['max_ms']} ms",
         "",
