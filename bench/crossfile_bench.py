@@ -157,6 +157,25 @@ def build_in_child(root: Path, cache: Path, max_files: int, edits: bool) -> dict
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+_RETRIEVAL_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from crossfile_bench import retrieval_times
+print(json.dumps(retrieval_times(Path(sys.argv[2]), int(sys.argv[3]), language=sys.argv[4])))
+"""
+
+
+def retrieval_in_child(root: Path, requests: int, language: str) -> dict[str, Any]:
+    """:func:`retrieval_times` in a fresh process that holds only that workspace's index, as
+    the server does (not the heap of whatever this process measured before)."""
+    args = [sys.executable, "-c", _RETRIEVAL_CHILD, str(Path(__file__).parent), str(root)]
+    done = subprocess.run(
+        [*args, str(requests), language], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def big_workspace(dest: Path, files: int) -> Path:
     """transformers' own sources in their directory layout, the first ``files`` Python files
     (many of its model files are generated and left out by the index, as they should be)."""
@@ -177,6 +196,8 @@ def retrieval_times(root: Path, requests: int, language: str = "python") -> dict
     *typing*: line after line down a file, as when writing code (every new line retrieves
     anew; files read and tokens counted before are remembered); *paused*: every fifth of
     those lines, after the file was indexed again as the server does after a pause."""
+    if requests < 50:
+        raise ValueError("at least 50 requests: 5 lines typed in each of 10 files")
     from starcoder_ls.models import BUNDLED_GGUF
 
     from starcoder_ls.backends import create_backend

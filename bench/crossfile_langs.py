@@ -113,11 +113,11 @@ def performance(root: Path, language: str) -> dict[str, Any]:
     """Index build in a fresh process (time, peak memory) and retrieval time per request."""
     import tempfile
 
-    from crossfile_bench import build_in_child, retrieval_times
+    from crossfile_bench import build_in_child, retrieval_in_child
 
     with tempfile.TemporaryDirectory() as cache:
         built = build_in_child(root, Path(cache), 20_000, edits=False)
-    timed = retrieval_times(root, 200, language=language)
+    timed = retrieval_in_child(root, 200, language)
     return {
         "index_s": built["build_s"],
         "index_files": built["files"],
@@ -255,7 +255,7 @@ def report(
         lines += [
             "",
             "Index build in a fresh process (outlines in two worker processes, or in the process "
-            "for a small tree) and retrieval per "
+            "for a small tree) and, in another fresh process holding the index, retrieval per "
             "request at a 512-token cross-file budget, tokens counted by the model's worker "
             "process as in the server (*cold*: each request at a random line of another file; "
             "*typing*: line after line down a file, the target's case; *after a pause*: every "
