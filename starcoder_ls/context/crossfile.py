@@ -300,8 +300,9 @@ def _imports(
     # The names around the cursor whose kin (same first and last words) are likely next.
     close = near.union(*map(_line_identifiers, req.after.split("\n")[1:4]))
     seeds = _seed_ends(n for n in close if len(n) > 3)
-    pointed = frozenset(near).union(window_use, co_use, in_file)
-    around = _Around(window_use, near, co_use, usage, small, in_file, seeds, pointed)
+    dynamic = frozenset(near).union(window_use, co_use)
+    pointed = dynamic.union(in_file)
+    around = _Around(window_use, near, co_use, usage, small, in_file, seeds, pointed, dynamic)
 
     def consider(ref: ImportRef, target: str, only: set[str] | None, alone: bool = False) -> None:
         entry = index.entry(target)
@@ -628,6 +629,8 @@ class _Usage:
         self.popular: dict[tuple[str, int], tuple[FileOutline, frozenset[str]]] = {}
         self.files: dict[int, tuple[FileOutline, list[float]]] = {}
         self.fews: dict[str, tuple[FileOutline, list[tuple[Symbol, float]]]] = {}
+        self.statics: dict[tuple[int, float, float], tuple[FileOutline, list[float]]] = {}
+        self.positions: dict[tuple[int, int], tuple[FileOutline, frozenset[str], list[int]]] = {}
         self.resolved: dict[tuple[ImportRef, str, str], tuple[str, ...]] = {}
         self.manys: dict[tuple[str, ...], _ManyFiles] = {}
 
@@ -642,13 +645,13 @@ class _Usage:
         new.scores = dict(self.scores)
         for name in names:
             new.scores.pop(name, None)
-        new.files = dict(self.files)
+        gone = {id(e.outline) for path in touched if (e := self.index.entry(path)) is not None}
+        new.files = {k: v for k, v in self.files.items() if k not in gone}
+        new.statics = {k: v for k, v in self.statics.items() if k[0] not in gone}
+        new.positions = dict(self.positions)  # where names are: usage does not move them
         new.fews = dict(self.fews)
         new.popular = dict(self.popular)
         for path in touched:
-            entry = self.index.entry(path)
-            if entry is not None:
-                new.files.pop(id(entry.outline), None)
             new.fews.pop(path, None)
             for n in (_FEW_POPULAR, _POPULAR):
                 new.popular.pop((path, n), None)
@@ -684,6 +687,34 @@ class _Usage:
             scores = [known[sym.name] for sym in every]
             held = self.files[id(outline)] = (outline, scores)
         return held[1]
+
+    def unpointed(self, outline: FileOutline, base: float, specific: float) -> list[float]:
+        """The score of each of ``outline``'s names that nothing in a request points at, for
+        an import whose names start at ``base`` (see :func:`_imported_symbols`)."""
+        key = (id(outline), base, specific)
+        held = self.statics.get(key)
+        if held is None or held[0] is not outline:
+            if len(self.statics) > 4096:
+                self.statics.clear()
+            scores = [round(base + (u - 0.2 + specific), 3) for u in self.of_file(outline)]
+            held = self.statics[key] = (outline, scores)
+        return held[1]
+
+    def positions_of(self, outline: FileOutline, names: frozenset[str]) -> list[int]:
+        """Where ``names`` (the names a file uses, one set while that file stays the same) are
+        among ``outline``'s :meth:`~FileOutline.top_level` names."""
+        key = (id(outline), id(names))
+        held = self.positions.get(key)
+        if held is None or held[0] is not outline or held[1] is not names:
+            if len(self.positions) > 1024:
+                self.positions.clear()
+            where = outline.top_positions()
+            if len(names) < len(where):
+                found = [i for name in names for i in where.get(name, ())]
+            else:
+                found = [i for name, at in where.items() if name in names for i in at]
+            held = self.positions[key] = (outline, names, found)
+        return held[2]
 
     def few(self, entry: FileEntry) -> list[tuple[Symbol, float]]:
         """The definitions of ``entry``'s :data:`_FEW_POPULAR` most used names, with the
@@ -936,6 +967,8 @@ class _Around:
     pointed: frozenset[str]
     """Every name the request points at (near, in the window, in code like it, in the file):
     the others of an imported file score by their workspace usage alone."""
+    dynamic: frozenset[str]
+    """The pointed names but those the file uses only far from the cursor."""
 
 
 def _demotion(ref: ImportRef, around: _Around) -> float:
@@ -997,7 +1030,7 @@ def _imported_symbols(
     top: Sequence[int]  # indexes into ``every``
     if only is None:
         top = range(len(every))
-    elif len(every) <= len(only) + len(beside) + len(in_file) + len(family):
+    elif len(every) <= len(only) + len(beside) + len(family) + 64:
         top = [
             i
             for i, s in enumerate(every)
@@ -1006,12 +1039,9 @@ def _imported_symbols(
     else:  # a big header: its names worth offering are looked up, not its declarations scanned
         where = target.top_positions()
         top = sorted(
-            {
-                i
-                for group in (only, beside, in_file, family)
-                for n in group
-                for i in where.get(n, ())
-            }
+            {i for group in (only, beside, family) for n in group for i in where.get(n, ())}.union(
+                around.usage.positions_of(target, in_file)
+            )
         )
     named = {n for n in ref.names if n != "*"}
     chosen: Sequence[int] = [i for i in top if every[i].name in named]
@@ -1052,18 +1082,22 @@ def _imported_symbols(
         return [(s, score_of(s.name)) for s in offered if keep is None or keep(s.name)]
     # Most of a header's names nothing in the request points at: their score is the same sum,
     # only the workspace's usage of each name differing (looked up once per file and index).
-    pointed = around.pointed
-    usage = around.usage.of_file(target)
+    # Names the file uses only far from the cursor score alike too, a hint above the rest.
+    dynamic = around.dynamic
+    static = around.usage.unpointed(target, base, specific)
+    far = around.usage.unpointed(target, base + _IN_FILE, specific)
     scored = []
     for i in chosen:
         sym = every[i]
         name = sym.name
         if keep is not None and not keep(name):
             continue
-        if mate or name in pointed or name in beside or name in family or name in unused:
+        if mate or name in dynamic or name in beside or name in family or name in unused:
             scored.append((sym, score_of(name)))
+        elif name in in_file:
+            scored.append((sym, far[i]))
         else:
-            scored.append((sym, round(base + (usage[i] - 0.2 + specific), 3)))
+            scored.append((sym, static[i]))
     return scored
 
 
@@ -1172,9 +1206,23 @@ def _co_use(neighbours: list[_Neighbour]) -> dict[str, float]:
     use: dict[str, float] = {}
     for n in neighbours:
         weight = n.score / best
-        for ident in identifiers(n.text) | identifiers(n.following):
+        for ident in _text_identifiers(n.text) | _text_identifiers(n.following):
             use[ident] = use.get(ident, 0.0) + weight
     return use
+
+
+_TEXT_IDENTS: dict[str, frozenset[str]] = {}
+
+
+def _text_identifiers(text: str) -> frozenset[str]:
+    """:func:`identifiers` of a window of other code, remembered: the windows most like the
+    code being typed stay the same from one line to the next."""
+    found = _TEXT_IDENTS.get(text)
+    if found is None:
+        if len(_TEXT_IDENTS) > 4096:
+            _TEXT_IDENTS.clear()
+        found = _TEXT_IDENTS[text] = frozenset(identifiers(text))
+    return found
 
 
 _CO_USED_NAMES = 6
