@@ -219,6 +219,12 @@ def _go_package(root: Path, files: dict[str, str]) -> None:
         (root / rel).write_text(text)
 
 
+def _import_text(root: Path, rel: str, before: str, budget: int) -> str:
+    """The imported definitions the prompt shows at the end of ``before`` in Go file ``rel``."""
+    segs = _segments(root, rel, "go", before, budget)
+    return "".join(s.text for s in segs if s.kind == "import")
+
+
 def _funcs(prefix: str, n: int) -> str:
     return "".join(
         f"// {prefix}{i:02d} does step {i}.\nfunc {prefix}{i:02d}(v int) int {{ return v }}\n\n"
@@ -521,6 +527,11 @@ def test_a_qualified_go_name_is_offered_beside_a_local_namesake(tmp_path: Path) 
     """``promauto`` wraps ``prom.NewSummary`` in a ``NewSummary`` of its own: the local one is
     in view, and the imported one, written ``prom.NewSummary``, is still what the line calls."""
     root = tmp_path / "app"
+    before = (
+        'package auto\n\nimport "example.com/app/prom"\n\n'
+        "// NewSummary works like prom.NewSummary and registers the summary.\n"
+        "func NewSummary(opts prom.SummaryOpts) *prom.Summary {\n\ts := "
+    )
     _go_package(
         root,
         {
@@ -530,17 +541,10 @@ def test_a_qualified_go_name_is_offered_beside_a_local_namesake(tmp_path: Path) 
                 "// NewSummary creates a summary from opts.\n"
                 "func NewSummary(opts SummaryOpts) *Summary { return &Summary{} }\n"
             ),
+            "auto/auto.go": before + "\n}\n",
         },
     )
-    before = (
-        'package auto\n\nimport "example.com/app/prom"\n\n'
-        "// NewSummary works like prom.NewSummary and registers the summary.\n"
-        "func NewSummary(opts prom.SummaryOpts) *prom.Summary {\n\ts := "
-    )
-    (root / "auto" / "auto.go").parent.mkdir(parents=True)
-    (root / "auto" / "auto.go").write_text(before + "\n}\n")
-    segs = _segments(root, "auto/auto.go", "go", before, budget=300)
-    imported = "".join(s.text for s in segs if s.kind == "import")
+    imported = _import_text(root, "auto/auto.go", before, budget=300)
     assert "func NewSummary(opts SummaryOpts) *Summary" in imported
 
 
@@ -563,15 +567,13 @@ def test_the_file_of_a_name_used_at_the_cursor_offers_its_other_names(tmp_path: 
             + "".join(f"\t_ = prom.Tally{k:02d}(1)\n" for k in range(4))
             + "\treturn 0\n}\n"
         )
-    _go_package(root, files)
     before = (
         'package version\n\nimport "example.com/app/prom"\n\n'
         "func NewCollector() any {\n\treturn prom.NewGaugeFunc(\n\t\t"
     )
-    (root / "version" / "version.go").parent.mkdir(parents=True)
-    (root / "version" / "version.go").write_text(before + "\n}\n")
-    segs = _segments(root, "version/version.go", "go", before, budget=400)
-    imported = "".join(s.text for s in segs if s.kind == "import")
+    files["version/version.go"] = before + "\n}\n"
+    _go_package(root, files)
+    imported = _import_text(root, "version/version.go", before, budget=400)
     assert "func NewGaugeFunc(" in imported
     assert "type GaugeOpts struct" in imported
 
