@@ -378,14 +378,13 @@ def _imports(
             ):
                 named.add(target)
                 consider(ref, target, wanted)
-        kin = many.sharing_ends(around.seeds).difference(named)
+        kin = {
+            target
+            for target in many.sharing_ends(around.seeds).difference(named)
+            if (entry := index.entry(target)) is not None and _family(entry.outline, around.seeds)
+        }
         for target in kin:
-            entry = index.entry(target)
-            offered = _popular_only(entry, around, base, keep) if entry is not None else None
-            if offered is None:
-                consider(ref, target, wanted)
-            elif entry is not None:
-                offer(target, entry, offered, hidden)
+            consider(ref, target, wanted)
         # The rest offer the same few names whatever the request: only the best of them can
         # make the cut, so the walk down their ranking stops there.
         taken = 0
@@ -832,8 +831,9 @@ class _ManyFiles:
         return found
 
     def ranked(self, base: float) -> list[tuple[float, Symbol, FileEntry]]:
-        """Every file's few most used definitions, scored as :func:`_popular_only` scores
-        them, best first (ties in path and line order, as the final ranking breaks them)."""
+        """Every file's few most used definitions, scored as :func:`_imported_symbols` scores
+        names nothing points at, best first (ties in path and line order, as the final ranking
+        breaks them)."""
         held = self._ranked.get(base)
         if held is None:
             held = sorted(
@@ -975,26 +975,6 @@ def _demotion(ref: ImportRef, around: _Around) -> float:
     """Names imported for annotations only (`import type`, `if TYPE_CHECKING:`) are rarely what
     the next line calls: behind the others when the budget is small."""
     return 0.6 if around.small and ref.kind == "type" else 0.0
-
-
-def _popular_only(
-    entry: FileEntry, around: _Around, base: float, keep: Callable[[str], bool] | None
-) -> list[tuple[Symbol, float]] | None:
-    """What one of a many-file import's files offers when the request points at none of its
-    names (nor at any of their family): its few most used, scored as :func:`_imported_symbols`
-    scores them. Most of a namespace's files are such, and this skips their full scan; None
-    when the request does point at one."""
-    outline = entry.outline
-    where = outline.top_positions()
-    if len(where) > _BIG_FILE or not around.pointed.isdisjoint(where):
-        return None
-    if around.seeds and _family(outline, around.seeds):
-        return None
-    return [
-        (sym, round(base + (score - 0.2), 3))
-        for sym, score in around.usage.few(entry)
-        if keep is None or keep(sym.name)
-    ]
 
 
 def _imported_symbols(
