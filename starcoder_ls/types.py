@@ -91,6 +91,16 @@ class GenerationParams:
     Lines that start with a closing bracket do not count. 0: off; -1: the indentation of the
     completion's first line of code (the cursor at column 0 of a blank line). Local backends
     only."""
+    min_indent: int = 0
+    """llama.cpp server's ``n_indent``: after the first line, a line whose code starts left of
+    this column (a blank line too) ends the generation, cut where that code would start. 0: off.
+    Local backends only."""
+    predict_ms: float = 0.0
+    """llama.cpp server's ``t_max_predict_ms``: once this many milliseconds of generation have
+    passed, the next line break ends it (kept in the text). 0: no limit. Local backends only."""
+    prompt_ms: float = 0.0
+    """A limit on evaluating the prompt: past it, evaluation stops between chunks and the answer
+    is empty (what was evaluated stays cached for the next request). 0: no limit."""
 
 
 @dataclass
@@ -104,6 +114,17 @@ class Generation:
     latency_ms: float = 0.0
     finish_reason: str = "stop"
     """stop, length, cancelled."""
+    stop_type: str = ""
+    """Why it ended, in llama.cpp server's words: ``eos`` (an end token), ``word`` (a stop
+    string, in ``stopping_word``), ``limit`` (a token, time or indentation limit), ``none``
+    (cancelled); "" when the backend does not say."""
+    stopping_word: str = ""
+    prompt_ms: float = 0.0
+    """Time spent evaluating the prompt (0 when the backend does not say)."""
+    predicted_ms: float = 0.0
+    """Time spent generating after the prompt (0 when the backend does not say)."""
+    truncated: bool = False
+    """The prompt did not fit the context and lost tokens from its start."""
 
 
 class CancelToken:

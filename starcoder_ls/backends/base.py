@@ -109,9 +109,10 @@ def fit_prompt(
     The end of a FIM prompt (suffix, middle sentinel) is what the model continues from, so the
     far end of the prefix is what goes. ``keep_first`` keeps a leading sentinel token (such as
     ``<fim_prefix>`` or ``<repo_name>``) so the prompt still has the shape the model was trained
-    on. Generation is capped to leave room for at least half the context as prompt.
+    on. Generation is capped to leave room for at least half the context as prompt; 0 tokens
+    (evaluate the prompt only) stays 0.
     """
-    max_tokens = max(1, min(max_tokens, n_ctx // 2))
+    max_tokens = max(0 if max_tokens == 0 else 1, min(max_tokens, n_ctx // 2))
     room = n_ctx - max_tokens
     if len(ids) <= room:
         return ids, max_tokens
@@ -148,6 +149,9 @@ class DecodeResult:
     tokens: list[int]
     finish_reason: str
     """stop, length, cancelled."""
+    stop_type: str = "none"
+    """eos, word, limit, none (see ``Generation.stop_type``)."""
+    stopping_word: str = ""
 
 
 class TokenStream:
@@ -183,6 +187,10 @@ class TokenStream:
         self.text = ""
         self.finish_reason = ""
         """Empty while running; then stop, length or cancelled."""
+        self.stop_type = ""
+        """eos, word, limit or none once finished (see ``Generation.stop_type``)."""
+        self.stopping_word = ""
+        self._started = time.perf_counter()
         self._shown = 0
         self._prefix_offset = 0
         self._read_offset = 0
@@ -195,29 +203,53 @@ class TokenStream:
         """Pick the next token from ``logits``. Returns the token the model must evaluate next,
         or None when the sequence ended (a stop token is never evaluated nor shown; a stop
         string is cut off with everything after it)."""
-        token = sample_token(logits, self.params.temperature, self.params.top_p, self._rng)
+        params = self.params
+        token = sample_token(logits, params.temperature, params.top_p, self._rng)
         if token in self.stop_ids:
-            self.finish_reason = "stop"
+            self._end("stop", "eos")
             return None
         self.tokens.append(token)
         previous = len(self.text)
         self._extend_text()
         start = max(0, previous - self._longest_stop)
-        if self.params.stop_after_text:
+        if params.stop_after_text:
             body = self.text.lstrip()
             start = len(self.text) if not body else max(start, len(self.text) - len(body))
         hit = find_stop(self.text, self.stops, start)
-        if hit == -1 and self.params.stop_below_indent:
-            line_start = self.text.rfind("\n", 0, max(previous, 1))
-            hit = dedent_at(self.text, max(line_start, 0), self.params.stop_below_indent)
         if hit != -1:
+            self.stopping_word = next(s for s in self.stops if self.text.startswith(s, hit))
             self.text = self.text[:hit]
-            self.finish_reason = "stop"
+            self._end("stop", "word")
             return None
-        if len(self.tokens) >= self.params.max_tokens or len(self.tokens) >= self.room:
-            self.finish_reason = "length"
+        if params.stop_below_indent:
+            line_start = self.text.rfind("\n", 0, max(previous, 1))
+            hit = dedent_at(self.text, max(line_start, 0), params.stop_below_indent)
+            if hit != -1:
+                self.text = self.text[:hit]
+                self._end("stop", "limit")
+                return None
+        if params.min_indent > 0:
+            hit = short_line_at(self.text, previous, params.min_indent)
+            if hit != -1:
+                self.text = self.text[:hit]
+                self._end("stop", "limit")
+                return None
+        if len(self.tokens) >= params.max_tokens or len(self.tokens) >= self.room:
+            self._end("length", "limit")
+            return None
+        if (
+            params.predict_ms > 0
+            and "\n" in self.text[previous:]
+            and (time.perf_counter() - self._started) * 1000 > params.predict_ms
+        ):
+            self._end("length", "limit")
             return None
         return token
+
+    def _end(self, reason: str, kind: str) -> None:
+        self.finish_reason = reason
+        self.stop_type = kind
+        return None
 
     def _extend_text(self) -> None:
         """Add the text of the tokens not rendered yet, decoding only them and the token(s)
@@ -238,7 +270,7 @@ class TokenStream:
 
     def cancel(self) -> None:
         if not self.finish_reason:
-            self.finish_reason = "cancelled"
+            self._end("cancelled", "none")
 
     def new_text(self) -> str:
         """Text not handed out before that no later token can take back: while running, a tail
@@ -253,7 +285,13 @@ class TokenStream:
         return piece
 
     def result(self) -> DecodeResult:
-        return DecodeResult(self.text, self.tokens, self.finish_reason or "cancelled")
+        return DecodeResult(
+            self.text,
+            self.tokens,
+            self.finish_reason or "cancelled",
+            self.stop_type or "none",
+            self.stopping_word,
+        )
 
 
 def dedent_at(text: str, start: int, block: int) -> int:
@@ -282,6 +320,26 @@ def dedent_at(text: str, start: int, block: int) -> int:
         if text[k] not in "\r\n)]}" and len(text[j:k].expandtabs(4)) < block:
             return i
         i = text.find("\n", j)
+    return -1
+
+
+def short_line_at(text: str, start: int, indent: int) -> int:
+    """llama.cpp server's ``n_indent`` rule: the index where the code of the first line after a
+    line break (from the line holding ``start`` on) begins left of column ``indent`` (spaces and
+    tabs count one each; a blank line's code is its line break), or -1. A line is judged once a
+    character other than a space or tab has arrived."""
+    nl = text.rfind("\n", 0, start)
+    if nl == -1:
+        nl = text.find("\n")
+    while nl != -1:
+        j = k = nl + 1
+        while k < len(text) and text[k] in " \t":
+            k += 1
+        if k >= len(text):
+            return -1
+        if k - j < indent:
+            return k
+        nl = text.find("\n", j)
     return -1
 
 
@@ -344,6 +402,24 @@ class Stopwatch:
         return (time.perf_counter() - self._t0) * 1000.0
 
 
+class _PromptDeadline(CancelToken):
+    """The request's cancel token, also set once ``ms`` milliseconds have passed (0: never);
+    it times the prompt's evaluation too."""
+
+    def __init__(self, parent: CancelToken, ms: float) -> None:
+        super().__init__()
+        self._parent = parent
+        self._t0 = time.perf_counter()
+        self._until = self._t0 + ms / 1000 if ms > 0 else float("inf")
+
+    @property
+    def cancelled(self) -> bool:
+        return self._parent.cancelled or time.perf_counter() > self._until
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._t0) * 1000.0
+
+
 class TokenLoopBackend:
     """``generate`` for engines that run the token loop in this process (llama.cpp,
     transformers): tokenize, fit the context, evaluate what the KV cache lacks, decode.
@@ -396,9 +472,10 @@ class TokenLoopBackend:
         watch = Stopwatch()
         ids = self.tokenize(prompt.text)
         if not ids:
-            return Generation(text="", finish_reason="stop")
+            return Generation(text="", finish_reason="stop", stop_type="eos")
         if self._bos_id is not None and ids[0] != self._bos_id:
             ids = [self._bos_id, *ids]
+        whole = len(ids)
         ids, max_tokens = fit_prompt(
             ids, self.context_length, params.max_tokens, keep_first=ids[0] in self._special_ids
         )
@@ -407,14 +484,20 @@ class TokenLoopBackend:
         with self._lock:
             self._check_open()
             try:
-                evaluated, logits = self._evaluate_prompt(ids, cancel)
-                if logits is None:
+                deadline = _PromptDeadline(cancel, params.prompt_ms)
+                evaluated, logits = self._evaluate_prompt(ids, deadline)
+                prompt_ms = deadline.elapsed_ms()
+                if logits is None or max_tokens == 0:
+                    stopped = cancel.cancelled
                     return Generation(
                         text="",
                         prompt_tokens=len(ids),
                         evaluated_tokens=evaluated,
                         latency_ms=watch.ms(),
-                        finish_reason="cancelled",
+                        finish_reason="cancelled" if stopped else "length",
+                        stop_type="none" if stopped else "limit",
+                        prompt_ms=prompt_ms,
+                        truncated=len(ids) < whole,
                     )
                 result = decode_loop(
                     logits,
@@ -439,4 +522,9 @@ class TokenLoopBackend:
             completion_tokens=len(result.tokens),
             latency_ms=watch.ms(),
             finish_reason=result.finish_reason,
+            stop_type=result.stop_type,
+            stopping_word=result.stopping_word,
+            prompt_ms=prompt_ms,
+            predicted_ms=max(0.0, deadline.elapsed_ms() - prompt_ms),
+            truncated=len(ids) < whole,
         )

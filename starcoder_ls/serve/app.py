@@ -32,6 +32,7 @@ from starcoder_ls.serve.schema import (
     CompletionRequest,
     Limits,
     Served,
+    fit_extra,
     infill_request,
     openai_request,
     parse_json,
@@ -122,7 +123,16 @@ class Service:
         async def run(req: Request) -> Response:
             body = await self._json(req)
             parsed = infill_request(body, self.served, self.limits)
-            return await self._generate(req, "/infill", parsed, InfillFormat(self.served.name))
+            n_ctx = self.engine.context_length
+            parsed = await asyncio.to_thread(fit_extra, parsed, self.engine.count_tokens, n_ctx)
+            fmt = InfillFormat(
+                self.served.name,
+                prompt=parsed.prompt.text,
+                settings={**(parsed.settings or {}), "n_ctx": n_ctx},
+                response_fields=parsed.response_fields,
+                dropped=parsed.dropped,
+            )
+            return await self._generate(req, "/infill", parsed, fmt)
 
         return await self._guarded(request, "/infill", run)
 

@@ -139,6 +139,10 @@ class BatchEngine(Engine):
                 ids, max_tokens = fit_prompt(
                     ids, hf.context_length, job.params.max_tokens, ids[0] in hf._special_ids
                 )
+                if max_tokens == 0:  # nothing to generate; no cache outlives a batch here
+                    empty = Generation("", len(ids), 0, finish_reason="length", stop_type="limit")
+                    self._done(job, empty, None)
+                    continue
                 params = job.params
                 if params.max_tokens != max_tokens:
                     params = replace(params, max_tokens=max_tokens)
@@ -272,6 +276,8 @@ class BatchEngine(Engine):
             completion_tokens=len(result.tokens),
             latency_ms=seq.watch.ms(),
             finish_reason=result.finish_reason,
+            stop_type=result.stop_type,
+            stopping_word=result.stopping_word,
         )
         self._done(seq.job, generation, None)
 

@@ -4,9 +4,11 @@
   text, logprobs, finish_reason}], usage}``; streamed as server-sent events of the same object
   with the new text in each choice, a last event per choice with its ``finish_reason``, an
   optional usage event (``stream_options.include_usage``), then ``data: [DONE]``.
-* llama.cpp ``/infill``: ``{content, stop, stop_type, tokens_predicted, tokens_evaluated,
-  timings, model}``; streamed as events ``{content, stop: false}`` and a last one with
-  ``stop: true`` and the counts (llama.cpp sends no ``[DONE]``).
+* llama.cpp ``/infill``: llama-server's whole answer (``content``, ``stop_type`` with
+  ``stopping_word``, ``tokens_predicted``, ``tokens_evaluated``, ``tokens_cached``,
+  ``truncated``, ``timings`` with per-second rates, ``generation_settings``, ...), cut down to
+  ``response_fields`` when the request names some; streamed as events ``{content, stop:
+  false}`` and a last one with ``stop: true`` and the rest (llama.cpp sends no ``[DONE]``).
 """
 
 from __future__ import annotations
@@ -97,34 +99,93 @@ class OpenAIFormat:
 
 
 class InfillFormat:
-    def __init__(self, model: str) -> None:
+    """llama.cpp server's answer to ``/infill``, field by field as its server README and
+    ``server_task_result_cmpl_final::to_json_non_oaicompat`` give it. ``response_fields``
+    keeps only the fields named, a ``a/b`` path lifted to the top under that name, as
+    llama-server does (llama.vim asks for ``timings/prompt_ms`` and the like)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        prompt: str = "",
+        settings: dict[str, Any] | None = None,
+        response_fields: tuple[str, ...] = (),
+        dropped: int = 0,
+    ) -> None:
         self.model = model
+        self.dropped = dropped
+        """``input_extra`` chunks left out to fit the context: reported as ``truncated``."""
+        self.prompt = prompt
+        self.settings = settings or {}
+        self.response_fields = response_fields
 
     def _final(self, generation: Generation, content: str) -> dict[str, Any]:
-        return {
+        kind = generation.stop_type or ("limit" if generation.finish_reason == "length" else "eos")
+        # llama-server counts the end token it sampled among the predicted ones.
+        predicted = generation.completion_tokens + (1 if kind == "eos" else 0)
+        evaluated = generation.evaluated_tokens
+        body = {
+            "index": 0,
             "content": content,
+            "tokens": [],
             "id_slot": 0,
             "stop": True,
             "model": self.model,
-            "stop_type": "limit" if generation.finish_reason == "length" else "eos",
-            "stopping_word": "",
-            "tokens_predicted": generation.completion_tokens,
+            "tokens_predicted": predicted,
             "tokens_evaluated": generation.prompt_tokens,
+            "generation_settings": {**self.settings, "model": self.model},
+            "prompt": self.prompt,
+            "has_new_line": "\n" in generation.text,
+            "truncated": generation.truncated or self.dropped > 0,
+            "stop_type": kind,
+            "stopping_word": generation.stopping_word,
+            "tokens_cached": max(0, generation.prompt_tokens - evaluated),
             "timings": {
-                "prompt_n": generation.evaluated_tokens,
-                "predicted_n": generation.completion_tokens,
-                "predicted_ms": round(generation.latency_ms, 3),
+                "cache_n": max(0, generation.prompt_tokens - evaluated),
+                **_rate("prompt", evaluated, generation.prompt_ms),
+                **_rate("predicted", predicted, generation.predicted_ms),
             },
         }
+        return pick(body, self.response_fields)
 
     def whole(self, generations: list[Generation]) -> dict[str, Any]:
         return self._final(generations[0], generations[0].text)
 
     def piece(self, index: int, text: str) -> bytes:
-        return sse({"content": text, "stop": False, "id_slot": 0, "index": index})
+        return sse({"index": index, "content": text, "tokens": [], "stop": False, "id_slot": 0})
 
     def last(self, index: int, generation: Generation) -> bytes:
         return sse(self._final(generation, ""))
 
     def end(self, generations: list[Generation]) -> bytes:
         return b""
+
+
+def _rate(name: str, n: int, ms: float) -> dict[str, Any]:
+    """llama-server's timing block for ``prompt`` or ``predicted``: count, time, per token and
+    per second (0 where nothing was timed)."""
+    return {
+        f"{name}_n": n,
+        f"{name}_ms": round(ms, 3),
+        f"{name}_per_token_ms": round(ms / n, 3) if n else 0.0,
+        f"{name}_per_second": round(1000.0 * n / ms, 3) if ms > 0 else 0.0,
+    }
+
+
+def pick(body: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+    """llama-server's ``response_fields``: only the fields named (all when none are), nested
+    ones by ``a/b`` path under that path as their name; a path that leads nowhere is left
+    out."""
+    if not paths:
+        return body
+    out: dict[str, Any] = {}
+    for path in paths:
+        value: Any = body
+        for key in path.split("/"):
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            out[path] = value
+    return out

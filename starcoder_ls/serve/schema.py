@@ -9,7 +9,8 @@ those would return something other than what was asked for.
 * ``POST /v1/completions``: OpenAI's legacy completions body. With ``suffix`` the server
   builds the fill-in-the-middle prompt itself, in the served model's format.
 * ``POST /infill``: llama.cpp server's body (``input_prefix``, ``input_suffix``,
-  ``input_extra``, ``prompt`` after the middle sentinel, ``n_predict``).
+  ``input_extra``, ``prompt`` after the middle sentinel, ``n_predict``, ``n_indent``,
+  ``t_max_predict_ms``, ``t_max_prompt_ms``, ``response_fields``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starcoder_ls.types import FimInput, GenerationParams, Prompt, Segment
@@ -92,6 +94,14 @@ class CompletionRequest:
     n: int
     stream: bool
     include_usage: bool = False
+    settings: dict[str, Any] | None = None
+    """What ``/infill`` reports back as ``generation_settings``."""
+    response_fields: tuple[str, ...] = ()
+    """llama.cpp's ``response_fields``: the answer keeps only these (all when empty)."""
+    after: str = ""
+    """``/infill``'s ``prompt``: text after the middle sentinel."""
+    dropped: int = 0
+    """``/infill``: how many ``input_extra`` chunks were left out to fit the context."""
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -178,19 +188,52 @@ def openai_request(body: dict[str, Any], served: Served, limits: Limits) -> Comp
 
 
 def infill_request(body: dict[str, Any], served: Served, limits: Limits) -> CompletionRequest:
-    check_model(body, served)
+    """llama.cpp server's ``/infill``. As a single-model llama-server does, ``model`` is not
+    checked (llama.vim sends its ``model_fim`` setting, or an empty string, with every
+    request). ``n_predict`` 0 evaluates the prompt into the cache and generates nothing
+    (llama.vim warms the cache with such requests)."""
     prefix = _string(body, "input_prefix") or ""
     suffix = _string(body, "input_suffix") or ""
     after = _string(body, "prompt") or ""
     extra = _extra(body.get("input_extra"))
     if not prefix and not suffix and not after and not extra:
-        raise ApiError(400, "input_prefix, input_suffix and prompt are all empty")
+        raise ApiError(400, "input_prefix, input_suffix, prompt and input_extra are all empty")
     n_predict = _integer(body, "n_predict", -1, -1, limits.max_tokens)
-    if n_predict == 0:
-        raise ApiError(
-            400, "n_predict must be -1 (up to the limit) or at least 1", param="n_predict"
-        )
+    n_indent = _integer(body, "n_indent", 0, 0, 10_000)
+    predict_ms = _number(body, "t_max_predict_ms", 0.0, 0.0, 3_600_000.0)
+    prompt_ms = _number(body, "t_max_prompt_ms", 0.0, 0.0, 3_600_000.0)
+    fields = _stops(body, "response_fields", limit=64, empty=True)
     fim = FimInput(prefix=prefix, suffix=suffix, extra=extra)
+    if _layout(served.family) == "qwen":
+        # llama-server's repository layout for models with <|repo_name|> and <|file_sep|>
+        # (Qwen2.5-Coder's training format), with its names for the unnamed repository and
+        # current file, so the same model gets the same prompt from either server.
+        fim = replace(fim, repo_name="myproject", path="filename")
+    params = GenerationParams(
+        max_tokens=limits.max_tokens if n_predict == -1 else n_predict,
+        # llama.cpp server's defaults, so a client that relies on them gets the same here.
+        temperature=_number(body, "temperature", 0.8, 0.0, 2.0),
+        top_p=_number(body, "top_p", 0.95, 0.0, 1.0, open_low=True),
+        stop=_stops(body, "stop"),
+        seed=_seed(body),
+        min_indent=n_indent,
+        predict_ms=predict_ms,
+        # A request that only fills the cache evaluates all of its prompt (llama.vim sends
+        # those with t_max_prompt_ms 1, which llama-server ignores).
+        prompt_ms=prompt_ms if n_predict != 0 else 0.0,
+    )
+    stream = _boolean(body, "stream")
+    settings = {
+        "n_predict": n_predict,
+        "n_indent": n_indent,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "seed": params.seed,
+        "stop": list(params.stop),
+        "stream": stream,
+        "t_max_predict_ms": predict_ms,
+        "t_max_prompt_ms": prompt_ms,
+    }
     return CompletionRequest(
         prompt=Prompt(
             text=_render(fim, served.family) + after,
@@ -198,17 +241,48 @@ def infill_request(body: dict[str, Any], served: Served, limits: Limits) -> Comp
             stop=served.stop,
             fim=fim,
         ),
-        params=GenerationParams(
-            max_tokens=limits.max_tokens if n_predict == -1 else n_predict,
-            # llama.cpp server's defaults, so a client that relies on them gets the same here.
-            temperature=_number(body, "temperature", 0.8, 0.0, 2.0),
-            top_p=_number(body, "top_p", 0.95, 0.0, 1.0, open_low=True),
-            stop=_stops(body, "stop"),
-            seed=_seed(body),
-        ),
+        params=params,
         n=1,
-        stream=_boolean(body, "stream"),
+        stream=stream,
+        settings=settings,
+        response_fields=fields,
+        after=after,
     )
+
+
+def fit_extra(req: CompletionRequest, count: Callable[[str], int], n_ctx: int) -> CompletionRequest:
+    """``/infill`` with the fewest of the first ``input_extra`` chunks left out that makes the
+    prompt fit the context beside the tokens to generate. llama-server likewise keeps the end
+    of the extra context; the prefix and suffix are only cut (from the far end of the prefix)
+    when even no extra context is not enough."""
+    fim = req.prompt.fim
+    generate = min(max(req.params.max_tokens, 0), n_ctx // 2)
+    room = n_ctx - generate - 1  # a BOS the backend may add
+    if not fim.extra or count(req.prompt.text) <= room:
+        return req
+
+    def text(drop: int) -> str:
+        return _render(replace(fim, extra=fim.extra[drop:]), req.prompt.family) + req.after
+
+    low, high = 1, len(fim.extra)  # the fewest dropped that fit lies in [low, high]
+    while low < high:
+        mid = (low + high) // 2
+        if count(text(mid)) <= room:
+            high = mid
+        else:
+            low = mid + 1
+    kept = replace(fim, extra=fim.extra[low:])
+    prompt = replace(req.prompt, text=text(low), fim=kept)
+    return replace(req, prompt=prompt, dropped=low)
+
+
+def _layout(family: str) -> str:
+    from starcoder_ls.prompt.templates import get_template
+
+    try:
+        return get_template(family).layout
+    except ValueError:
+        return ""
 
 
 def _seed(body: dict[str, Any]) -> int:
@@ -304,7 +378,11 @@ def _number(
     return float(value)
 
 
-def _stops(body: dict[str, Any], name: str) -> tuple[str, ...]:
+def _stops(
+    body: dict[str, Any], name: str, *, limit: int = MAX_STOPS, empty: bool = False
+) -> tuple[str, ...]:
+    """A string or a list of strings (at most ``limit``); empty ones are dropped unless
+    ``empty``."""
     value = body.get(name)
     if value is None:
         return ()
@@ -312,10 +390,10 @@ def _stops(body: dict[str, Any], name: str) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise ApiError(400, f"{name} must be a string or a list of strings", param=name)
-    if len(value) > MAX_STOPS:
-        raise ApiError(400, f"{name} has {len(value)} strings; at most {MAX_STOPS}", param=name)
+    if len(value) > limit:
+        raise ApiError(400, f"{name} has {len(value)} strings; at most {limit}", param=name)
     if any(len(s) > MAX_STOP_CHARS for s in value):
         raise ApiError(
             400, f"{name} strings must be at most {MAX_STOP_CHARS} characters", param=name
         )
-    return tuple(s for s in value if s)
+    return tuple(s for s in value if s or empty)

@@ -358,7 +358,8 @@ BAD_BODIES: list[tuple[str, bytes, int, str]] = [
     ("/infill", b'{"input_prefix": 3}', 400, "input_prefix must be a string"),
     ("/infill", b'{"input_extra": [{"filename": 1}]}', 400, "input_extra[0]"),
     ("/infill", b"{}", 400, "all empty"),
-    ("/infill", b'{"input_prefix": "x", "n_predict": 0}', 400, "n_predict must be -1"),
+    ("/infill", b'{"input_prefix": "x", "n_indent": -1}', 400, "n_indent must be between"),
+    ("/infill", b'{"input_prefix": "x", "response_fields": [1]}', 400, "response_fields must be"),
 ]
 
 
