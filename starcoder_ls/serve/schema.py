@@ -258,7 +258,10 @@ def fit_extra(req: CompletionRequest, count: Callable[[str], int], n_ctx: int) -
     fim = req.prompt.fim
     generate = min(max(req.params.max_tokens, 0), n_ctx // 2)
     room = n_ctx - generate - 1  # a BOS the backend may add
-    if not fim.extra or count(req.prompt.text) <= room:
+    # A token covers at least one byte, so a prompt of no more bytes than ``room`` fits
+    # without tokenizing it here (the backend tokenizes it anyway).
+    text_bytes = len(req.prompt.text.encode("utf-8"))
+    if not fim.extra or text_bytes <= room or count(req.prompt.text) <= room:
         return req
 
     def text(drop: int) -> str:

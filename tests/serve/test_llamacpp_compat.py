@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from serve_helpers import ServeProcess
-from starcoder_ls.models import BUNDLED_GGUF
 
 from starcoder_ls.backends.base import TokenStream, short_line_at
 from starcoder_ls.backends.llamacpp import LlamaCppBackend
@@ -75,13 +74,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     proc = ServeProcess(["--backend", "llamacpp"], log=log)
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def reference() -> Iterator[LlamaCppBackend]:
-    backend = LlamaCppBackend(BUNDLED_GGUF)
-    yield backend
-    backend.close()
 
 
 def infill(server: ServeProcess, **body: Any) -> dict[str, Any]:

@@ -53,14 +53,6 @@ def llama(tmp_path_factory: pytest.TempPathFactory, key_file: Path) -> Iterator[
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def reference() -> Iterator[LlamaCppBackend]:
-    """The same model in this process: what the server must answer, greedy."""
-    backend = LlamaCppBackend(BUNDLED_GGUF)
-    yield backend
-    backend.close()
-
-
 def expected(
     backend: LlamaCppBackend, text: str, max_tokens: int, stop: tuple[str, ...] = ()
 ) -> str:
