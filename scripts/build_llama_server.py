@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 VERSION = "9993.0.0"
 SDIST = (
@@ -107,7 +108,7 @@ def unavailable_reason() -> str | None:
         return f"llama-server could not be built here: {failed}"
     return (
         "llama-server is not built yet: run scripts/build_llama_server.py "
-        "(make test does, once; about 20 minutes on 2 cores)"
+        "(make test does, once; about 10 minutes on 2 cores)"
     )
 
 
@@ -129,6 +130,22 @@ def _toolchain() -> str:
     return str(shutil.which("cmake"))
 
 
+def _run_logged(cmd: list[str], log: IO[str], start: float) -> int:
+    """Run ``cmd`` with its output in ``log``, showing the build's percentage as it goes."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    shown = -1
+    for line in proc.stdout:
+        log.write(line)
+        if line.startswith("[") and "%]" in line[:8]:
+            percent = int(line[1 : line.index("%")])
+            if percent >= shown + 5:
+                shown = percent
+                minutes = (time.monotonic() - start) / 60
+                print(f"build_llama_server: {percent:3d}% ({minutes:.0f} min)", file=sys.stderr)
+    return proc.wait()
+
+
 def build() -> Path:
     where = cache_dir()
     cmake = _toolchain()
@@ -143,7 +160,7 @@ def build() -> Path:
         start = time.monotonic()
         print(
             "build_llama_server: compiling llama-server with every x86-64 CPU variant "
-            "(once; about 20 minutes on 2 cores)",
+            "(once; about 10 minutes on 2 cores)",
             file=sys.stderr,
         )
         log = tmpdir / "build.log"
@@ -152,11 +169,11 @@ def build() -> Path:
                 [cmake, "-S", str(src), "-B", str(out), *CMAKE_ARGS],
                 [cmake, "--build", str(out), "--target", "llama-server", "-j", jobs],
             ):
-                proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-                if proc.returncode != 0:
+                returncode = _run_logged(cmd, fh, start)
+                if returncode != 0:
                     tail = log.read_text(errors="replace").splitlines()[-30:]
                     print("\n".join(tail), file=sys.stderr)
-                    raise RuntimeError(f"{Path(cmd[0]).name} {cmd[1]} exited {proc.returncode}")
+                    raise RuntimeError(f"{Path(cmd[0]).name} {cmd[1]} exited {returncode}")
         built = out / "bin"
         variants = sorted(p.name for p in built.glob("libggml-cpu-*.so"))
         if not (built / "llama-server").is_file() or not variants:

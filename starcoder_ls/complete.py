@@ -158,6 +158,8 @@ def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
         # The exact prompt report (mode, family, exact token count), then the completion.
         built = engine.build_prompt(snap, line, col, root=root)
         result = engine.complete(snap, line, col, root=root, invoked=True)
+        if notice := getattr(engine.backend(), "notice", ""):  # what the answer showed
+            print(f"starcoder-ls: warning: {notice}", file=sys.stderr)
     except (BackendError, SecretFileError) as exc:
         raise RecipeError(str(exc)) from None
     finally:

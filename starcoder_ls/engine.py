@@ -327,7 +327,8 @@ class CompletionEngine:
         path = relative_path(_uri_path(snapshot.uri), root)
         counter = self._window_counter(backend)
         frame = self._frame_cost(self.family(backend), snapshot.language_id, path, counter)
-        extras = self._cross_file(snapshot, line, character, budget, counter, frame)
+        room = getattr(backend, "extra_context_tokens", None)  # what reaches the model
+        extras = self._cross_file(snapshot, line, character, budget, counter, frame, room)
         win = window(
             snapshot,
             line,
@@ -437,11 +438,14 @@ class CompletionEngine:
         budget: int,
         count: Callable[[str], int],
         frame: tuple[int, float] = (2, 0.0),
+        room: int | None = None,
     ) -> list[Segment]:
-        """Context from other files, within ``crossFileTokens`` (at most half the budget)."""
+        """Context from other files, within ``crossFileTokens`` (at most half the budget, and
+        no more than ``room``: what the backend says reaches the model)."""
         s = self.settings
         ctx = self.crossfile
-        if ctx is None or not s.cross_file or s.cross_file_tokens <= 0:
+        room = budget if room is None else room
+        if ctx is None or not s.cross_file or min(s.cross_file_tokens, room) <= 0:
             return []
         from starcoder_ls.context.crossfile import Request
 
@@ -465,7 +469,7 @@ class CompletionEngine:
                     before=before,
                     after=after,
                     line=line,
-                    budget=min(s.cross_file_tokens, budget // 2),
+                    budget=min(s.cross_file_tokens, budget // 2, room),
                     count_tokens=getattr(count, "whole", count),
                     count_ahead=(
                         count.whole_many
@@ -618,6 +622,12 @@ class CompletionEngine:
             if uri is not None:
                 return self.last_prompts.get(uri)
             return next(reversed(self.last_prompts.values()), None)
+
+    def remote_status(self) -> dict[str, Any] | None:
+        """What a remote backend learned about its server (its context, and for a llama.cpp
+        server whether other files' context arrives), or None for local backends."""
+        status = getattr(self._backend, "status", None)
+        return status() if callable(status) else None
 
     def worker_status(self) -> dict[str, Any] | None:
         """The model worker process of a local backend (pid, load time, memory at load, what

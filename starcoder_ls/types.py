@@ -166,8 +166,11 @@ class Backend(Protocol):
     """llamacpp, transformers, openai, tgi, ollama, llamacpp-server, huggingface, test."""
     model_id: str
     """Identifies the weights in cache keys and reports (a path or a model name)."""
-    context_length: int
-    """Largest prompt + generation the model accepts, in tokens."""
+
+    @property
+    def context_length(self) -> int:
+        """Largest prompt + generation the model accepts, in the units of ``count_tokens``."""
+        ...
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` with the model's own tokenizer, or an estimate if it has none."""

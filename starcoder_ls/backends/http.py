@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from starcoder_ls.backends.base import Stopwatch, cut_at_stop, estimate_tokens, stop_strings
-from starcoder_ls.backends.http_dialects import DIALECTS, Reply, ReplyError, error_message
+from starcoder_ls.backends.http_dialects import (
+    DIALECTS,
+    Reply,
+    ReplyError,
+    completion_body,
+    error_message,
+    llamacpp_error,
+)
+from starcoder_ls.backends.llamacpp_server import LlamaServer
 from starcoder_ls.scrub import redact, register_secret
 from starcoder_ls.types import BackendError, CancelToken, Generation, GenerationParams, Prompt
 
@@ -56,6 +64,15 @@ class _Aborted(Exception):
     def __init__(self, why: str) -> None:
         super().__init__(why)
         self.why = why
+
+
+class _Refused(Exception):
+    """A llama.cpp server turned the request down in a way the next attempt can avoid: the
+    prompt is longer than its context, or its model has no FIM tokens."""
+
+    def __init__(self, kind: str, message: str, n_prompt: int = 0, n_ctx: int = 0) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.n_prompt, self.n_ctx = kind, message, n_prompt, n_ctx
 
 
 class _Flight:
@@ -136,7 +153,7 @@ class HttpBackend:
         self.shown_url = _without_credentials(self.url)
         self.model = model
         self.model_id = model or self.shown_url
-        self.context_length = n_ctx or _known_context(model) or DEFAULT_CONTEXT
+        self._context_length = n_ctx or _known_context(model) or DEFAULT_CONTEXT
         self.api_key_env = api_key_env or self.dialect.api_key_env
         self.timeout = timeout_ms / 1000.0
         self.retries = max(0, retries)
@@ -153,13 +170,23 @@ class HttpBackend:
         self._family: str | None = None
         self._n_ctx = n_ctx
         self._described_at = -DESCRIBE_EVERY_S
+        self._llama = LlamaServer(self.shown_url) if kind == "llamacpp-server" else None
+        """What a llama.cpp server said about itself; asked on first use, not here, so that
+        creating the backend never waits on the network."""
         if kind == "starcoder-ls":
             self._describe()
 
     @property
     def family(self) -> str | None:
-        """The prompt family the team server says it serves; None when unknown (other servers,
-        or a team server that could not be asked yet: asked again every 30 s)."""
+        """The prompt family the server says it serves; None when unknown (other servers, or a
+        team server that could not be asked yet: asked again every 30 s). A llama.cpp server
+        whose model has no FIM tokens gets left-to-right prompts."""
+        if self._llama is not None:
+            if self._llama.fim:
+                return None
+            from starcoder_ls.prompt.templates import LEFT_TO_RIGHT
+
+            return LEFT_TO_RIGHT
         if (
             self._family is None
             and self.name == "starcoder-ls"
@@ -167,6 +194,75 @@ class HttpBackend:
         ):
             self._describe()
         return self._family
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the prompt budget may count on. For a llama.cpp server: its context per slot
+        (asked on first use, again every 30 s while it cannot say), in the estimate's units."""
+        llama = self._llama
+        if llama is None:
+            return self._context_length
+        if self._llama_due():
+            self._describe_llama()
+        return llama.context_for_budget(self._n_ctx) if llama.n_ctx else self._context_length
+
+    @property
+    def extra_context_tokens(self) -> int | None:
+        """Estimated tokens of other files' context the server lets reach the model; None
+        when it has shown no limit."""
+        return self._llama.extra_room if self._llama is not None else None
+
+    @property
+    def notice(self) -> str:
+        """A problem with the server's setup that the user can fix there ("" when none)."""
+        return self._llama.notice if self._llama is not None else ""
+
+    def status(self) -> dict[str, Any]:
+        """The server as the client knows it, for ``starcoder.status``."""
+        state: dict[str, Any] = {"url": self.shown_url, "dialect": self.name}
+        if self._llama is not None:
+            state.update(self._llama.status())
+        else:
+            state.update(context_length=self._context_length, family=self._family)
+        return state
+
+    def _llama_due(self) -> bool:
+        llama = self._llama
+        return (
+            llama is not None
+            and (not llama.n_ctx or llama.stale)
+            and (llama.stale or time.monotonic() - self._described_at >= DESCRIBE_EVERY_S)
+        )
+
+    def _base_url(self) -> str:
+        return self.url[: -len(self.dialect.path)] if self.dialect.path else self.url
+
+    def _describe_llama(self) -> None:
+        """``GET /props`` (``/v1/models`` where that is turned off) of a llama.cpp server:
+        its context per slot and its model's name. Best effort, like ``_describe``."""
+        import httpx
+
+        assert self._llama is not None
+        self._described_at = time.monotonic()
+        self._llama.stale = False
+        found: list[Any] = []
+        for route in ("/props", "/v1/models"):
+            try:
+                response = self._client.get(
+                    self._base_url() + route,
+                    headers=self._headers(),
+                    timeout=min(self.timeout, 3),
+                )
+                found.append(response.json() if response.status_code == 200 else None)
+            except (httpx.HTTPError, BackendError, ValueError):
+                found.append(None)
+            if self._llama.describe(*found):
+                if not self.model and self._llama.model:
+                    self.model_id = self._llama.model
+                return
+        log.info(
+            "%s does not say its context; using %d tokens", self.shown_url, self._context_length
+        )
 
     def _describe(self) -> None:
         """Ask a team server what it serves (``GET /v1/models``): its prompt family, context
@@ -193,7 +289,7 @@ class HttpBackend:
         if isinstance(family, str) and family in FAMILIES:
             self._family = family
         if not self._n_ctx and isinstance(context, int) and context > 0:
-            self.context_length = context
+            self._context_length = context
         if not self.model and isinstance(served, str) and served:
             self.model_id = served
 
@@ -213,14 +309,18 @@ class HttpBackend:
             # A server would end at a leading line break: whitespace-only stops apply here,
             # after the first code.
             sent = replace(params, stop=tuple(s for s in params.stop if s.strip()))
-        body = self.dialect.body(prompt, sent, self.model)
         while not self._lock.acquire(timeout=0.02):
             if cancel.cancelled:
                 return Generation(text="", latency_ms=watch.ms(), finish_reason="cancelled")
             if time.monotonic() > deadline:
                 raise BackendError(self._timeout_message())
         try:
-            reply = self._exchange(body, cancel, deadline)
+            if self._llama is None:
+                reply = self._exchange(
+                    self.dialect.body(prompt, sent, self.model), cancel, deadline
+                )
+            else:
+                reply = self._exchange_llama(prompt, sent, cancel, deadline)
         finally:
             self._lock.release()
         if reply is None:
@@ -239,15 +339,77 @@ class HttpBackend:
             finish_reason="stop" if stopped else reply.finish_reason,
         )
 
-    def _exchange(self, body: dict[str, Any], cancel: CancelToken, deadline: float) -> Reply | None:
-        """POST with bounded retries (connection errors, 429, 5xx); None when cancelled."""
+    def _exchange_llama(
+        self, prompt: Prompt, params: GenerationParams, cancel: CancelToken, deadline: float
+    ) -> Reply | None:
+        """One request to a llama.cpp server, made to fit its context. A refusal the request can
+        avoid is answered once: a prompt over the context is cut by the server's own count and
+        sent again; a model without FIM tokens gets the prompt left to right at /completion."""
+        llama = self._llama
+        assert llama is not None
+        if self._llama_due():
+            self._describe_llama()
+        if not llama.fim:
+            return self._exchange_l2r(prompt, params, cancel, deadline)
+        sent = llama.fit(prompt, params.max_tokens)
+        try:
+            reply = self._exchange(
+                self.dialect.body(sent, params, self.model), cancel, deadline, True
+            )
+        except _Refused as refusal:
+            if refusal.kind == "not_supported_error":
+                log.info("%s: %s; completing left to right", self.shown_url, refusal.message)
+                llama.fim = False
+                return self._exchange_l2r(prompt, params, cancel, deadline)
+            estimated = llama.estimate(sent.fim)
+            llama.n_ctx = refusal.n_ctx or llama.n_ctx
+            llama.learn_rate(refusal.n_prompt, estimated)
+            sent = llama.fit(sent, params.max_tokens, refusal.n_prompt)
+            llama.refits += 1
+            log.info(
+                "%s: the prompt was %d tokens for a context of %d; sending it cut to fit",
+                self.shown_url,
+                refusal.n_prompt,
+                refusal.n_ctx,
+            )
+            reply = self._exchange(self.dialect.body(sent, params, self.model), cancel, deadline)
+        if reply is None:
+            return None
+        arrived = llama.check_extra(sent.fim.extra, reply.echo)
+        if arrived == len(sent.fim.extra) and not reply.truncated:
+            llama.learn_rate(reply.prompt_tokens, llama.estimate(sent.fim))
+        return reply
+
+    def _exchange_l2r(
+        self, prompt: Prompt, params: GenerationParams, cancel: CancelToken, deadline: float
+    ) -> Reply | None:
+        """llama.cpp server's ``/completion`` with a left-to-right prompt (the prefix alone when
+        this prompt was built for FIM)."""
+        from starcoder_ls.prompt.templates import left_to_right
+
+        if not left_to_right(prompt.family):
+            prompt = replace(prompt, text=prompt.fim.prefix)
+        body = completion_body(prompt, params, self.model)
+        return self._exchange(body, cancel, deadline, url=self._base_url() + "/completion")
+
+    def _exchange(
+        self,
+        body: dict[str, Any],
+        cancel: CancelToken,
+        deadline: float,
+        refusable: bool = False,
+        url: str = "",
+    ) -> Reply | None:
+        """POST with bounded retries (connection errors, 429, 5xx); None when cancelled.
+        ``refusable``: a llama.cpp server's refusal that another request can avoid raises
+        ``_Refused`` instead of an error."""
         import httpx
 
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             delay = min(BACKOFF_S * 2 ** (attempt - 1), 2.0)
             try:
-                response = self._post(body, cancel, deadline)
+                response = self._post(body, cancel, deadline, url or self.url)
             except _Aborted as exc:
                 if exc.why == "cancelled":
                     return None
@@ -258,9 +420,13 @@ class HttpBackend:
                 failure = self._timeout_message()
             except httpx.TransportError as exc:
                 failure = self._scrub(self._transport_message(exc))
+                if self._llama is not None:  # a restarted server may differ: ask again
+                    self._llama.stale = True
             else:
                 if response.status_code < 400:
                     return self._parse(response)
+                if refusable and response.status_code in (400, 501):
+                    _raise_refusal(response)
                 failure = self._scrub(self._status_message(response, attempt))
                 if response.status_code not in RETRY_STATUS:
                     raise BackendError(failure)
@@ -272,13 +438,15 @@ class HttpBackend:
                 return None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _post(self, body: dict[str, Any], cancel: CancelToken, deadline: float) -> httpx.Response:
+    def _post(
+        self, body: dict[str, Any], cancel: CancelToken, deadline: float, url: str
+    ) -> httpx.Response:
         flight = _Flight(self._stream)
         watcher = threading.Thread(target=flight.watch, args=(cancel, deadline), daemon=True)
         watcher.start()
         try:
             response = self._client.post(
-                self.url,
+                url,
                 json=body,
                 headers=self._headers(),
                 timeout=max(0.001, deadline - time.monotonic()),
@@ -406,6 +574,20 @@ def _known_context(model: str) -> int:
         return 0
     info = lookup(model)
     return info.context_length if info is not None else 0
+
+
+def _raise_refusal(response: httpx.Response) -> None:
+    """Raise ``_Refused`` for a llama.cpp server answer that another request can avoid: a prompt
+    longer than the context (with the server's counts), a model without FIM tokens."""
+    try:
+        kind, n_prompt, n_ctx = llamacpp_error(response.json())
+        message = error_message(response.json())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return
+    if kind == "exceed_context_size_error" and n_prompt > 0 and n_ctx > 0:
+        raise _Refused(kind, message, n_prompt, n_ctx)
+    if kind == "not_supported_error" and "infill" in message.lower():
+        raise _Refused(kind, message)
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:

@@ -18,8 +18,14 @@ References for the field names:
   temperature, top_p, stop}}`` -> ``{response, done_reason, prompt_eval_count, eval_count}``.
 * llama.cpp server: ``POST /infill`` ``{input_prefix, input_suffix, input_extra: [{filename,
   text}], n_predict, temperature, top_p, stop, stream, cache_prompt}`` -> ``{content,
-  stop_type, tokens_evaluated, tokens_predicted, timings: {prompt_n}}``. The server applies
-  the model's own FIM tokens, so it gets the prompt's parts, not its text.
+  stop_type, tokens_evaluated, tokens_predicted, prompt, truncated, timings: {prompt_n}}``.
+  The server applies the model's own FIM tokens, so it gets the prompt's parts, not its text;
+  ``prompt`` is what it assembled from them. For a model without FIM tokens it answers 501
+  ``not_supported_error``, and ``POST /completion`` ``{prompt, ...}`` (same answer) takes a
+  left-to-right prompt instead. A prompt longer than its context gets 400
+  ``exceed_context_size_error`` with ``n_prompt_tokens`` and ``n_ctx``. ``GET /props`` has the
+  context per slot at ``default_generation_settings.n_ctx``; ``POST /tokenize`` ``{content}``
+  -> ``{tokens}`` counts with the model's tokenizer.
 * Hugging Face inference API: the TGI body at ``/models/<model>``; the answer is a list of
   TGI answers.
 """
@@ -47,6 +53,9 @@ class Reply:
     """Prompt tokens the server actually ran (None: it does not say)."""
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    echo: str | None = None
+    """The prompt as the server assembled it, where it says (llama.cpp server's ``prompt``)."""
+    truncated: bool = False
 
 
 class ReplyError(ValueError):
@@ -205,14 +214,38 @@ def infill_body(prompt: Prompt, params: GenerationParams, model: str) -> dict[st
     return body
 
 
+def completion_body(prompt: Prompt, params: GenerationParams, model: str) -> dict[str, Any]:
+    """llama.cpp server's ``/completion``: the prompt's text as it is (left to right)."""
+    body = infill_body(prompt, params, model)
+    for key in ("input_prefix", "input_suffix", "input_extra"):
+        del body[key]
+    return {"prompt": prompt.text, **body}
+
+
 def infill_parse(data: Any) -> Reply:
     timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
+    echo = data.get("prompt")
     return Reply(
         text=_text(_field(data, "content")),
         prompt_tokens=_int(data.get("tokens_evaluated")),
         evaluated_tokens=_int(timings["prompt_n"]) if "prompt_n" in timings else None,
         completion_tokens=_int(data.get("tokens_predicted")),
         finish_reason="length" if data.get("stop_type") == "limit" else "stop",
+        echo=echo if isinstance(echo, str) else None,
+        truncated=data.get("truncated") is True,
+    )
+
+
+def llamacpp_error(data: Any) -> tuple[str, int, int]:
+    """``(type, n_prompt_tokens, n_ctx)`` of a llama.cpp server error answer (0 where absent)."""
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return "", 0, 0
+    kind = error.get("type")
+    return (
+        kind if isinstance(kind, str) else "",
+        _int(error.get("n_prompt_tokens")),
+        _int(error.get("n_ctx")),
     )
 
 

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from starcoder_ls import __version__
 from starcoder_ls.serve.auth import ApiKeys, redact_query
 from starcoder_ls.serve.engine import Draining, Engine, Job, QueueFull
 from starcoder_ls.serve.metrics import CONTENT_TYPE, Metrics
@@ -89,6 +90,26 @@ class Service:
     async def models(self, request: Request) -> Response:
         return await self._guarded(request, "/v1/models", self._models)
 
+    async def props(self, request: Request) -> Response:
+        return await self._guarded(request, "/props", self._props)
+
+    async def _props(self, request: Request) -> Response:
+        """llama-server's ``GET /props``, the fields its clients read: the context per request
+        (``default_generation_settings.n_ctx``), the model, how many requests run at once."""
+        return JSONResponse(
+            {
+                "default_generation_settings": {
+                    "n_ctx": self.engine.context_length,
+                    "params": {"n_predict": -1, "temperature": 0.0, "top_p": 1.0},
+                },
+                "total_slots": self.engine.max_batch,
+                "model_alias": self.served.name,
+                "model_path": self.engine.model_id,
+                "build_info": f"starcoder-ls {__version__}",
+                "is_sleeping": False,
+            }
+        )
+
     async def _models(self, request: Request) -> Response:
         entry = {
             "id": self.served.name,
@@ -98,6 +119,11 @@ class Service:
             "family": self.served.family,
             "context_length": self.engine.context_length,
             "max_model_len": self.engine.context_length,  # vLLM's name for it
+            # llama-server's place for it, where llama.cpp clients look.
+            "meta": {
+                "n_ctx": self.engine.context_length,
+                "n_ctx_train": self.engine.context_length,
+            },
         }
         kernels = getattr(self.engine.backend, "kernels", None)
         if kernels is not None:  # transformers: what the model runs on, for whoever operates it
@@ -392,6 +418,7 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
     routes = [
         Route("/health", service.health, methods=["GET"]),
         Route("/v1/models", service.models, methods=["GET"]),
+        Route("/props", service.props, methods=["GET"]),
         Route("/metrics", service.metrics_route, methods=["GET"]),
         Route("/v1/completions", service.completions, methods=["POST"]),
         Route("/completions", service.completions, methods=["POST"]),
@@ -408,7 +435,7 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
         status = getattr(exc, "status_code", 404)
         message = (
             f"no route {request.url.path}; this server answers POST /v1/completions, "
-            "POST /infill, GET /v1/models, GET /health, GET /metrics"
+            "POST /infill, GET /v1/models, GET /props, GET /health, GET /metrics"
             if status == 404
             else f"{request.method} is not allowed on {request.url.path}"
         )

@@ -367,6 +367,10 @@ class StarcoderServer(LanguageServer):
                 # must not pop up a message every other request.
                 self.backend_ok = True
                 log.info("the backend answers again")
+            # Something the answer showed about the server's setup (llama-server dropping the
+            # other files' context): said once.
+            if notice := getattr(self.engine.backend(), "notice", ""):
+                self.show(lsp.MessageType.Warning, f"starcoder-ls: {notice}", key=notice, once=True)
             if completion is None or token.cancelled:
                 return None
             if not completion.cached:

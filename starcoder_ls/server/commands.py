@@ -57,6 +57,7 @@ def register(server: StarcoderServer) -> None:
             "position_encoding": ls.encoding.value,
             "inline_completion_client": ls.inline_supported,
             "worker": ls.engine.worker_status(),
+            "remote": ls.engine.remote_status(),
             "settings": settings,
         }
 

@@ -120,6 +120,15 @@ class FakeServer:
     def __init__(self) -> None:
         self.seen: list[Seen] = []
         self.handler: Handler = lambda seen, conn: (200, {})
+        self.get_routes: dict[str, tuple[int, Any]] = {
+            # What llama-server says of itself (its GET /props, abridged).
+            "/props": (
+                200,
+                {"default_generation_settings": {"n_ctx": 4096}, "model_path": "m.gguf"},
+            )
+        }
+        """Answers to GET requests, by path (404 for the rest); they are not in ``seen``."""
+        self.gets: list[str] = []
         self.disconnects = 0
         self.connections = 0
         server = self
@@ -131,6 +140,26 @@ class FakeServer:
             def setup(self) -> None:
                 super().setup()
                 server.connections += 1
+
+            def do_GET(self) -> None:
+                server.gets.append(self.path)
+                status, payload = server.get_routes.get(self.path, (404, {"error": "not found"}))
+                self._send(status, payload)
+
+            def _send(
+                self, status: int, payload: Any, headers: dict[str, str] | None = None
+            ) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except OSError:
+                    server.disconnects += 1
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
@@ -149,17 +178,7 @@ class FakeServer:
                     self.close_connection = True
                     return
                 status, payload, *extra = answer
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (extra[0] if extra else {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except OSError:
-                    server.disconnects += 1
+                self._send(status, payload, extra[0] if extra else None)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -9,6 +9,8 @@ server (``test_lsp_remote_e2e.py``).
   client that sends it gets no completion. Every request is recorded for the tests to inspect.
 * ``LlamaCppPythonServer``: ``python -m llama_cpp.server`` (llama-cpp-python's own
   OpenAI-compatible server) on a free loopback port, its output in a file.
+* ``LlamaServer``: llama.cpp's own ``llama-server``, as ``scripts/build_llama_server.py``
+  built it, on a free loopback port.
 * ``Background``: a slow start (a server loading a model) on a thread, so that it overlaps
   with the tests that run meanwhile.
 * ``counter``: one sample of a Prometheus text exposition.
@@ -316,6 +318,72 @@ class LlamaCppPythonServer:
         if not self._out.closed:
             self._out.flush()
         return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+# ------------------------------------------------------------------------ llama.cpp's llama-server
+
+
+def llama_server_binary() -> Path:
+    """The ``llama-server`` built for this machine; skips the test, saying why, when there is
+    none (no C++ toolchain, or the build has not run)."""
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    try:
+        import build_llama_server
+    finally:
+        sys.path.pop(0)
+    if reason := build_llama_server.unavailable_reason():
+        pytest.skip(reason)
+    return build_llama_server.launch_dir() / "llama-server"
+
+
+class LlamaServer:
+    """``llama-server -m MODEL`` on a free loopback port with the given extra flags."""
+
+    def __init__(self, model: Path, *, port: int, log: Path, flags: tuple[str, ...] = ()) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(llama_server_binary()), "-m", str(model), "--host", "127.0.0.1",
+             "--port", str(port), "-t", "1", "--no-webui", *flags],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60.0) -> LlamaServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"llama-server not ready in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self._out.closed:
+            self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def infill(self, body: dict[str, Any]) -> tuple[int, Any]:
+        response = httpx.post(f"{self.url}/infill", json=body, timeout=60, trust_env=False)
+        return response.status_code, response.json()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

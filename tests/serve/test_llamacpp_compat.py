@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_helpers import ServeProcess
+from remote_fixtures import LlamaServer
+from serve_helpers import ServeProcess, free_port
+from starcoder_ls.models import BUNDLED_GGUF
 
 from starcoder_ls.backends.base import TokenStream, short_line_at
 from starcoder_ls.backends.llamacpp import LlamaCppBackend
@@ -76,6 +78,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama.cpp's own server on the same model; -b 256 leaves room for other files' context."""
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    proc = LlamaServer(BUNDLED_GGUF, port=free_port(), log=log, flags=("-b", "256"))
+    yield proc.wait_ready()
+    proc.stop()
+
+
 def infill(server: ServeProcess, **body: Any) -> dict[str, Any]:
     body.setdefault("temperature", 0)
     answer = httpx.post(f"{server.url}/infill", json=body, timeout=60)
@@ -111,6 +122,65 @@ def test_the_answer_has_llama_servers_fields_and_meanings(server: ServeProcess) 
     assert data["generation_settings"]["n_predict"] == 24
     assert data["generation_settings"]["n_ctx"] == 512
     assert data["prompt"].startswith("<fim_prefix>") or "<fim_prefix>" in data["prompt"]
+
+
+def test_the_answer_is_llama_servers_for_the_same_request(
+    server: ServeProcess, llama_server: LlamaServer
+) -> None:
+    body = {
+        "input_prefix": PREFIX,
+        "input_suffix": SUFFIX,
+        "input_extra": [
+            {
+                "filename": "config/paths.py",
+                "text": "def expand(path):\n    return os.path.expanduser(path)\n",
+            },
+            {
+                "filename": "config/io.py",
+                "text": "def read_text(path):\n    with open(path) as f:\n        return f.read()\n",
+            },
+        ],
+        "n_predict": 16,
+        "temperature": 0,
+        "cache_prompt": True,
+    }
+    ours = infill(server, **body)
+    status, theirs = llama_server.infill(body)
+    assert status == 200, theirs
+    assert set(ours) == set(theirs) == LLAMA_SERVER_FIELDS
+    assert set(ours["timings"]) == set(theirs["timings"]) == TIMINGS
+    # The same prompt, token for token, but for the two names llama-server makes up for the
+    # repository and the current file: this model was trained on StarCoder2's layout, which
+    # has neither when they are unknown (llama-server's detokenizer also tidies some spaces,
+    # so the texts are compared without them).
+    made_up = ("<repo_name>myproject\n", "<file_sep>filename\n")
+    assert all(part in theirs["prompt"] for part in made_up)
+    tidied = theirs["prompt"].replace(made_up[0], "<repo_name>").replace(made_up[1], "<file_sep>\n")
+    assert "".join(ours["prompt"].split()) == "".join(tidied.split())
+    extra_tokens = sum(
+        len(httpx.post(f"{llama_server.url}/tokenize", json={"content": name}).json()["tokens"])
+        for name in ("myproject\n", "filename")
+    )
+    assert theirs["tokens_evaluated"] - ours["tokens_evaluated"] == extra_tokens
+    # The same meanings: what ended it, what was counted.
+    for data in (ours, theirs):
+        assert data["stop"] is True and data["truncated"] is False
+        assert data["tokens_predicted"] == data["timings"]["predicted_n"] <= 16
+        assert data["stop_type"] == ("limit" if data["tokens_predicted"] == 16 else "eos")
+        assert data["timings"]["prompt_n"] + data["timings"]["cache_n"] == data["tokens_evaluated"]
+
+
+def test_props_and_models_say_the_context_where_llama_cpp_clients_look(
+    server: ServeProcess, llama_server: LlamaServer
+) -> None:
+    ours = httpx.get(f"{server.url}/props", timeout=10).json()
+    theirs = httpx.get(f"{llama_server.url}/props", timeout=10).json()
+    for data in (ours, theirs):
+        assert data["default_generation_settings"]["n_ctx"] == 512
+        assert data["total_slots"] >= 1 and data["model_path"]
+    for url in (server.url, llama_server.url):
+        entry = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]
+        assert entry["meta"]["n_ctx"] == 512
 
 
 def test_response_fields_keep_only_what_llama_vim_asks_for(server: ServeProcess) -> None:

@@ -31,12 +31,21 @@ import pytest
 import pytest_lsp
 from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient
-from remote_fixtures import Background, FakeRemote, LlamaCppPythonServer, counter
+from remote_fixtures import Background, FakeRemote, LlamaCppPythonServer, LlamaServer, counter
 from serve_helpers import ServeProcess, free_port
 from serve_helpers import key_file as write_key_file
 
+from starcoder_ls.backends.http import HttpBackend
+from starcoder_ls.backends.http_dialects import infill_body
 from starcoder_ls.postprocess import postprocess
-from starcoder_ls.types import CompletionMode
+from starcoder_ls.types import (
+    CancelToken,
+    CompletionMode,
+    FimInput,
+    GenerationParams,
+    Prompt,
+    Segment,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "starcoder-ls-tiny"
@@ -676,3 +685,152 @@ async def test_team_server_completion_is_the_servers_answer(
     assert texts[0] == expected_text(raw, SHAPES, *SHAPES_CURSOR, cli)
     status = await command(client, "starcoder.status")
     assert status["backend"] == "starcoder-ls" and status["backend_ok"] is True
+
+
+# ------------------------------------------------------------------- llama.cpp's own llama-server
+
+# Real code with imports the workspace resolves: the HTTP backend and the modules it uses.
+WORKSPACE = (
+    "starcoder_ls/backends/http.py",
+    "starcoder_ls/backends/http_dialects.py",
+    "starcoder_ls/backends/base.py",
+    "starcoder_ls/types.py",
+    "starcoder_ls/scrub.py",
+)
+DOC = WORKSPACE[0]
+
+
+def workspace(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    for rel in WORKSPACE:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / rel, root / rel)
+    return root
+
+
+def cursor_after(text: str, needle: str) -> tuple[int, int]:
+    """0-based line and column just after the first ``needle``."""
+    offset = text.index(needle) + len(needle)
+    line = text.count("\n", 0, offset)
+    return line, offset - (text.rfind("\n", 0, offset) + 1)
+
+
+def start_llama_server(tmp: pytest.TempPathFactory, model: Path, *flags: str) -> LlamaServer:
+    log = tmp.mktemp("llama-server") / "server.log"
+    return LlamaServer(model, port=free_port(), log=log, flags=flags).wait_ready()
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama-server with its defaults: the model's 512-token context, a batch of 2048 (which
+    leaves no room for other files' context: n_ctx - n_batch - 2 x n_predict < 0)."""
+    server = start_llama_server(tmp_path_factory, GGUF)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_server_small_batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama-server with -b 256: 258 tokens of the 512 are kept for other files' context."""
+    server = start_llama_server(tmp_path_factory, GGUF, "-b", "256")
+    yield server
+    server.stop()
+
+
+async def test_llamacpp_server_dialect_fits_a_real_llama_server(
+    client: LanguageClient, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    # The default settings (a 1,536-token prompt budget) against -c 512: the client asks the
+    # server for its context and fits the prompt to it.
+    root = workspace(tmp_path)
+    await start(
+        client, {"backend": "llamacpp-server", "url": llama_server.url, "debounceMs": 0}, root
+    )
+    text = (root / DOC).read_text()
+    uri = open_doc(client, root / DOC, text)
+    await inline_at(client, uri, *cursor_after(text, "rest, stopped = "))
+    assert not [m for m in messages(client) if "HTTP" in m], messages(client)
+    remote = (await command(client, "starcoder.status"))["remote"]
+    assert (remote["n_ctx"], remote["model"], remote["fim"]) == (512, GGUF.name, True)
+    assert 0.5 < remote["token_rate"] < 2
+
+    # The first prompt carried other files' context; this server kept none of it. The user is
+    # told how to start the server so that it does, and the budget goes to this file.
+    assert remote["extra_context_tokens"] == 0
+    notice = await message_with(client, "-b 256")
+    assert "n_ctx is 512" in notice
+    await inline_at(client, uri, *cursor_after(text, "return self._llama.notice if "))
+    last = await command(client, "starcoder.lastPrompt", uri)
+    assert last["segments"] and {seg["path"] for seg in last["segments"]} == {DOC}
+    assert len(messages(client)) == 1  # said once
+
+
+async def test_llamacpp_server_prompt_the_estimate_undercounts_is_cut_and_sent_again(
+    client: LanguageClient, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    # Chinese comments: the model's byte-level tokenizer spends about 3.5 times the estimate.
+    # The server refuses the first prompt with its exact count; the client cuts the prompt to
+    # that count, sends it again, and budgets the next ones with the rate it learned.
+    body = "".join(
+        f"    # 第{i}步：计算向量的长度和方向，然后归一化\n    x{i} = v[{i}] * 2\n"
+        for i in range(80)
+    )
+    text = f"def normalize(v):\n{body}    return \n\n\ndef main():\n    pass\n"
+    await start(client, {"backend": "llamacpp-server", "url": llama_server.url, **BASE}, tmp_path)
+    uri = open_doc(client, tmp_path / "vec.py", text)
+    await inline_at(client, uri, *cursor_after(text, "    return "))
+    assert not [m for m in messages(client) if "HTTP" in m], messages(client)
+    remote = (await command(client, "starcoder.status"))["remote"]
+    assert remote["refits"] == 1 and remote["token_rate"] > 2.5
+    await inline_at(client, uri, *cursor_after(text, "x40 = v[40] * "))
+    remote = (await command(client, "starcoder.status"))["remote"]
+    assert remote["refits"] == 1  # the next prompt fitted at once
+
+
+def test_other_files_context_reaches_llama_server_or_the_user_is_told(
+    llama_server: LlamaServer, llama_server_small_batch: LlamaServer
+) -> None:
+    extra = tuple(
+        Segment(
+            "definition", f"lib/m{i}.py", 1, 2, f"def helper_{i}(x):\n    return x * {i} + 17\n"
+        )
+        for i in range(3)
+    )
+    fim = FimInput(prefix="def f(x):\n    return ", suffix="\n", path="main.py", extra=extra)
+    prompt = Prompt(text="", family="starcoder-ls", stop=(), fim=fim)
+    for server, arrives in ((llama_server_small_batch, True), (llama_server, False)):
+        backend = HttpBackend("llamacpp-server", url=server.url, timeout_ms=30_000)
+        try:
+            backend.generate(prompt, GenerationParams(max_tokens=4), CancelToken())
+            learned, notice = backend.status()["extra_context_tokens"], backend.notice
+        finally:
+            backend.close()
+        # The server's own account of the prompt it assembled from the same parts.
+        status, answer = server.infill(infill_body(prompt, GenerationParams(max_tokens=1), ""))
+        assert status == 200, answer
+        held = [f"return x * {i} + 17" in answer["prompt"] for i in range(3)]
+        assert held == [arrives] * 3, answer["prompt"]
+        assert (learned is None, notice == "") == (arrives, arrives), (learned, notice)
+
+
+async def test_llamacpp_server_without_fim_completes_left_to_right(
+    client: LanguageClient, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    from starcoder_ls.models.packaged import DEFAULT, path_if_ready
+
+    gemma = path_if_ready(DEFAULT)  # a vocabulary without FIM tokens
+    if gemma is None:
+        pytest.skip(f"{DEFAULT.name} is not installed (scripts/setup.sh installs it)")
+    server = start_llama_server(tmp_path_factory, gemma, "-c", "1024")
+    try:
+        await start(client, {"backend": "llamacpp-server", "url": server.url, **BASE}, tmp_path)
+        uri = open_doc(client, tmp_path / "calc.py", CALC)
+        texts = await inline_at(client, uri, *CALC_CURSOR)  # /infill: 501, then /completion
+        remote = (await command(client, "starcoder.status"))["remote"]
+        assert (remote["fim"], remote["n_ctx"]) == (False, 1024)
+        assert texts and texts[0].strip()
+        await inline_at(client, uri, *CALC_CURSOR)
+        assert (await command(client, "starcoder.lastPrompt", uri))["family"] == "left-to-right"
+        assert not [m for m in messages(client) if "HTTP" in m], messages(client)
+    finally:
+        server.stop()
