@@ -152,22 +152,32 @@ class LlamaServer:
         estimated = self.estimate(fim)
         rate = real_tokens / estimated if real_tokens and estimated else self.rate
         room = self.room(self.n_ctx, max_tokens)
-        excess = math.ceil((estimated * rate - room) / rate)  # in estimated tokens
-        if excess <= 0:
-            return prompt
         extra = list(fim.extra)
-        while extra and excess > 0:
-            seg = extra.pop(0)
-            excess -= 1 + estimate_tokens(seg.path + "\n") + estimate_tokens(seg.text)
         prefix, suffix = fim.prefix, fim.suffix
-        if excess > 0:
-            from_suffix = min(estimate_tokens(suffix), math.ceil(excess / 4))
-            from_prefix = excess - from_suffix
-            if from_prefix > estimate_tokens(prefix):
-                from_suffix += from_prefix - estimate_tokens(prefix)
-            prefix = _drop_head(prefix, from_prefix)
-            suffix = _drop_tail(suffix, from_suffix)
-        log.debug("%s: prompt cut by %d estimated tokens to fit", self.shown_url, excess)
+        # Each piece's estimate rounds up on its own, so a cut is checked and repeated.
+        for _ in range(8):
+            excess = math.ceil(estimated - room / rate)  # in estimated tokens
+            if excess <= 0:
+                break
+            while extra and excess > 0:
+                seg = extra.pop(0)
+                excess -= 1 + estimate_tokens(seg.path + "\n") + estimate_tokens(seg.text)
+            if excess > 0:
+                from_suffix = min(estimate_tokens(suffix), math.ceil(excess / 4))
+                from_prefix = excess - from_suffix
+                if from_prefix > estimate_tokens(prefix):
+                    from_suffix += from_prefix - estimate_tokens(prefix)
+                prefix = _drop_head(prefix, max(from_prefix, 1 if from_suffix == 0 else 0))
+                suffix = _drop_tail(suffix, from_suffix)
+            estimated = self.estimate(
+                replace(fim, prefix=prefix, suffix=suffix, extra=tuple(extra))
+            )
+            if not (extra or prefix or suffix):
+                break
+        else:
+            log.debug("%s: could not cut the prompt to %d tokens", self.shown_url, room)
+        if (prefix, suffix, len(extra)) == (fim.prefix, fim.suffix, len(fim.extra)):
+            return prompt
         return replace(prompt, fim=replace(fim, prefix=prefix, suffix=suffix, extra=tuple(extra)))
 
     # -- other files' context ---------------------------------------------------------------
