@@ -27,12 +27,13 @@ from starcoder_ls import __version__
 from starcoder_ls.serve.auth import ApiKeys, redact_query
 from starcoder_ls.serve.engine import Draining, Engine, Job, QueueFull
 from starcoder_ls.serve.metrics import CONTENT_TYPE, Metrics
-from starcoder_ls.serve.replies import Format, InfillFormat, OpenAIFormat, sse
+from starcoder_ls.serve.replies import ChatFormat, Format, InfillFormat, OpenAIFormat, sse
 from starcoder_ls.serve.schema import (
     ApiError,
     CompletionRequest,
     Limits,
     Served,
+    fim_request,
     fit_extra,
     infill_request,
     openai_request,
@@ -144,6 +145,15 @@ class Service:
             return await self._generate(req, "/v1/completions", parsed, fmt)
 
         return await self._guarded(request, "/v1/completions", run)
+
+    async def fim_completions(self, request: Request) -> Response:
+        async def run(req: Request) -> Response:
+            body = await self._json(req)
+            parsed = fim_request(body, self.served, self.limits)
+            fmt = ChatFormat(self.served.name, parsed.include_usage)
+            return await self._generate(req, "/v1/fim/completions", parsed, fmt)
+
+        return await self._guarded(request, "/v1/fim/completions", run)
 
     async def infill(self, request: Request) -> Response:
         async def run(req: Request) -> Response:
@@ -423,6 +433,7 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
         Route("/v1/completions", service.completions, methods=["POST"]),
         Route("/completions", service.completions, methods=["POST"]),
         Route("/infill", service.infill, methods=["POST"]),
+        Route("/v1/fim/completions", service.fim_completions, methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -435,7 +446,8 @@ def create_app(service: Service, on_shutdown: Callable[[], None] | None = None) 
         status = getattr(exc, "status_code", 404)
         message = (
             f"no route {request.url.path}; this server answers POST /v1/completions, "
-            "POST /infill, GET /v1/models, GET /props, GET /health, GET /metrics"
+            "POST /v1/fim/completions, POST /infill, GET /v1/models, GET /props, GET /health, "
+            "GET /metrics"
             if status == 404
             else f"{request.method} is not allowed on {request.url.path}"
         )

@@ -25,9 +25,14 @@ routes:
   POST /v1/completions  OpenAI completions: prompt, suffix (the server builds the FIM prompt in
                         the model's format), max_tokens, temperature, top_p, stop, n, seed,
                         stream (server-sent events), stream_options.include_usage
+  POST /v1/fim/completions
+                        Mistral's FIM API (Continue): prompt, suffix, max_tokens, temperature,
+                        top_p, stop, random_seed, stream; answered as a chat completion
   POST /infill          llama.cpp server: input_prefix, input_suffix, input_extra
-                        [{filename, text}], prompt, n_predict, temperature, top_p, stop, stream
+                        [{filename, text}], prompt, n_predict, n_indent, t_max_predict_ms,
+                        response_fields, temperature, top_p, stop, stream
   GET  /v1/models       the served model, its family and context length
+  GET  /props           llama-server's: the context per request, the model
   GET  /health          200 {"status": "ok"}; 503 while shutting down (no key needed)
   GET  /metrics         Prometheus: requests by route and status, latency, queue wait, queue
                         depth, running sequences, batch sizes, prompt and generated tokens

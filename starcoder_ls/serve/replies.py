@@ -1,9 +1,11 @@
-"""The answers of the two completion APIs, whole and streamed, in their clients' formats.
+"""The answers of the completion APIs, whole and streamed, in their clients' formats.
 
 * OpenAI completions: ``{id, object: "text_completion", created, model, choices: [{index,
   text, logprobs, finish_reason}], usage}``; streamed as server-sent events of the same object
   with the new text in each choice, a last event per choice with its ``finish_reason``, an
   optional usage event (``stream_options.include_usage``), then ``data: [DONE]``.
+* Mistral's FIM API (``/v1/fim/completions``): the same as a chat completion, ``message`` and
+  streamed ``delta`` in place of ``text`` (:class:`ChatFormat`).
 * llama.cpp ``/infill``: llama-server's whole answer (``content``, ``stop_type`` with
   ``stopping_word``, ``tokens_predicted``, ``tokens_evaluated``, ``tokens_cached``,
   ``truncated``, ``timings`` with per-second rates, ``generation_settings``, ...), cut down to
@@ -93,6 +95,65 @@ class OpenAIFormat:
         tail = b""
         if self.include_usage:
             body = self._object([])
+            body["usage"] = self.usage(generations)
+            tail = sse(body)
+        return tail + b"data: [DONE]\n\n"
+
+
+class ChatFormat(OpenAIFormat):
+    """Mistral's FIM answer, shaped as a chat completion: ``{id, object: "chat.completion",
+    created, model, choices: [{index, message: {role: "assistant", content}, finish_reason}],
+    usage}``; streamed as ``chat.completion.chunk`` events whose choices carry a ``delta``
+    (the role in the first), then ``data: [DONE]``."""
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        super().__init__(model, include_usage)
+        self._started: set[int] = set()
+
+    def _object(
+        self, choices: list[dict[str, Any]], kind: str = "chat.completion"
+    ) -> dict[str, Any]:
+        body = super()._object(choices)
+        body["object"] = kind
+        return body
+
+    def whole(self, generations: list[Generation]) -> dict[str, Any]:
+        body = self._object(
+            [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": g.text},
+                    "finish_reason": _finish(g),
+                }
+                for i, g in enumerate(generations)
+            ]
+        )
+        body["usage"] = self.usage(generations)
+        return body
+
+    def _delta(self, index: int, text: str) -> dict[str, Any]:
+        delta: dict[str, Any] = {"content": text}
+        if index not in self._started:
+            self._started.add(index)
+            delta = {"role": "assistant", **delta}
+        return delta
+
+    def piece(self, index: int, text: str) -> bytes:
+        choice = {"index": index, "delta": self._delta(index, text), "finish_reason": None}
+        return sse(self._object([choice], "chat.completion.chunk"))
+
+    def last(self, index: int, generation: Generation) -> bytes:
+        choice = {
+            "index": index,
+            "delta": self._delta(index, ""),
+            "finish_reason": _finish(generation),
+        }
+        return sse(self._object([choice], "chat.completion.chunk"))
+
+    def end(self, generations: list[Generation]) -> bytes:
+        tail = b""
+        if self.include_usage:
+            body = self._object([], "chat.completion.chunk")
             body["usage"] = self.usage(generations)
             tail = sse(body)
         return tail + b"data: [DONE]\n\n"

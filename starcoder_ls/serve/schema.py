@@ -1,4 +1,4 @@
-"""Request bodies of the team server's two completion APIs, checked field by field.
+"""Request bodies of the team server's completion APIs, checked field by field.
 
 Each check that fails raises ``ApiError`` with the HTTP status and a message that names the
 field and what it should be, so a client author can fix the request from the message alone.
@@ -8,6 +8,8 @@ those would return something other than what was asked for.
 
 * ``POST /v1/completions``: OpenAI's legacy completions body. With ``suffix`` the server
   builds the fill-in-the-middle prompt itself, in the served model's format.
+* ``POST /v1/fim/completions``: Mistral's FIM body (``prompt`` before the cursor, ``suffix``
+  after it), which Continue sends.
 * ``POST /infill``: llama.cpp server's body (``input_prefix``, ``input_suffix``,
   ``input_extra``, ``prompt`` after the middle sentinel, ``n_predict``, ``n_indent``,
   ``t_max_predict_ms``, ``t_max_prompt_ms``, ``response_fields``).
@@ -187,6 +189,42 @@ def openai_request(body: dict[str, Any], served: Served, limits: Limits) -> Comp
     )
 
 
+def fim_request(body: dict[str, Any], served: Served, limits: Limits) -> CompletionRequest:
+    """Mistral's FIM API, ``POST /v1/fim/completions`` (Continue's OpenAI adapter sends FIM
+    requests there): ``prompt`` is the code before the cursor, ``suffix`` the code after it,
+    and the served family's FIM format puts them together. ``max_tokens`` (or OpenAI's newer
+    ``max_completion_tokens``, which Continue may send), ``temperature`` (default 0: greedy),
+    ``top_p``, ``stop``, ``random_seed``, ``stream``. ``min_tokens`` is refused: the model's
+    end token cannot be held back here."""
+    check_model(body, served)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise ApiError(400, f"prompt must be a string, not {_type(prompt)}", param="prompt")
+    suffix = _string(body, "suffix") or ""
+    if not prompt and not suffix:
+        raise ApiError(400, "prompt and suffix are both empty", param="prompt")
+    if _integer(body, "min_tokens", 0, 0, limits.max_tokens) > 0:
+        raise ApiError(400, "min_tokens is not supported by this server", param="min_tokens")
+    name = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
+    fim = FimInput(prefix=prompt, suffix=suffix)
+    options = body.get("stream_options")
+    return CompletionRequest(
+        prompt=Prompt(
+            text=_render(fim, served.family), family=served.family, stop=served.stop, fim=fim
+        ),
+        params=GenerationParams(
+            max_tokens=_integer(body, name, limits.default_max_tokens, 1, limits.max_tokens),
+            temperature=_number(body, "temperature", 0.0, 0.0, 2.0),
+            top_p=_number(body, "top_p", 1.0, 0.0, 1.0, open_low=True),
+            stop=_stops(body, "stop"),
+            seed=_seed(body, "random_seed"),
+        ),
+        n=1,
+        stream=_boolean(body, "stream"),
+        include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+    )
+
+
 def infill_request(body: dict[str, Any], served: Served, limits: Limits) -> CompletionRequest:
     """llama.cpp server's ``/infill``. As a single-model llama-server does, ``model`` is not
     checked (llama.vim sends its ``model_fim`` setting, or an empty string, with every
@@ -288,10 +326,10 @@ def _layout(family: str) -> str:
         return ""
 
 
-def _seed(body: dict[str, Any]) -> int:
+def _seed(body: dict[str, Any], name: str = "seed") -> int:
     """The request's seed; without one (or -1, llama.cpp's "random") a fresh random one, so
     sampled completions differ between requests as clients expect."""
-    seed = _integer(body, "seed", -1, -(2**63), 2**64 - 1)
+    seed = _integer(body, name, -1, -(2**63), 2**64 - 1)
     return secrets.randbits(32) if seed == -1 else seed % 2**32
 
 
