@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""``starcoder-ls serve`` beside llama.cpp's own ``llama-server``: the same GGUF, the same
+``/infill`` requests, the same threads, one request at a time, alternating between the two.
+
+The requests are shaped like an editor's while someone types (llama.vim's): at positions drawn
+with a fixed seed in real Python source (this repository), the next characters of the line are
+typed one at a time, and each keystroke sends ``input_prefix`` (the lines before the cursor and
+the current line up to it), ``input_suffix`` (the rest of the line and the lines after),
+``input_extra`` (two chunks of other files, as llama.vim's ring buffer sends them), ``n_predict``
+24, temperature 0, ``cache_prompt``. Both servers keep their cache from keystroke to keystroke,
+as they would for one user. Sizes are kept under llama-server's own limits (``-b 256``: the
+prefix to 192 tokens, the suffix to 62, other files to 258 of the 512-token context), so that
+both get the same prompt; the two prompts still differ by the names llama-server makes up for
+the repository and the current file (7 tokens with the bundled model).
+
+The client is this process (httpx, one kept-alive connection per server); the time is the
+client's, from sending the request to having the whole answer. The order alternates per
+keystroke (A B, then B A) since the machine is noisy. Reported: p50, p95 and mean per server,
+the ratio of p50s, the prompt tokens each evaluated (after its cache) and generated, and the
+fields of a whole answer from each.
+
+Usage: ``python bench/llamacpp_interop_bench.py [--json OUT] [--sessions N] [--keys K]``; needs
+``scripts/build_llama_server.py`` to have built llama-server. Prints a Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from serve_bench import free_port, machine, progress
+
+ROOT = Path(__file__).resolve().parents[1]
+GGUF = ROOT / "models" / "starcoder-ls-tiny" / "starcoder-ls-tiny-Q8_0.gguf"
+THREADS = 2
+N_PREDICT = 24
+LIMITS = {"prefix": 180, "suffix": 55, "extra": 200}
+"""Token caps per part, under llama-server's (-b 256: 192, 62 and 258)."""
+
+
+class Proc:
+    """A server process on a free loopback port, in its own session, stopped on exit."""
+
+    def __init__(self, name: str, command: list[str], port: int, log: Path) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def llama_server_binary() -> Path:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_llama_server
+
+    if reason := build_llama_server.unavailable_reason():
+        raise SystemExit(reason)
+    return build_llama_server.launch_dir() / "llama-server"
+
+
+# ------------------------------------------------------------------------------ the requests
+
+
+def tokens(url: str, text: str) -> int:
+    answer = httpx.post(f"{url}/tokenize", json={"content": text}, timeout=30)
+    return len(answer.json()["tokens"])
+
+
+def cap_lines(url: str, lines: list[str], limit: int, keep_end: bool) -> list[str]:
+    """As many whole lines as fit ``limit`` tokens, from the end (prefix) or the start."""
+    kept: list[str] = []
+    for line in reversed(lines) if keep_end else lines:
+        trial = [line, *kept] if keep_end else [*kept, line]
+        if tokens(url, "".join(trial)) > limit:
+            break
+        kept = trial
+    return kept
+
+
+def sessions(url: str, count: int, keys: int, seed: int) -> list[list[dict[str, Any]]]:
+    """``count`` typing sessions of ``keys`` keystrokes each, as /infill bodies."""
+    rng = random.Random(seed)
+    files = sorted(p for p in (ROOT / "starcoder_ls").rglob("*.py") if p.stat().st_size > 4000)
+    out = []
+    while len(out) < count:
+        path, other_a, other_b = rng.sample(files, 3)
+        lines = path.read_text().splitlines(keepends=True)
+        row = rng.randrange(30, len(lines) - 15)
+        line = lines[row]
+        body = line.lstrip()
+        if len(body.rstrip()) < keys + 4:
+            continue
+        start = len(line) - len(body)
+        before = cap_lines(url, lines[max(0, row - 60) : row], LIMITS["prefix"] - 20, True)
+        after = cap_lines(url, lines[row + 1 : row + 20], LIMITS["suffix"] - 15, False)
+        extra = []
+        for other in (other_a, other_b):
+            chunk_lines = other.read_text().splitlines(keepends=True)
+            at = rng.randrange(0, max(1, len(chunk_lines) - 12))
+            chunk = cap_lines(url, chunk_lines[at : at + 12], LIMITS["extra"] // 2 - 10, False)
+            extra.append({"filename": str(other.relative_to(ROOT)), "text": "".join(chunk)})
+        requests = []
+        for typed in range(keys):
+            cut = start + typed
+            requests.append(
+                {
+                    "input_prefix": "".join(before) + line[:cut],
+                    "input_suffix": line[cut:] + "".join(after),
+                    "input_extra": extra,
+                    "n_predict": N_PREDICT,
+                    "temperature": 0,
+                    "cache_prompt": True,
+                    "source": f"{path.relative_to(ROOT)}:{row + 1}",
+                }
+            )
+        out.append(requests)
+    return out
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="llamacpp-interop-"))
+    binary = llama_server_binary()
+    ours = Proc(
+        "starcoder-ls serve",
+        [sys.executable, "-m", "starcoder_ls", "serve", "--backend", "llamacpp", "--model",
+         str(GGUF), "--threads", str(THREADS), "--port", str(port := free_port()),
+         "--no-access-log"],
+        port, work / "serve.log",
+    )  # fmt: skip
+    theirs = Proc(
+        "llama-server",
+        [str(binary), "-m", str(GGUF), "-t", str(THREADS), "-tb", str(THREADS), "-np", "1",
+         "-c", "512", "-b", "256", "--host", "127.0.0.1", "--port", str(port := free_port()),
+         "--no-webui"],
+        port, work / "llama-server.log",
+    )  # fmt: skip
+    servers = [ours, theirs]
+    try:
+        for server in servers:
+            server.wait_ready()
+        progress("both servers are up; building the requests")
+        plan = sessions(theirs.url, args.sessions, args.keys, args.seed)
+        results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
+        clients = {
+            s.name: httpx.Client(base_url=s.url, timeout=120, trust_env=False) for s in servers
+        }
+        # One untimed request each: the first answer pays for loading pages of the model.
+        for server in servers:
+            clients[server.name].post("/infill", json={"input_prefix": "x", "n_predict": 1})
+        fields: dict[str, list[str]] = {}
+        i = 0
+        for number, session in enumerate(plan, 1):
+            progress(f"session {number}/{len(plan)}: {session[0]['source']}")
+            for body in session:
+                order = servers if i % 2 == 0 else servers[::-1]
+                i += 1
+                for server in order:
+                    request = {k: v for k, v in body.items() if k != "source"}
+                    start = time.perf_counter()
+                    answer = clients[server.name].post("/infill", json=request)
+                    ms = (time.perf_counter() - start) * 1000
+                    data = answer.json()
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"{server.name}: HTTP {answer.status_code}: {data}")
+                    fields.setdefault(server.name, sorted(data))
+                    t = data["timings"]
+                    results[server.name].append(
+                        {
+                            "ms": ms,
+                            "tokens_evaluated": data["tokens_evaluated"],
+                            "prompt_n": t["prompt_n"],
+                            "cache_n": t.get("cache_n", 0),
+                            "predicted_n": t["predicted_n"],
+                            "prompt_ms": t["prompt_ms"],
+                            "predicted_ms": t["predicted_ms"],
+                            "truncated": data["truncated"],
+                        }
+                    )
+        for client in clients.values():
+            client.close()
+    finally:
+        for server in servers:
+            server.stop()
+    summary: dict[str, Any] = {}
+    for name, rows in results.items():
+        ms = [r["ms"] for r in rows]
+        summary[name] = {
+            "requests": len(rows),
+            "p50_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(pct(ms, 0.95), 2),
+            "mean_ms": round(statistics.fmean(ms), 2),
+            "mean_tokens_evaluated": round(
+                statistics.fmean(r["tokens_evaluated"] for r in rows), 1
+            ),
+            "mean_prompt_n": round(statistics.fmean(r["prompt_n"] for r in rows), 1),
+            "mean_predicted_n": round(statistics.fmean(r["predicted_n"] for r in rows), 1),
+            "median_prompt_ms": round(statistics.median(r["prompt_ms"] for r in rows), 2),
+            "median_predicted_ms": round(statistics.median(r["predicted_ms"] for r in rows), 2),
+            "truncated": sum(r["truncated"] for r in rows),
+            "fields": fields.get(name, []),
+        }
+    return {
+        "machine": machine(),
+        "model": GGUF.name,
+        "threads": THREADS,
+        "n_predict": N_PREDICT,
+        "sessions": args.sessions,
+        "keystrokes_per_session": args.keys,
+        "seed": args.seed,
+        "llama_server": {"binary": str(binary), "flags": "-np 1 -c 512 -b 256"},
+        "results": summary,
+        "ratio_p50": round(summary[ours.name]["p50_ms"] / summary[theirs.name]["p50_ms"], 3),
+        "ratio_p95": round(summary[ours.name]["p95_ms"] / summary[theirs.name]["p95_ms"], 3),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    names = list(report["results"])
+    rows = [
+        ("requests", "requests"),
+        ("latency p50 (ms)", "p50_ms"),
+        ("latency p95 (ms)", "p95_ms"),
+        ("latency mean (ms)", "mean_ms"),
+        ("prompt tokens (mean)", "mean_tokens_evaluated"),
+        ("of them evaluated, after the cache (mean)", "mean_prompt_n"),
+        ("generated tokens (mean)", "mean_predicted_n"),
+        ("server's prompt time, median (ms)", "median_prompt_ms"),
+        ("server's generation time, median (ms)", "median_predicted_ms"),
+        ("answers with truncated true", "truncated"),
+    ]
+    out = [
+        "# starcoder-ls serve beside llama-server (/infill, typing)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB; load at start "
+        f"{m['load_average_at_start']}. Model: {report['model']}, {report['threads']} threads "
+        f"each, one request at a time, alternating. llama-server flags: "
+        f"`{report['llama_server']['flags']}`. {report['sessions']} typing sessions of "
+        f"{report['keystrokes_per_session']} keystrokes (seed {report['seed']}), "
+        f"`n_predict` {report['n_predict']}, temperature 0.",
+        "",
+        f"| | {' | '.join(names)} |",
+        "|---|" + "---|" * len(names),
+    ]
+    for label, key in rows:
+        out.append(f"| {label} | {' | '.join(str(report['results'][n][key]) for n in names)} |")
+    out += [
+        "",
+        f"serve / llama-server: p50 x{report['ratio_p50']}, p95 x{report['ratio_p95']}.",
+        "",
+        "Fields of a whole answer:",
+        "",
+    ]
+    for name in names:
+        out.append(f"- {name}: {', '.join(report['results'][name]['fields'])}")
+    same = len({tuple(report["results"][n]["fields"]) for n in names}) == 1
+    out.append(f"- the same set: {'yes' if same else 'no'}")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--json", type=Path, help="also write the report as JSON here")
+    ap.add_argument("--sessions", type=int, default=12)
+    ap.add_argument("--keys", type=int, default=10, help="keystrokes per session")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    os.environ.setdefault("STARCODER_LS_LOG_LEVEL", "WARNING")
+    report = run(args)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
