@@ -30,12 +30,13 @@ lint: setup
 bundled-model: setup
 	$(SCL) recipe bundle --work runs/bundle --output models/starcoder-ls-tiny
 
-bench: setup
+bench: setup llama-server
 	$(PY) bench/server_bench.py --json bench/results/server_bench.json | tee bench/results/server_bench.md
 	$(PY) bench/recipe_bench.py --json bench/results/recipe_bench.json | tee bench/results/recipe_bench.md
 	$(PY) bench/crossfile_bench.py --json bench/results/crossfile_bench.json
 	$(PY) bench/neovim_latency.py --json bench/results/neovim_latency.json | tee bench/results/neovim_latency.md
 	$(PY) bench/serve_bench.py --json bench/results/serve_bench.json | tee bench/results/serve_bench.md
+	$(PY) bench/llamacpp_interop_bench.py --sessions 30 --json bench/results/llamacpp_interop_bench.json | tee bench/results/llamacpp_interop_bench.md
 	$(PY) bench/kernels_bench.py --json bench/results/kernels_bench.json | tee bench/results/kernels_bench.md
 	$(PY) bench/model_bench.py --json bench/results/model_bench.json | tee bench/results/model_bench.md
 	$(PY) bench/portable_bench.py --json bench/results/portable_bench.json | tee bench/results/portable_bench.md

@@ -78,6 +78,7 @@ class LlamaCppBackend(TokenLoopBackend):
         """Held for a whole generation: a llama.cpp context runs one sequence at a time."""
         self._tokenizer_lock = threading.Lock()
         """Held while tokenizing, which may run beside a generation but not beside ``close``."""
+        self._last_tokens: tuple[str, tuple[int, ...]] | None = None
         self._closed = False
         self._n_vocab = int(self._llm.n_vocab())
         self._special_ids, self._end_ids = self._special_tokens()
@@ -87,10 +88,18 @@ class LlamaCppBackend(TokenLoopBackend):
     # ------------------------------------------------------------------ tokens
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` with special tokens (``<fim_prefix>``...) parsed as such."""
+        """Token ids of ``text`` with special tokens (``<fim_prefix>``...) parsed as such.
+
+        The last text's ids are kept: a prompt is counted to fit it and then generated from,
+        and the second tokenization of the same text costs nothing."""
         with self._tokenizer_lock:
             self._check_open()
-            return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+            last = self._last_tokens
+            if last is not None and last[0] == text:
+                return list(last[1])
+            ids = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            self._last_tokens = (text, tuple(ids))
+            return list(ids)
 
     def _check_open(self) -> None:
         # Past close() the model's memory is freed: touching it would crash the process.
