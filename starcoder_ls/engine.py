@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from starcoder_ls.types import (
     Completion,
     CompletionMode,
     FimInput,
+    Generation,
     GenerationParams,
     Prompt,
     SecretFileError,
@@ -181,6 +182,37 @@ def relative_path(uri_path: str | None, root: Path | None) -> str | None:
     return path.name
 
 
+@dataclass
+class Usage:
+    """Backend work since the server started: requests, prompt tokens, the prompt tokens the
+    backend had to evaluate (the rest came from its KV cache), and tokens generated."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+    cancelled: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, gen: Generation) -> None:
+        with self._lock:
+            self.requests += 1
+            self.prompt_tokens += gen.prompt_tokens
+            self.evaluated_tokens += gen.evaluated_tokens
+            self.generated_tokens += gen.completion_tokens
+            self.cancelled += gen.finish_reason == "cancelled"
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "prompt_tokens": self.prompt_tokens,
+                "evaluated_tokens": self.evaluated_tokens,
+                "generated_tokens": self.generated_tokens,
+                "cancelled": self.cancelled,
+            }
+
+
 class CompletionEngine:
     def __init__(
         self,
@@ -209,6 +241,8 @@ class CompletionEngine:
         the files on disk)."""
         self._redactor: Redactor | None = None
         self._secret_docs: dict[tuple[str, Path | None], bool] = {}
+        self.usage = Usage()
+        """What the backend was asked for since the start (``starcoder.status``)."""
 
     # -- backend lifecycle -------------------------------------------------------------------
 
@@ -578,6 +612,7 @@ class CompletionEngine:
         prompt_tokens = built.prompt.tokens
         if raw is None:
             gen = backend.generate(built.prompt, params, cancel)
+            self.usage.add(gen)
             if gen.finish_reason == "cancelled" or cancel.cancelled:
                 return None
             raw = gen.text

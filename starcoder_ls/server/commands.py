@@ -58,6 +58,7 @@ def register(server: StarcoderServer) -> None:
             "inline_completion_client": ls.inline_supported,
             "worker": ls.engine.worker_status(),
             "remote": ls.engine.remote_status(),
+            "usage": ls.engine.usage.as_dict(),
             "settings": settings,
         }
 
