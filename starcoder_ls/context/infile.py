@@ -26,6 +26,13 @@ that fall above the cut are put back in front of it, in file order, within half 
 share. Line costs are estimated from their UTF-8 size and one token count of the text on each side
 of the cursor; the chosen
 pieces are then counted for real, and re-chosen with the measured ratio if they overflow.
+
+While the user types, the window keeps its place: given the previous window's :class:`Anchor`
+(where its prefix began, which lines above that it kept, where its suffix ended), the same
+start and end are used again as long as they still fit the budget. The model's KV cache holds
+the prompt up to the first changed token, so a prompt that starts the same way costs only what
+was typed. A new window is chosen with ``slack`` of the budget left free, so the next move comes
+only after that much more typing: large, rare jumps instead of a line at a time.
 """
 
 from __future__ import annotations
@@ -52,6 +59,19 @@ _CLOSERS = frozenset(")]};,>\"'`")
 _CLOSE_ONLY = re.compile(r"^[\s)\]}>;,]*(?:end\b)?[\s)\]};,]*$")
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """Where a window was cut, in terms that survive typing below the cut and before the end."""
+
+    cut_row: int
+    cut_offset: int
+    """Offset of the cut row's start (rows above it unchanged when this still matches)."""
+    context: tuple[tuple[str, int], ...]
+    """(kind, row) of the header and import lines kept above the cut."""
+    tail: int
+    """Characters from the suffix's end to the end of the document."""
+
+
 @dataclass
 class InFileWindow:
     prefix: str
@@ -59,6 +79,8 @@ class InFileWindow:
     segments: list[Segment] = field(default_factory=list)
     prefix_tokens: int = 0
     suffix_tokens: int = 0
+    anchor: Anchor | None = None
+    """Where this window was cut, for the next request on the same document."""
 
 
 def _is_word_char(ch: str) -> bool:
@@ -248,9 +270,13 @@ def window(
     budget_tokens: int,
     prefix_ratio: float,
     count_tokens: Callable[[str], int],
+    anchor: Anchor | None = None,
+    slack: float = 0.0,
 ) -> InFileWindow:
     """Prefix and suffix around the cursor within ``budget_tokens`` (rules in the module
-    docstring). Segment lines are 1-based and inclusive; their ``path`` is left empty."""
+    docstring): the ``anchor``'s when it still fits, otherwise a new cut that leaves ``slack``
+    of the budget free. Segment lines are 1-based and inclusive; their ``path`` is left
+    empty."""
     snap = snapshot
     line, character = snap.clamp(line, character)
     lines = _Lines(snap)
@@ -258,6 +284,11 @@ def window(
     cur = start + character
     head, tail = snap.text[start:cur], snap.text[cur:nxt]
     budget = max(0.0, float(budget_tokens))
+    if anchor is not None:
+        kept = _kept(snap, lines, line, cur, head, anchor, budget, prefix_ratio, count_tokens)
+        if kept is not None:
+            return kept
+    budget *= 1.0 - min(0.5, max(0.0, slack))
     ratio = min(1.0, max(0.0, float(prefix_ratio)))
     p_share, s_share = budget * ratio, budget * (1.0 - ratio)
     text = snap.text
@@ -305,12 +336,75 @@ def window(
         for (kind, first, last, text), tokens in zip(pieces, p_tokens, strict=True)
     ]
     segments.append(Segment("suffix", "", line + 1, last_row + 1, suffix_text, s_tokens[0]))
+    cut = pieces[-1][1]
     return InFileWindow(
         prefix="".join(p[3] for p in pieces),
         suffix=suffix_text,
         segments=segments,
         prefix_tokens=sum(p_tokens),
         suffix_tokens=s_tokens[0],
+        anchor=Anchor(
+            cut_row=cut,
+            cut_offset=lines.starts[cut],
+            context=tuple(
+                (k, r) for k, first, last, _ in pieces[:-1] for r in range(first, last + 1)
+            ),
+            tail=len(snap.text) - (cur + len(suffix_text)),
+        ),
+    )
+
+
+def _kept(
+    snap: Snapshot,
+    lines: _Lines,
+    line: int,
+    cur: int,
+    head: str,
+    anchor: Anchor,
+    budget: float,
+    prefix_ratio: float,
+    count: Callable[[str], int],
+) -> InFileWindow | None:
+    """The window cut where ``anchor`` says, or None when that no longer holds: the rows above
+    the cut changed, the cursor left the span, the text no longer fits ``budget``, or the kept
+    prefix has become much shorter than the file above the cursor could give."""
+    cut, starts = anchor.cut_row, lines.starts
+    end = len(snap.text) - anchor.tail
+    if not (0 <= cut <= line and starts[cut] == anchor.cut_offset and cur <= end):
+        return None
+    if cur - starts[line] != len(head) or any(r >= cut for _, r in anchor.context):
+        return None  # a clipped cursor line, or context rows that are no longer above the cut
+    if end < len(snap.text) and snap.text[end - 1 : end] != "\n" and end != lines._end(line):
+        return None  # the suffix no longer ends at a line break
+    pieces: list[Piece] = []
+    for kind, row in anchor.context:
+        if pieces and pieces[-1][0] == kind and pieces[-1][2] == row - 1:
+            k, first, _, _ = pieces[-1]
+            pieces[-1] = (k, first, row, lines.text(first, row))
+        else:
+            pieces.append((kind, row, row, lines.text(row, row)))
+    body = lines.text(cut, line - 1) if cut < line else ""
+    pieces.append(("prefix", cut, line, body + head))
+    suffix_text = snap.text[cur:end]
+    p_tokens = [count(p[3]) for p in pieces]
+    s_tokens = count(suffix_text)
+    if sum(p_tokens) + s_tokens > budget:
+        return None
+    if cut > 0 and sum(p_tokens) < 0.5 * budget * prefix_ratio:
+        return None  # much more of the file above would fit now: cut anew
+    last_row = bisect_right(starts, max(cur, end - 1)) - 1 if end > cur else line
+    segments = [
+        Segment(kind, "", first + 1, last + 1, text, tokens)
+        for (kind, first, last, text), tokens in zip(pieces, p_tokens, strict=True)
+    ]
+    segments.append(Segment("suffix", "", line + 1, last_row + 1, suffix_text, s_tokens))
+    return InFileWindow(
+        prefix="".join(p[3] for p in pieces),
+        suffix=suffix_text,
+        segments=segments,
+        prefix_tokens=sum(p_tokens),
+        suffix_tokens=s_tokens,
+        anchor=anchor,
     )
 
 

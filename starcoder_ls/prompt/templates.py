@@ -31,6 +31,7 @@ from starcoder_ls.types import FimInput, Segment
 
 PSM = "psm"
 SPM = "spm"
+AUTO = "auto"
 MODES = (PSM, SPM)
 
 
@@ -51,6 +52,10 @@ class Template:
     ``starcoder2``, ``qwen``, ``bundled`` (repository formats)."""
     spm: bool = False
     """Trained with suffix-prefix-middle samples too (bigcode's variant), so SPM may be used."""
+    spm_first: bool = False
+    """``fimMode: auto`` uses SPM: trained on it as often as on PSM, as documented. In SPM the
+    prefix comes last, so text typed at the cursor extends the prompt and the model's KV cache
+    keeps all the rest; in PSM the suffix after it is evaluated again on every keystroke."""
     lead: str = ""
     """Text the tokenizer put between the prefix sentinel and the prefix in training
     (CodeLlama's SentencePiece space)."""
@@ -109,6 +114,7 @@ FAMILIES: dict[str, Template] = {
         stop=("<|endoftext|>", "<fim_pad>", "<filename>", *_BIGCODE_FIM),
         layout="filename",
         spm=True,
+        spm_first=True,
         file_name="<filename>",
         source="arXiv:2305.06161 (StarCoder) sec. 5.1; huggingface.co/bigcode/starcoder",
     ),
@@ -138,6 +144,7 @@ FAMILIES: dict[str, Template] = {
         stop=("<|endoftext|>", "<fim-pad>", "<fim-prefix>", "<fim-suffix>", "<fim-middle>"),
         layout="plain",
         spm=True,
+        spm_first=True,
         source="huggingface.co/bigcode/santacoder; arXiv:2301.03988",
     ),
     # CodeLlama: github.com/meta-llama/codellama llama/generation.py infilling_prompt_tokens:
@@ -152,6 +159,7 @@ FAMILIES: dict[str, Template] = {
         stop=("<EOT>", "</s>"),
         layout="plain",
         spm=True,
+        spm_first=True,
         lead=" ",
         source="github.com/meta-llama/codellama llama/generation.py; arXiv:2308.12950",
     ),
@@ -264,6 +272,20 @@ def get_template(family: str) -> Template:
         raise ValueError(
             f"unknown prompt family {family!r}; known: {', '.join(FAMILIES)}"
         ) from None
+
+
+def fim_order(family: str, mode: str) -> str:
+    """The FIM order for a ``fimMode`` setting: ``auto`` is SPM for families trained on it as
+    often as on PSM (StarCoder, SantaCoder, CodeLlama), PSM otherwise (the bundled model saw
+    SPM in a quarter of its samples, and completes held-out lines worse with it: edit
+    similarity 0.083 against 0.115 on 400 lines); ``spm`` applies to any family trained with
+    SPM at all; everything else gets PSM."""
+    template = FAMILIES.get(family)
+    if template is None or not template.spm:
+        return PSM
+    if mode == AUTO:
+        return SPM if template.spm_first else PSM
+    return mode
 
 
 def spm_families() -> tuple[str, ...]:

@@ -151,3 +151,29 @@ def test_missing_or_corrupt_file_is_a_backend_error(
     with pytest.raises(BackendError, match=message) as info:
         LlamaCppBackend(path, n_threads=1)
     assert str(path) in str(info.value)
+
+
+def test_coming_back_to_a_file_reuses_its_saved_cache(fim: Callable[..., Prompt]) -> None:
+    # Two files, one request in each, then back to the first with one more character typed:
+    # its KV was saved when the second file's prompt took the cache, and is put back.
+    left = "".join(f"def left_{i}(x):\n    return x + {i}\n\n" for i in range(25))
+    right = "".join(f"class Right{i}:\n    value = {i}\n\n" for i in range(25))
+    backend = LlamaCppBackend(BUNDLED_GGUF, n_threads=1)
+    try:
+        first = backend.generate(fim(left, "\n"), GREEDY, CancelToken())
+        other = backend.generate(fim(right, "\n"), GREEDY, CancelToken())
+        back = backend.generate(fim(left + "d", "\n"), GREEDY, CancelToken())
+        assert first.prompt_tokens > 200 and other.evaluated_tokens > 200
+        assert back.evaluated_tokens <= 6, back.evaluated_tokens
+        assert backend.restored == 1
+        # And once more to the second file: saved too, when the first took the cache back.
+        again = backend.generate(fim(right, "\n"), GREEDY, CancelToken())
+        assert again.evaluated_tokens <= 2 and backend.restored == 2
+        # The text is what the model gives from scratch.
+        fresh = LlamaCppBackend(BUNDLED_GGUF, n_threads=1)
+        try:
+            assert fresh.generate(fim(left + "d", "\n"), GREEDY, CancelToken()).text == back.text
+        finally:
+            fresh.close()
+    finally:
+        backend.close()

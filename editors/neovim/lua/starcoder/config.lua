@@ -8,7 +8,7 @@ local function server_defaults()
     backend = "llamacpp",
     model = "",
     family = "auto",
-    fimMode = "psm",
+    fimMode = "auto",
     url = "",
     apiKeyEnv = "",
     maxTokens = 64,
