@@ -71,6 +71,10 @@ _SLACK = 0.15
 before it is cut anew (and the model's KV cache of the prompt is lost)."""
 _ANCHORS = 64
 """Documents whose last window and other-file context are remembered."""
+_REGION = (8, 24)
+"""Lines above and below where the other files' context was chosen within which it is kept
+as it is while the user types (beyond, it changes when what the names near the cursor need
+does)."""
 
 
 _WHOLE_TEXTS = 8192
@@ -249,7 +253,7 @@ class CompletionEngine:
         self._secret_docs: dict[tuple[str, Path | None], bool] = {}
         self.usage = Usage()
         """What the backend was asked for since the start (``starcoder.status``)."""
-        self._anchors: dict[str, tuple[Anchor | None, list[Segment]]] = {}
+        self._anchors: dict[str, tuple[Anchor | None, list[Segment], int]] = {}
         """Per document: where its last window was cut and the other files' context it had,
         kept while the user types so that prompts start the same way."""
 
@@ -371,10 +375,11 @@ class CompletionEngine:
         counter = self._window_counter(backend)
         frame = self._frame_cost(self.family(backend), snapshot.language_id, path, counter)
         room = getattr(backend, "extra_context_tokens", None)  # what reaches the model
-        anchor, before = self._anchors.get(snapshot.uri, (None, []))
+        anchor, before, since = self._anchors.get(snapshot.uri, (None, [], line))
         found = self._cross_file(snapshot, line, character, budget, counter, frame, room)
         limit = min(s.cross_file_tokens, budget // 2, budget if room is None else room)
-        extras = _steady(before, found, limit if s.cross_file and self.crossfile else 0)
+        near = since - _REGION[0] <= line <= since + _REGION[1]
+        extras = _steady(before, found, limit if s.cross_file and self.crossfile else 0, near)
         win = window(
             snapshot,
             line,
@@ -385,7 +390,7 @@ class CompletionEngine:
             anchor=anchor if extras is before else None,  # a new start: a new window too
             slack=_SLACK,
         )
-        self._remember_anchor(snapshot.uri, win.anchor, extras)
+        self._remember_anchor(snapshot.uri, win.anchor, extras, since if extras is before else line)
         segments = [
             type(seg)(**{**seg.__dict__, "path": seg.path or (path or "")}) for seg in win.segments
         ]
@@ -659,10 +664,12 @@ class CompletionEngine:
             raw=raw,
         )
 
-    def _remember_anchor(self, uri: str, anchor: Anchor | None, extras: list[Segment]) -> None:
+    def _remember_anchor(
+        self, uri: str, anchor: Anchor | None, extras: list[Segment], line: int
+    ) -> None:
         with self._backend_lock:
             self._anchors.pop(uri, None)
-            self._anchors[uri] = (anchor, extras)
+            self._anchors[uri] = (anchor, extras, line)
             while len(self._anchors) > _ANCHORS:
                 del self._anchors[next(iter(self._anchors))]
 
@@ -725,17 +732,27 @@ def _redacted(seg: Segment, redactor: Redactor) -> Segment:
     return seg if text == seg.text else dataclasses.replace(seg, text=text)
 
 
-def _steady(before: list[Segment], found: list[Segment], limit: int) -> list[Segment]:
-    """The other files' context for this request: the previous request's (the same list)
-    while it fits ``limit`` and holds the two most relevant of what retrieval found now (or
-    retrieval found nothing), so the prompt keeps its start while the user types; otherwise
-    what was found. Segments are compared by file and text (an edited file's segment is
-    new)."""
+_CORE_KINDS = ("import", "definition")
+"""Other-file context about names used near the cursor: a change there is worth a new prompt
+start; similar and recently edited code alone is not."""
+
+
+def _steady(
+    before: list[Segment], found: list[Segment], limit: int, near: bool = False
+) -> list[Segment]:
+    """The other files' context for this request: the previous request's (the same list) while
+    it fits ``limit`` and the cursor is ``near`` where it was chosen, or, further away, while it
+    already holds what retrieval found now about the names used near the cursor (their imports
+    and definitions); otherwise what was found. So the prompt keeps its start while the user
+    types, and moves in rare jumps. Segments are compared by file and text (an edited file's
+    segment is new)."""
     if limit <= 0:
         return before if not before else []
     if sum(seg.tokens for seg in before) > limit:
         return found
+    if near and before:
+        return before
     held = {(seg.path, seg.text) for seg in before}
-    if all((seg.path, seg.text) in held for seg in found[-2:]):  # most relevant last
+    if all((seg.path, seg.text) in held for seg in found if seg.kind in _CORE_KINDS):
         return before
     return found

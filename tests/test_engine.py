@@ -216,21 +216,26 @@ def test_line_token_counter_sums_lines_and_counts_each_distinct_line_once() -> N
     assert counter("") == 0
 
 
-def _seg(path: str, text: str) -> Segment:
-    return Segment("definition", path, 1, 1, text, tokens=10)
+def _seg(path: str, text: str, kind: str = "definition") -> Segment:
+    return Segment(kind, path, 1, 1, text, tokens=10)
 
 
-def test_other_files_context_holds_while_the_most_relevant_is_still_in_it() -> None:
-    a, b, c, d = (_seg(f"{n}.py", f"def {n}(): ...\n") for n in "abcd")
-    before = [a, b, c]
-    # The two most relevant found now (last) are already there: the old list, as it was.
-    assert _steady(before, [d, b, c], 100) is before
+def test_other_files_context_holds_while_it_has_what_the_names_near_the_cursor_need() -> None:
+    a, b, c = (_seg(f"{n}.py", f"def {n}(): ...\n") for n in "abc")
+    similar, recent = _seg("s.py", "x = 1\n", "similar"), _seg("r.py", "y = 2\n", "recent")
+    before = [a, b, similar]
+    # The imports and definitions found now are all there: the old list, as it was, whatever
+    # similar or recently edited code retrieval would now add.
+    assert _steady(before, [b, recent], 100) is before
+    assert _steady(before, [a, b], 100) is before
     assert _steady(before, [], 100) is before  # retrieval found nothing this time
-    # A new most relevant one: switch.
-    assert _steady(before, [a, c, d], 100) == [a, c, d]
+    # A definition that is not there yet: switch, unless the cursor is still near where the
+    # context was chosen (the user is typing there).
+    assert _steady(before, [a, c, similar], 100) == [a, c, similar]
+    assert _steady(before, [a, c, similar], 100, near=True) is before
     # An edited file: its segment is new.
-    edited = _seg("c.py", "def c(x): ...\n")
-    assert _steady(before, [b, edited], 100) == [b, edited]
+    edited = _seg("b.py", "def b(x): ...\n")
+    assert _steady(before, [edited], 100) == [edited]
     # No room for it any more, or none at all.
     assert _steady(before, [b, c], 25) == [b, c]
     assert _steady(before, [b, c], 0) == []
