@@ -253,7 +253,7 @@ class CompletionEngine:
         self._secret_docs: dict[tuple[str, Path | None], bool] = {}
         self.usage = Usage()
         """What the backend was asked for since the start (``starcoder.status``)."""
-        self._anchors: dict[str, tuple[Anchor | None, list[Segment], int]] = {}
+        self._anchors: dict[str, tuple[Anchor | None, list[Segment], int, object]] = {}
         """Per document: where its last window was cut and the other files' context it had,
         kept while the user types so that prompts start the same way."""
 
@@ -375,11 +375,18 @@ class CompletionEngine:
         counter = self._window_counter(backend)
         frame = self._frame_cost(self.family(backend), snapshot.language_id, path, counter)
         room = getattr(backend, "extra_context_tokens", None)  # what reaches the model
-        anchor, before, since = self._anchors.get(snapshot.uri, (None, [], line))
+        anchor, before, since, depends = self._anchors.get(snapshot.uri, (None, [], line, None))
         found = self._cross_file(snapshot, line, character, budget, counter, frame, room)
         limit = min(s.cross_file_tokens, budget // 2, budget if room is None else room)
+        now = self.crossfile.generation(snapshot.uri) if self.crossfile is not None else None
         near = since - _REGION[0] <= line <= since + _REGION[1]
-        extras = _steady(before, found, limit if s.cross_file and self.crossfile else 0, near)
+        extras = _steady(
+            before,
+            found,
+            limit if s.cross_file and self.crossfile else 0,
+            near=near,
+            changed=depends != now,  # another file was edited since: what was found is newer
+        )
         win = window(
             snapshot,
             line,
@@ -390,7 +397,9 @@ class CompletionEngine:
             anchor=anchor if extras is before else None,  # a new start: a new window too
             slack=_SLACK,
         )
-        self._remember_anchor(snapshot.uri, win.anchor, extras, since if extras is before else line)
+        self._remember_anchor(
+            snapshot.uri, win.anchor, extras, since if extras is before else line, now
+        )
         segments = [
             type(seg)(**{**seg.__dict__, "path": seg.path or (path or "")}) for seg in win.segments
         ]
@@ -665,11 +674,11 @@ class CompletionEngine:
         )
 
     def _remember_anchor(
-        self, uri: str, anchor: Anchor | None, extras: list[Segment], line: int
+        self, uri: str, anchor: Anchor | None, extras: list[Segment], line: int, depends: object
     ) -> None:
         with self._backend_lock:
             self._anchors.pop(uri, None)
-            self._anchors[uri] = (anchor, extras, line)
+            self._anchors[uri] = (anchor, extras, line, depends)
             while len(self._anchors) > _ANCHORS:
                 del self._anchors[next(iter(self._anchors))]
 
@@ -738,17 +747,21 @@ start; similar and recently edited code alone is not."""
 
 
 def _steady(
-    before: list[Segment], found: list[Segment], limit: int, near: bool = False
+    before: list[Segment],
+    found: list[Segment],
+    limit: int,
+    *,
+    near: bool = False,
+    changed: bool = False,
 ) -> list[Segment]:
     """The other files' context for this request: the previous request's (the same list) while
-    it fits ``limit`` and the cursor is ``near`` where it was chosen, or, further away, while it
-    already holds what retrieval found now about the names used near the cursor (their imports
-    and definitions); otherwise what was found. So the prompt keeps its start while the user
-    types, and moves in rare jumps. Segments are compared by file and text (an edited file's
-    segment is new)."""
+    it fits ``limit``, no other file ``changed`` since, and the cursor is ``near`` where it was
+    chosen or, further away, it already holds what retrieval found now about the names used
+    near the cursor (their imports and definitions); otherwise what was found. So the prompt
+    keeps its start while the user types, and moves in rare jumps."""
     if limit <= 0:
         return before if not before else []
-    if sum(seg.tokens for seg in before) > limit:
+    if changed or sum(seg.tokens for seg in before) > limit:
         return found
     if near and before:
         return before

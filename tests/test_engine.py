@@ -233,9 +233,10 @@ def test_other_files_context_holds_while_it_has_what_the_names_near_the_cursor_n
     # context was chosen (the user is typing there).
     assert _steady(before, [a, c, similar], 100) == [a, c, similar]
     assert _steady(before, [a, c, similar], 100, near=True) is before
-    # An edited file: its segment is new.
+    # An edited file: its segment is new; and after any edit elsewhere, what is found now.
     edited = _seg("b.py", "def b(x): ...\n")
     assert _steady(before, [edited], 100) == [edited]
+    assert _steady(before, [a, b, recent], 100, near=True, changed=True) == [a, b, recent]
     # No room for it any more, or none at all.
     assert _steady(before, [b, c], 25) == [b, c]
     assert _steady(before, [b, c], 0) == []

@@ -134,6 +134,21 @@ class CrossFileContext:
         self._memo: dict[str, tuple[tuple[object, ...], list[Segment]]] = {}
         self._lock = threading.Lock()
 
+    def generation(self, uri: str) -> tuple[int, int]:
+        """What a document's retrieved context depends on besides the document itself: the
+        index's changes to other files and the recent edits of other documents."""
+        index = self.index_for(uri)
+        path = None
+        if index is not None:
+            from starcoder_ls.context.workspaces import uri_to_path
+
+            file_path = uri_to_path(uri)
+            path = index.relative(file_path) if file_path is not None else None
+        return (
+            index.generation(path) if index is not None else -1,
+            self.recent.version(uri) if self.recent is not None else 0,
+        )
+
     def has_recent(self, uri: str) -> bool:
         """Whether the ring holds chunks of documents other than ``uri``."""
         return self.recent is not None and any(c.uri != uri for c in self.recent.chunks())
