@@ -44,7 +44,7 @@ PACKAGE = Path(sysconfig.get_paths()["stdlib"]) / "email"
 FILE = "message.py"
 METHOD = "    def get_filename(self, failobj=None):"
 INTERVAL_MS = 80.0
-PAUSE_MS = 600.0
+PAUSE_MS = 1500.0
 
 
 def models() -> dict[str, tuple[str, Path]]:

@@ -69,6 +69,10 @@ _TEMPLATE_MARGIN = 16
 _SLACK = 0.15
 """Share of the in-file budget a new window leaves free, so that it holds for that much typing
 before it is cut anew (and the model's KV cache of the prompt is lost)."""
+_GROW = 0.5
+"""While the user types, a kept window may outgrow the budget by this share of it (never the
+model's context): a longer prompt whose start is cached costs next to nothing, a new start
+costs all of it again."""
 _ANCHORS = 64
 """Documents whose last window and other-file context are remembered."""
 _REGION = (8, 24)
@@ -365,7 +369,8 @@ class CompletionEngine:
         if mode is None:
             mode = decide_mode(snapshot, line, character)
         limit = min(s.context_tokens, context_tokens or s.context_tokens)
-        budget = min(limit, backend.context_length - s.max_tokens) - _TEMPLATE_MARGIN
+        ceiling = backend.context_length - s.max_tokens - _TEMPLATE_MARGIN
+        budget = min(limit - _TEMPLATE_MARGIN, ceiling)
         if budget < 32:
             raise BackendError(
                 f"the model's context ({backend.context_length} tokens) leaves no room for a "
@@ -377,13 +382,13 @@ class CompletionEngine:
         room = getattr(backend, "extra_context_tokens", None)  # what reaches the model
         anchor, before, since, depends = self._anchors.get(snapshot.uri, (None, [], line, None))
         found = self._cross_file(snapshot, line, character, budget, counter, frame, room)
-        limit = min(s.cross_file_tokens, budget // 2, budget if room is None else room)
+        share = min(s.cross_file_tokens, budget // 2, budget if room is None else room)
         now = self.crossfile.generation(snapshot.uri) if self.crossfile is not None else None
         near = since - _REGION[0] <= line <= since + _REGION[1]
         extras = _steady(
             before,
             found,
-            limit if s.cross_file and self.crossfile else 0,
+            share if s.cross_file and self.crossfile else 0,
             near=near,
             changed=depends != now,  # another file was edited since: what was found is newer
         )
@@ -396,7 +401,11 @@ class CompletionEngine:
             count_tokens=counter,
             anchor=anchor if extras is before else None,  # a new start: a new window too
             slack=_SLACK,
+            keep_within=min(budget * (1 + _GROW), ceiling) - sum(seg.tokens for seg in extras),
         )
+        # A kept window may have outgrown the budget: the prompt holds it and its extras.
+        used = sum(seg.tokens for seg in extras) + win.prefix_tokens + win.suffix_tokens
+        budget = max(budget, min(ceiling, used))
         self._remember_anchor(
             snapshot.uri, win.anchor, extras, since if extras is before else line, now
         )

@@ -272,11 +272,12 @@ def window(
     count_tokens: Callable[[str], int],
     anchor: Anchor | None = None,
     slack: float = 0.0,
+    keep_within: float | None = None,
 ) -> InFileWindow:
     """Prefix and suffix around the cursor within ``budget_tokens`` (rules in the module
-    docstring): the ``anchor``'s when it still fits, otherwise a new cut that leaves ``slack``
-    of the budget free. Segment lines are 1-based and inclusive; their ``path`` is left
-    empty."""
+    docstring): the ``anchor``'s while it fits ``keep_within`` tokens (default: the budget),
+    otherwise a new cut that leaves ``slack`` of the budget free. Segment lines are 1-based
+    and inclusive; their ``path`` is left empty."""
     snap = snapshot
     line, character = snap.clamp(line, character)
     lines = _Lines(snap)
@@ -285,7 +286,10 @@ def window(
     head, tail = snap.text[start:cur], snap.text[cur:nxt]
     budget = max(0.0, float(budget_tokens))
     if anchor is not None:
-        kept = _kept(snap, lines, line, cur, head, anchor, budget, prefix_ratio, count_tokens)
+        within = budget if keep_within is None else max(0.0, float(keep_within))
+        kept = _kept(
+            snap, lines, line, cur, head, anchor, within, budget * prefix_ratio, count_tokens
+        )
         if kept is not None:
             return kept
     budget *= 1.0 - min(0.5, max(0.0, slack))
@@ -362,7 +366,7 @@ def _kept(
     head: str,
     anchor: Anchor,
     budget: float,
-    prefix_ratio: float,
+    prefix_share: float,
     count: Callable[[str], int],
 ) -> InFileWindow | None:
     """The window cut where ``anchor`` says, or None when that no longer holds: the rows above
@@ -390,7 +394,7 @@ def _kept(
     s_tokens = count(suffix_text)
     if sum(p_tokens) + s_tokens > budget:
         return None
-    if cut > 0 and sum(p_tokens) < 0.5 * budget * prefix_ratio:
+    if cut > 0 and sum(p_tokens) < 0.5 * prefix_share:
         return None  # much more of the file above would fit now: cut anew
     last_row = bisect_right(starts, max(cur, end - 1)) - 1 if end > cur else line
     segments = [
