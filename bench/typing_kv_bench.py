@@ -2,7 +2,8 @@
 """Prompt tokens a real model evaluates while someone types, through the language server.
 
 A real method of the standard library's ``email`` package is typed anew into its file, one
-character every 80 ms with a 600 ms pause after each line (people stop at line ends), into the
+character every 80 ms with a 1.5 s pause after each line (people stop at line ends; the
+default model needs about half a second for a line on 2 cores), into the
 real ``starcoder-ls`` process over stdio, the whole package open as the workspace (so prompts
 carry other files' context), with the default settings (debounce included). Each keystroke
 sends an automatic inline completion request and cancels the previous one, as VS Code does.
