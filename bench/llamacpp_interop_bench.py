@@ -19,13 +19,21 @@ keystroke (A B, then B A) since the machine is noisy. Reported: p50, p95 and mea
 the ratio of p50s, the prompt tokens each evaluated (after its cache) and generated, and the
 fields of a whole answer from each.
 
-Usage: ``python bench/llamacpp_interop_bench.py [--json OUT] [--sessions N] [--keys K]``; needs
-``scripts/build_llama_server.py`` to have built llama-server. Prints a Markdown report.
+With ``--load``, concurrent clients instead: 8 clients (``--clients``) each send requests one
+after another, on two shapes (prompt-heavy: ~400-token prompts from real files, 24 new tokens;
+decode-heavy: ~60-token prompts, 128 new tokens), to serve and to llama-server with 8 slots
+(``-np 8``, 512 tokens each), in rounds A B B A. Reported: requests/s and generated tokens/s of
+each, and their ratio.
+
+Usage: ``python bench/llamacpp_interop_bench.py [--json OUT] [--sessions N] [--keys K]
+[--load [--clients N] [--requests R]]``; needs ``scripts/build_llama_server.py`` to have built
+llama-server. Prints a Markdown report.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -301,13 +309,156 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def shapes(url: str, count: int, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """``count`` distinct /infill bodies per load shape."""
+    rng = random.Random(seed)
+    files = sorted(p for p in (ROOT / "starcoder_ls").rglob("*.py") if p.stat().st_size > 4000)
+    heavy, light = [], []
+    while len(heavy) < count:
+        lines = rng.choice(files).read_text().splitlines(keepends=True)
+        row = rng.randrange(40, len(lines) - 20)
+        before = cap_lines(url, lines[row - 40 : row], 300, True)
+        after = cap_lines(url, lines[row : row + 20], 80, False)
+        short = cap_lines(url, lines[row - 8 : row], 55, True)
+        if not before or not short or not "".join(short).strip():
+            continue
+        common = {"temperature": 0, "cache_prompt": True}
+        heavy.append({"input_prefix": "".join(before), "input_suffix": "".join(after),
+                      "n_predict": 24, **common})  # fmt: skip
+        light.append({"input_prefix": "".join(short), "input_suffix": "", "n_predict": 128,
+                      **common})  # fmt: skip
+    return {"prompt-heavy": heavy, "decode-heavy": light}
+
+
+def load_round(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, float]:
+    """``clients`` threads, each posting its share of ``bodies`` one after another."""
+    shares = [bodies[i::clients] for i in range(clients)]
+
+    def client(share: list[dict[str, Any]]) -> tuple[int, int]:
+        done = generated = 0
+        with httpx.Client(base_url=url, timeout=300, trust_env=False) as http:
+            for body in share:
+                answer = http.post("/infill", json=body)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{url}: HTTP {answer.status_code}: {answer.text[:300]}")
+                done += 1
+                generated += answer.json()["tokens_predicted"]
+        return done, generated
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client, shares))
+    wall = time.perf_counter() - start
+    done = sum(r[0] for r in results)
+    generated = sum(r[1] for r in results)
+    return {"requests": done, "seconds": round(wall, 2), "requests_per_s": round(done / wall, 2),
+            "tokens_per_s": round(generated / wall, 1), "generated": generated}  # fmt: skip
+
+
+def run_load(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="llamacpp-load-"))
+    binary = llama_server_binary()
+    ours = Proc(
+        "starcoder-ls serve",
+        [sys.executable, "-m", "starcoder_ls", "serve", "--backend", "llamacpp", "--model",
+         str(GGUF), "--threads", str(THREADS), "--port", str(port := free_port()),
+         "--no-access-log", "--max-batch", str(args.clients), "--max-queue", "64"],
+        port, work / "serve.log",
+    )  # fmt: skip
+    theirs = Proc(
+        "llama-server",
+        [str(binary), "-m", str(GGUF), "-t", str(THREADS), "-tb", str(THREADS), "-np",
+         str(args.clients), "-c", str(512 * args.clients), "-b", "512", "--host", "127.0.0.1",
+         "--port", str(port := free_port()), "--no-webui"],
+        port, work / "llama-server.log",
+    )  # fmt: skip
+    servers = [ours, theirs]
+    out: dict[str, Any] = {}
+    try:
+        for server in servers:
+            server.wait_ready()
+        plan = shapes(theirs.url, args.requests, args.seed)
+        for shape, bodies in plan.items():
+            rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
+            for order in (servers, servers[::-1]):
+                for server in order:
+                    progress(f"{shape}: {server.name}")
+                    rounds[server.name].append(load_round(server.url, bodies, args.clients))
+            out[shape] = rounds
+    finally:
+        for server in servers:
+            server.stop()
+    summary: dict[str, Any] = {}
+    for shape, rounds in out.items():
+        best = {name: max(r, key=lambda x: x["requests_per_s"]) for name, r in rounds.items()}
+        mean = {
+            name: {
+                k: round(statistics.fmean(x[k] for x in r), 2)
+                for k in ("requests_per_s", "tokens_per_s")
+            }
+            for name, r in rounds.items()
+        }
+        summary[shape] = {
+            "rounds": rounds,
+            "mean": mean,
+            "ratio_requests": round(
+                mean[ours.name]["requests_per_s"] / mean[theirs.name]["requests_per_s"], 3
+            ),
+            "ratio_tokens": round(
+                mean[ours.name]["tokens_per_s"] / mean[theirs.name]["tokens_per_s"], 3
+            ),
+            "best": best,
+        }
+    return {
+        "machine": machine(),
+        "model": GGUF.name,
+        "threads": THREADS,
+        "clients": args.clients,
+        "requests_per_round": args.requests,
+        "llama_server_flags": f"-np {args.clients} -c {512 * args.clients} -b 512",
+        "shapes": summary,
+    }
+
+
+def load_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    out = [
+        "# starcoder-ls serve beside llama-server (/infill, concurrent clients)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB. Model: {report['model']}, "
+        f"{report['threads']} threads each. {report['clients']} clients, "
+        f"{report['requests_per_round']} requests per round, rounds A B B A. llama-server flags: "
+        f"`{report['llama_server_flags']}`.",
+        "",
+        "| shape | server | requests/s (mean) | tokens/s (mean) |",
+        "|---|---|---|---|",
+    ]
+    for shape, res in report["shapes"].items():
+        for name, mean in res["mean"].items():
+            out.append(f"| {shape} | {name} | {mean['requests_per_s']} | {mean['tokens_per_s']} |")
+        out.append(
+            f"| {shape} | **serve / llama-server** | x{res['ratio_requests']} | "
+            f"x{res['ratio_tokens']} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--json", type=Path, help="also write the report as JSON here")
     ap.add_argument("--sessions", type=int, default=12)
     ap.add_argument("--keys", type=int, default=10, help="keystrokes per session")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--load", action="store_true", help="concurrent clients instead of typing")
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=48, help="requests per round (--load)")
     args = ap.parse_args()
+    if args.load:
+        report = run_load(args)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(load_markdown(report))
+        return
     os.environ.setdefault("STARCODER_LS_LOG_LEVEL", "WARNING")
     report = run(args)
     if args.json:
