@@ -37,6 +37,8 @@ bench: setup llama-server
 	$(PY) bench/neovim_latency.py --json bench/results/neovim_latency.json | tee bench/results/neovim_latency.md
 	$(PY) bench/serve_bench.py --json bench/results/serve_bench.json | tee bench/results/serve_bench.md
 	$(PY) bench/llamacpp_interop_bench.py --sessions 30 --json bench/results/llamacpp_interop_bench.json | tee bench/results/llamacpp_interop_bench.md
+	$(PY) bench/llamacpp_interop_bench.py --load --json bench/results/llamacpp_load_bench.json | tee bench/results/llamacpp_load_bench.md
+	$(PY) bench/typing_kv_bench.py --json bench/results/typing_kv_bench.json | tee bench/results/typing_kv_bench.md
 	$(PY) bench/kernels_bench.py --json bench/results/kernels_bench.json | tee bench/results/kernels_bench.md
 	$(PY) bench/model_bench.py --json bench/results/model_bench.json | tee bench/results/model_bench.md
 	$(PY) bench/portable_bench.py --json bench/results/portable_bench.json | tee bench/results/portable_bench.md
