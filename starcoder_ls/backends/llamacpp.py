@@ -79,7 +79,7 @@ class LlamaCppBackend(TokenLoopBackend):
         # trained context, so the configured context can only shrink it.
         limit = trained or n_ctx or DEFAULT_MAX_CTX
         self.context_length = min(n_ctx or min(limit, DEFAULT_MAX_CTX), limit)
-        threads = n_threads or default_threads()
+        threads = self.threads = n_threads or default_threads()
         try:
             self._llm: Llama = load_gguf(
                 path,

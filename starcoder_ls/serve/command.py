@@ -38,8 +38,9 @@ routes:
                         depth, running sequences, batch sizes, prompt and generated tokens
 
 scheduling:
-  transformers decodes up to --max-batch requests together, one token of each per model call;
-  llamacpp runs one at a time. Up to --max-queue more wait; beyond that a request gets 429 with
+  up to --max-batch requests decode together, one token of each per model call (llamacpp:
+  parallel sequences in one context; a finished one keeps its KV for the next request that
+  starts the same way; --max-batch 1: one request at a time). Up to --max-queue more wait; beyond that a request gets 429 with
   Retry-After. A client that disconnects stops its generation at the next token.
 
 keys:
@@ -120,7 +121,10 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
     limits = p.add_argument_group("limits")
     limits.add_argument(
-        "--max-batch", type=int, default=8, help="sequences decoded together (transformers)"
+        "--max-batch",
+        type=int,
+        default=8,
+        help="sequences decoded together (llama.cpp: parallel sequences sharing one KV cache)",
     )
     limits.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond those")
     limits.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens allowed")
@@ -243,6 +247,10 @@ def build_engine(args: argparse.Namespace, choice: ModelChoice) -> Any:
             from starcoder_ls.backends.llamacpp import LlamaCppBackend
 
             gguf = LlamaCppBackend(gguf_for(choice.model), n_ctx=args.n_ctx, n_threads=args.threads)
+            if args.max_batch > 1:
+                from starcoder_ls.serve.llama_batch import LlamaBatchEngine
+
+                return LlamaBatchEngine(gguf, max_queue=args.max_queue, max_batch=args.max_batch)
             return QueueEngine(gguf, max_queue=args.max_queue)
         from starcoder_ls.backends.testing import TestBackend
 
