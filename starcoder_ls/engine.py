@@ -381,17 +381,16 @@ class CompletionEngine:
         frame = self._frame_cost(self.family(backend), snapshot.language_id, path, counter)
         room = getattr(backend, "extra_context_tokens", None)  # what reaches the model
         anchor, before, since, depends = self._anchors.get(snapshot.uri, (None, [], line, None))
-        found = self._cross_file(snapshot, line, character, budget, counter, frame, room)
         share = min(s.cross_file_tokens, budget // 2, budget if room is None else room)
+        share = share if s.cross_file and self.crossfile else 0
         now = self.crossfile.generation(snapshot.uri) if self.crossfile is not None else None
         near = since - _REGION[0] <= line <= since + _REGION[1]
-        extras = _steady(
-            before,
-            found,
-            share if s.cross_file and self.crossfile else 0,
-            near=near,
-            changed=depends != now,  # another file was edited since: what was found is newer
-        )
+        changed = depends != now  # another file was edited since: what is found now is newer
+        if before and near and not changed and sum(seg.tokens for seg in before) <= share:
+            extras = before  # kept as it is whatever retrieval would find: no need to ask
+        else:
+            found = self._cross_file(snapshot, line, character, budget, counter, frame, room)
+            extras = _steady(before, found, share, near=near, changed=changed)
         win = window(
             snapshot,
             line,

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from starcoder_ls.documents import Snapshot, utf8_len
@@ -380,15 +380,7 @@ def _kept(
         return None  # a clipped cursor line, or context rows that are no longer above the cut
     if end < len(snap.text) and snap.text[end - 1 : end] != "\n" and end != lines._end(line):
         return None  # the suffix no longer ends at a line break
-    pieces: list[Piece] = []
-    for kind, row in anchor.context:
-        if pieces and pieces[-1][0] == kind and pieces[-1][2] == row - 1:
-            k, first, _, _ = pieces[-1]
-            pieces[-1] = (k, first, row, lines.text(first, row))
-        else:
-            pieces.append((kind, row, row, lines.text(row, row)))
-    body = lines.text(cut, line - 1) if cut < line else ""
-    pieces.append(("prefix", cut, line, body + head))
+    pieces = _prefix_pieces(lines, anchor.context, cut, line, head)
     suffix_text = snap.text[cur:end]
     p_tokens = [count(p[3]) for p in pieces]
     s_tokens = count(suffix_text)
@@ -414,6 +406,23 @@ def _kept(
 
 Piece = tuple[str, int, int, str]
 """(kind, first row, last row, text)."""
+
+
+def _prefix_pieces(
+    lines: _Lines, context: Sequence[tuple[str, int]], cut: int, line: int, head: str
+) -> list[Piece]:
+    """The prefix's pieces: the ``(kind, row)`` lines kept above ``cut`` (in row order), runs
+    of one kind joined, then the rows from ``cut`` to the cursor."""
+    out: list[Piece] = []
+    for kind, row in context:
+        if out and out[-1][0] == kind and out[-1][2] == row - 1:
+            k, first, _, _ = out[-1]
+            out[-1] = (k, first, row, lines.text(first, row))
+        else:
+            out.append((kind, row, row, lines.text(row, row)))
+    body = lines.text(cut, line - 1) if cut < line else ""
+    out.append(("prefix", cut, line, body + head))
+    return out
 
 
 def _calibrate(sample: str, count: Callable[[str], int]) -> float:
@@ -481,17 +490,8 @@ class _Prefix:
                 if new_cut == cut:
                     break
                 cut = new_cut
-        out: list[Piece] = []
-        for row in sorted(chosen):
-            kind = chosen[row]
-            if out and out[-1][0] == kind and out[-1][2] == row - 1:
-                k, first, _, _ = out[-1]
-                out[-1] = (k, first, row, lines.text(first, row))
-            else:
-                out.append((kind, row, row, lines.text(row, row)))
-        body = lines.text(cut, line - 1) if cut < line else ""
-        out.append(("prefix", cut, line, body + self.head))
-        return out
+        context = [(chosen[row], row) for row in sorted(chosen)]
+        return _prefix_pieces(lines, context, cut, line, self.head)
 
     def _choose_context(self, cut: int, cap: float, bpt: float) -> dict[int, str]:
         """Rows above ``cut`` worth keeping: enclosing headers (innermost first), then imports
