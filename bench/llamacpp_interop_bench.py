@@ -92,6 +92,28 @@ class Proc:
                 self.proc.wait()
 
 
+def start_both(
+    work: Path, binary: Path, serve_flags: list[str], llama_flags: list[str]
+) -> tuple[Proc, Proc]:
+    """``starcoder-ls serve`` and ``llama-server`` on the same GGUF and threads."""
+    port = free_port()
+    ours = Proc(
+        "starcoder-ls serve",
+        [sys.executable, "-m", "starcoder_ls", "serve", "--backend", "llamacpp", "--model",
+         str(GGUF), "--threads", str(THREADS), "--port", str(port), "--no-access-log",
+         *serve_flags],
+        port, work / "serve.log",
+    )  # fmt: skip
+    port = free_port()
+    theirs = Proc(
+        "llama-server",
+        [str(binary), "-m", str(GGUF), "-t", str(THREADS), "-tb", str(THREADS), "--host",
+         "127.0.0.1", "--port", str(port), "--no-webui", *llama_flags],
+        port, work / "llama-server.log",
+    )  # fmt: skip
+    return ours, theirs
+
+
 def llama_server_binary() -> Path:
     sys.path.insert(0, str(ROOT / "scripts"))
     import build_llama_server
@@ -171,20 +193,7 @@ def pct(values: list[float], q: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="llamacpp-interop-"))
     binary = llama_server_binary()
-    ours = Proc(
-        "starcoder-ls serve",
-        [sys.executable, "-m", "starcoder_ls", "serve", "--backend", "llamacpp", "--model",
-         str(GGUF), "--threads", str(THREADS), "--port", str(port := free_port()),
-         "--no-access-log"],
-        port, work / "serve.log",
-    )  # fmt: skip
-    theirs = Proc(
-        "llama-server",
-        [str(binary), "-m", str(GGUF), "-t", str(THREADS), "-tb", str(THREADS), "-np", "1",
-         "-c", "512", "-b", "256", "--host", "127.0.0.1", "--port", str(port := free_port()),
-         "--no-webui"],
-        port, work / "llama-server.log",
-    )  # fmt: skip
+    ours, theirs = start_both(work, binary, [], ["-np", "1", "-c", "512", "-b", "256"])
     servers = [ours, theirs]
     try:
         for server in servers:
@@ -358,20 +367,12 @@ def load_round(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str
 def run_load(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="llamacpp-load-"))
     binary = llama_server_binary()
-    ours = Proc(
-        "starcoder-ls serve",
-        [sys.executable, "-m", "starcoder_ls", "serve", "--backend", "llamacpp", "--model",
-         str(GGUF), "--threads", str(THREADS), "--port", str(port := free_port()),
-         "--no-access-log", "--max-batch", str(args.clients), "--max-queue", "64"],
-        port, work / "serve.log",
-    )  # fmt: skip
-    theirs = Proc(
-        "llama-server",
-        [str(binary), "-m", str(GGUF), "-t", str(THREADS), "-tb", str(THREADS), "-np",
-         str(args.clients), "-c", str(512 * args.clients), "-b", "512", "--host", "127.0.0.1",
-         "--port", str(port := free_port()), "--no-webui"],
-        port, work / "llama-server.log",
-    )  # fmt: skip
+    ours, theirs = start_both(
+        work,
+        binary,
+        ["--max-batch", str(args.clients), "--max-queue", "64"],
+        ["-np", str(args.clients), "-c", str(512 * args.clients), "-b", "512"],
+    )
     servers = [ours, theirs]
     out: dict[str, Any] = {}
     try:

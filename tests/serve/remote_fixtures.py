@@ -283,36 +283,35 @@ class FakeRemote:
 # -------------------------------------------------------------------- llama-cpp-python's server
 
 
-class LlamaCppPythonServer:
-    """``python -m llama_cpp.server`` with one GGUF model, on a free loopback port."""
+P = TypeVar("P", bound="ServerProcess")
 
-    def __init__(self, model: Path, *, port: int, log: Path, n_ctx: int = 512) -> None:
+
+class ServerProcess:
+    """A server program on a free loopback port, its output in a file; ready once ``ready``
+    (a GET path) answers 200."""
+
+    name = "server"
+    ready = "/health"
+
+    def __init__(self, command: list[str], *, port: int, log: Path) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "starcoder_ls.backends.cpu_select", "run", "llama_cpp.server", "--model", str(model),
-                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-                "--n_threads", "1",
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.proc = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self: P, timeout: float = 60.0) -> P:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited:\n{self.output()}")
+                raise RuntimeError(f"{self.name} exited:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/v1/models", timeout=1.0).status_code == 200:
-                    return
+                if httpx.get(f"{self.url}{self.ready}", timeout=1.0).status_code == 200:
+                    return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"llama_cpp.server not ready in {timeout} s:\n{self.output()}")
+        raise RuntimeError(f"{self.name} not ready in {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
         if not self._out.closed:
@@ -328,6 +327,24 @@ class LlamaCppPythonServer:
                 self.proc.kill()
                 self.proc.wait()
         self._out.close()
+
+
+class LlamaCppPythonServer(ServerProcess):
+    """``python -m llama_cpp.server`` with one GGUF model, on a free loopback port."""
+
+    name = "llama_cpp.server"
+    ready = "/v1/models"
+
+    def __init__(self, model: Path, *, port: int, log: Path, n_ctx: int = 512) -> None:
+        super().__init__(
+            [
+                sys.executable, "-m", "starcoder_ls.backends.cpu_select", "run", "llama_cpp.server", "--model", str(model),
+                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+                "--n_threads", "1",
+            ],
+            port=port,
+            log=log,
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ llama.cpp's llama-server
@@ -348,52 +365,22 @@ def llama_server_binary() -> Path:
     return build_llama_server.launch_dir() / "llama-server"
 
 
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """``llama-server -m MODEL`` on a free loopback port with the given extra flags."""
 
+    name = "llama-server"
+
     def __init__(self, model: Path, *, port: int, log: Path, flags: tuple[str, ...] = ()) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        super().__init__(
             [str(llama_server_binary()), "-m", str(model), "--host", "127.0.0.1",
              "--port", str(port), "-t", "1", "--no-webui", *flags],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
+            port=port,
+            log=log,
         )  # fmt: skip
-
-    def wait_ready(self, timeout: float = 60.0) -> LlamaServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"llama-server not ready in {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        if not self._out.closed:
-            self._out.flush()
-        return self.log.read_text(errors="replace")
 
     def infill(self, body: dict[str, Any]) -> tuple[int, Any]:
         response = httpx.post(f"{self.url}/infill", json=body, timeout=60, trust_env=False)
         return response.status_code, response.json()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
 
 
 # ---------------------------------------------------------------------------------- slow starts

@@ -118,3 +118,12 @@ class ServeProcess:
             code = self.proc.wait()
         self._out.close()
         return code
+
+
+def keyed_serve(backend: str, folder: Path, key: str) -> ServeProcess:
+    """``serve --backend BACKEND`` that accepts ``key`` only (from a key file in ``folder``)."""
+    return ServeProcess(
+        ["--backend", backend, "--api-key-file", str(key_file(folder, key)), "--threads", "1"],
+        log=folder / "serve.log",
+        env={"STARCODER_LS_API_KEYS": ""},  # only the file's key
+    )

@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_helpers import ServeProcess
-from serve_helpers import key_file as write_key_file
+from serve_helpers import ServeProcess, keyed_serve
 
 from starcoder_ls.backends.http_dialects import openai_body
 from starcoder_ls.backends.llamacpp import LlamaCppBackend
@@ -48,13 +47,7 @@ def node_client() -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    folder = tmp_path_factory.mktemp("serve")
-    keys = write_key_file(folder, KEY)
-    proc = ServeProcess(
-        ["--backend", "llamacpp", "--api-key-file", str(keys), "--threads", "1"],
-        log=folder / "serve.log",
-        env={"STARCODER_LS_API_KEYS": ""},
-    )
+    proc = keyed_serve("llamacpp", tmp_path_factory.mktemp("serve"), KEY)
     yield proc
     proc.stop()
 

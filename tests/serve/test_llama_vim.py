@@ -19,8 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from remote_fixtures import counter
-from serve_helpers import ServeProcess
-from serve_helpers import key_file as write_key_file
+from serve_helpers import ServeProcess, keyed_serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "editors"))
 from nvim_helpers import Editor, find_nvim
@@ -40,13 +39,7 @@ INFO = re.compile(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    folder = tmp_path_factory.mktemp("serve")
-    keys = write_key_file(folder, KEY)
-    proc = ServeProcess(
-        ["--backend", "llamacpp", "--api-key-file", str(keys), "--threads", "1"],
-        log=folder / "serve.log",
-        env={"STARCODER_LS_API_KEYS": ""},
-    )
+    proc = keyed_serve("llamacpp", tmp_path_factory.mktemp("serve"), KEY)
     yield proc
     proc.stop()
 
