@@ -149,3 +149,46 @@ async def test_a_model_that_crashes_while_loading_is_reported_once(
     assert len(crashes) == 1, crashes
     assert "while loading the model" in crashes[0] and "injected fault" in crashes[0]
     assert worker_pids() == []
+
+
+async def test_typing_costs_the_model_only_the_new_tokens(
+    client: LanguageClient, tmp_path: Path
+) -> None:
+    # The bundled model in its worker, through the editor's requests: after one more character
+    # the prompt starts the same way, so the model evaluates only its end (starcoder.status
+    # counts what each request evaluated).
+    from starcoder_ls.models import BUNDLED_GGUF
+
+    await start(client, {"model": str(BUNDLED_GGUF), "debounceMs": 0}, root=tmp_path)
+    body = "".join(f"def helper_{i}(value):\n    return value * {i}\n\n\n" for i in range(40))
+    text = body + "total = helper_3(helper_2("
+    uri = open_doc(client, tmp_path / "calc.py", text)
+    line, col = text.count("\n"), len(text.rsplit("\n", 1)[1])
+
+    async def usage() -> dict[str, int]:
+        status = await client.workspace_execute_command_async(
+            lsp.ExecuteCommandParams(command="starcoder.status")
+        )
+        return dict(status["usage"])
+
+    await inline_at(client, uri, line, col)
+    first = await usage()
+    assert first["requests"] == 1 and first["evaluated_tokens"] > 300
+    client.text_document_did_change(
+        lsp.DidChangeTextDocumentParams(
+            text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                lsp.TextDocumentContentChangePartial(
+                    range=lsp.Range(
+                        start=lsp.Position(line=line, character=col),
+                        end=lsp.Position(line=line, character=col),
+                    ),
+                    text="1",
+                )
+            ],
+        )
+    )
+    await inline_at(client, uri, line, col + 1)
+    second = await usage()
+    assert second["requests"] == 2
+    assert second["evaluated_tokens"] - first["evaluated_tokens"] <= 6, (first, second)
