@@ -22,11 +22,15 @@ fields of a whole answer from each.
 With ``--load``, concurrent clients instead: 8 clients (``--clients``) each send requests one
 after another, on two shapes (prompt-heavy: ~400-token prompts from real files, 24 new tokens;
 decode-heavy: ~60-token prompts, 128 new tokens), to serve and to llama-server with 8 slots
-(``-np 8``, 512 tokens each), in rounds A B B A. Reported: requests/s and generated tokens/s of
-each, and their ratio.
+(``-np 8``, 512 tokens each), in rounds A B B A; the two pairs of rounds send different
+requests, so neither server is ever asked the same prompt twice (which would measure a
+prompt cache rather than evaluation). Reported: requests/s and generated tokens/s of
+each, and their ratio. ``--model`` loads another GGUF in both (the default model, say); one
+without FIM tokens is asked for left-to-right completions of the same prefixes at
+``/v1/completions``.
 
 Usage: ``python bench/llamacpp_interop_bench.py [--json OUT] [--sessions N] [--keys K]
-[--load [--clients N] [--requests R]]``; needs ``scripts/build_llama_server.py`` to have built
+[--load [--clients N] [--requests R] [--model GGUF]]``; needs ``scripts/build_llama_server.py`` to have built
 llama-server. Prints a Markdown report.
 """
 
@@ -93,21 +97,21 @@ class Proc:
 
 
 def start_both(
-    work: Path, binary: Path, serve_flags: list[str], llama_flags: list[str]
+    work: Path, binary: Path, serve_flags: list[str], llama_flags: list[str], gguf: Path = GGUF
 ) -> tuple[Proc, Proc]:
     """``starcoder-ls serve`` and ``llama-server`` on the same GGUF and threads."""
     port = free_port()
     ours = Proc(
         "starcoder-ls serve",
         [sys.executable, "-m", "starcoder_ls", "serve", "--backend", "llamacpp", "--model",
-         str(GGUF), "--threads", str(THREADS), "--port", str(port), "--no-access-log",
+         str(gguf), "--threads", str(THREADS), "--port", str(port), "--no-access-log",
          *serve_flags],
         port, work / "serve.log",
     )  # fmt: skip
     port = free_port()
     theirs = Proc(
         "llama-server",
-        [str(binary), "-m", str(GGUF), "-t", str(THREADS), "-tb", str(THREADS), "--host",
+        [str(binary), "-m", str(gguf), "-t", str(THREADS), "-tb", str(THREADS), "--host",
          "127.0.0.1", "--port", str(port), "--no-webui", *llama_flags],
         port, work / "llama-server.log",
     )  # fmt: skip
@@ -339,7 +343,15 @@ def shapes(url: str, count: int, seed: int) -> dict[str, list[dict[str, Any]]]:
     return {"prompt-heavy": heavy, "decode-heavy": light}
 
 
-def load_round(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, float]:
+def left_to_right(body: dict[str, Any]) -> dict[str, Any]:
+    """An /infill body as an OpenAI completion of its prefix, for a model without FIM tokens
+    (llama-server answers /infill with 501 for such a model)."""
+    return {"prompt": body["input_prefix"], "max_tokens": body["n_predict"], "temperature": 0}
+
+
+def load_round(
+    url: str, bodies: list[dict[str, Any]], clients: int, route: str = "/infill"
+) -> dict[str, float]:
     """``clients`` threads, each posting its share of ``bodies`` one after another."""
     shares = [bodies[i::clients] for i in range(clients)]
 
@@ -347,11 +359,18 @@ def load_round(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str
         done = generated = 0
         with httpx.Client(base_url=url, timeout=300, trust_env=False) as http:
             for body in share:
-                answer = http.post("/infill", json=body)
+                if route != "/infill":
+                    body = left_to_right(body)
+                answer = http.post(route, json=body)
                 if answer.status_code != 200:
                     raise RuntimeError(f"{url}: HTTP {answer.status_code}: {answer.text[:300]}")
                 done += 1
-                generated += answer.json()["tokens_predicted"]
+                reply = answer.json()
+                generated += (
+                    reply["tokens_predicted"]
+                    if route == "/infill"
+                    else reply["usage"]["completion_tokens"]
+                )
         return done, generated
 
     start = time.perf_counter()
@@ -372,19 +391,26 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         binary,
         ["--max-batch", str(args.clients), "--max-queue", "64"],
         ["-np", str(args.clients), "-c", str(512 * args.clients), "-b", "512"],
+        args.model,
     )
     servers = [ours, theirs]
     out: dict[str, Any] = {}
     try:
         for server in servers:
             server.wait_ready()
-        plan = shapes(theirs.url, args.requests, args.seed)
+        probe = httpx.post(f"{theirs.url}/infill", json={"input_prefix": "x", "n_predict": 1})
+        route = "/v1/completions" if probe.status_code == 501 else "/infill"
+        # Each pair of rounds gets requests of its own: a server never sees a prompt twice,
+        # so what is measured is evaluation, not a prompt cache (llama-server's --cache-ram
+        # would answer a repeated round from host memory).
+        plan = shapes(theirs.url, 2 * args.requests, args.seed)
         for shape, bodies in plan.items():
             rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
-            for order in (servers, servers[::-1]):
+            for pair, order in enumerate((servers, servers[::-1])):
+                share = bodies[pair * args.requests : (pair + 1) * args.requests]
                 for server in order:
                     progress(f"{shape}: {server.name}")
-                    rounds[server.name].append(load_round(server.url, bodies, args.clients))
+                    rounds[server.name].append(load_round(server.url, share, args.clients, route))
             out[shape] = rounds
     finally:
         for server in servers:
@@ -412,7 +438,8 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         }
     return {
         "machine": machine(),
-        "model": GGUF.name,
+        "model": args.model.name,
+        "route": route,
         "threads": THREADS,
         "clients": args.clients,
         "requests_per_round": args.requests,
@@ -424,7 +451,7 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
 def load_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     out = [
-        "# starcoder-ls serve beside llama-server (/infill, concurrent clients)",
+        f"# starcoder-ls serve beside llama-server ({report['route']}, concurrent clients)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB. Model: {report['model']}, "
         f"{report['threads']} threads each. {report['clients']} clients, "
@@ -453,6 +480,13 @@ def main() -> None:
     ap.add_argument("--load", action="store_true", help="concurrent clients instead of typing")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=48, help="requests per round (--load)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=GGUF,
+        help="GGUF both servers load (--load; default: the bundled model). A model without "
+        "FIM tokens is asked for left-to-right completions at /v1/completions",
+    )
     args = ap.parse_args()
     if args.load:
         report = run_load(args)

@@ -204,7 +204,17 @@ class TokenStream:
         or None when the sequence ended (a stop token is never evaluated nor shown; a stop
         string is cut off with everything after it)."""
         params = self.params
-        token = sample_token(logits, params.temperature, params.top_p, self._rng)
+        return self.accept(sample_token(logits, params.temperature, params.top_p, self._rng))
+
+    @property
+    def greedy(self) -> bool:
+        """Picks the most likely token: a batch may pick it for many sequences at once and
+        ``accept`` it."""
+        return self.params.temperature <= 0.0
+
+    def accept(self, token: int) -> int | None:
+        """``push`` with the token already picked (the most likely one, for a greedy stream)."""
+        params = self.params
         if token in self.stop_ids:
             self._end("stop", "eos")
             return None

@@ -24,10 +24,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from starcoder_ls.backends.base import Stopwatch, TokenStream, fit_prompt, stop_strings
+from starcoder_ls.backends.base import (
+    Stopwatch,
+    TokenStream,
+    common_prefix_len,
+    fit_prompt,
+    stop_strings,
+)
 from starcoder_ls.serve.engine import Engine, Job
 from starcoder_ls.types import BackendError, Generation
 
@@ -45,6 +51,17 @@ place instead of copying the whole cache; the buffer is re-made (with this many 
 only when they run out, which also bounds what it holds beyond the live sequences."""
 
 
+PREFILL_CHUNK = 256
+"""Prompt tokens (all joining rows together) one prefill call takes; the batch decodes a step
+between two chunks, so a long prompt joining delays the others by one chunk at a time."""
+SAVED_ROWS = 16
+SAVED_BYTES = 256 << 20
+"""Finished sequences' keys and values kept for the next prompts that start the same way: at
+most this many, and bytes (least recently used dropped first)."""
+REUSE_MIN = 32
+"""A kept sequence is used when it holds at least half of a prompt, and this many tokens."""
+
+
 @dataclass(eq=False)
 class _Sequence:
     """One job in the batch: its stream, and what its row of the cache holds."""
@@ -57,6 +74,37 @@ class _Sequence:
     """Real (unpadded) tokens in the cache row: also the position of the next token."""
     token: int = 0
     """The token the next step evaluates."""
+    reused: int = 0
+    """Prompt tokens whose keys and values came from a kept sequence, not the model."""
+    error: BackendError | None = None
+    """Set when the job failed on its own (its streaming callback raised)."""
+
+    @property
+    def cached_ids(self) -> list[int]:
+        """The tokens the row's keys and values are for."""
+        return self.prompt_ids + self.stream.tokens[: self.length - len(self.prompt_ids)]
+
+
+@dataclass(eq=False)
+class _Joining:
+    """Prompts being prefilled together, a chunk of columns per call: left-padded to the
+    longest, or a single row that starts from a kept sequence."""
+
+    seqs: list[_Sequence]
+    ids: torch.Tensor
+    """(rows, width) prompt ids, right-aligned."""
+    pad: torch.Tensor
+    """(rows, 1) padding columns before each row's first token."""
+    cache: Any
+    done: int
+    """Columns already in ``cache``."""
+
+
+@dataclass(eq=False)
+class _Kept:
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = field(repr=False)
+    bytes: int
 
 
 class BatchEngine(Engine):
@@ -86,8 +134,12 @@ class BatchEngine(Engine):
         padding mask and build their own."""
         self._seqs: list[_Sequence] = []
         """The batch's rows, in cache order."""
-        self._joining: list[_Sequence] = []
-        """Jobs being prefilled, so that a failure or ``close`` reaches them too."""
+        self._joining: list[_Joining] = []
+        """Prompts being prefilled, in arrival order."""
+        self._kept: list[_Kept] = []
+        """Finished sequences' keys and values, least recently used first."""
+        self.reused_tokens = 0
+        """Prompt tokens taken from kept sequences instead of the model (``/metrics``, tests)."""
         self._cache: Any = None
         """A transformers ``DynamicCache`` with one row per sequence; None when idle."""
         self._width = 0
@@ -99,36 +151,48 @@ class BatchEngine(Engine):
         """(rows, columns) the KV cache holds now: (0, 0) when idle."""
         return len(self._seqs), self._width
 
+    @property
+    def prefilling(self) -> list[tuple[int, int]]:
+        """(columns in the cache, columns in all) of each group of prompts being prefilled."""
+        return [(joining.done, int(joining.ids.shape[1])) for joining in self._joining]
+
     # ---------------------------------------------------------- the worker side
 
     def _work(self) -> None:
-        free = self.max_batch - len(self._seqs)
+        free = self.max_batch - len(self._seqs) - sum(len(j.seqs) for j in self._joining)
         jobs: list[Job] = []
-        if free > 0 and (self._waiting or not self._seqs):
-            # Sleep only when nothing decodes; otherwise take what is waiting and go on.
-            jobs = self._take(free, block=not self._seqs)
+        if free > 0 and (self._waiting or not (self._seqs or self._joining)):
+            # Sleep only when nothing runs; otherwise take what is waiting and go on.
+            jobs = self._take(free, block=not (self._seqs or self._joining))
         with self._torch.inference_mode():
             try:
                 if jobs:
                     self._admit(jobs)
+                if self._joining:
+                    self._prefill_chunk()
                 if self._seqs:
                     self._step()
             except Exception as exc:
                 self._fail_all(exc)
         if self._stopped:  # closed: the loop ends now, so answer what is left
-            left, self._seqs, self._cache, self._width = self._seqs, [], None, 0
+            left = [*self._joining_seqs(), *self._seqs]
+            self._joining, self._seqs, self._cache, self._width = [], [], None, 0
             for seq in left:
                 seq.stream.cancel()
                 self._finish(seq)
 
+    def _joining_seqs(self) -> list[_Sequence]:
+        return [seq for joining in self._joining for seq in joining.seqs]
+
     def _cancel_running(self) -> None:
-        for seq in [*self._joining, *self._seqs]:
+        for seq in [*self._joining_seqs(), *self._seqs]:
             seq.job.cancel.cancel()
 
     def _admit(self, jobs: list[Job]) -> None:
-        """Prefill new jobs together, pick their first tokens and add those still going to the
-        batch."""
+        """Line new jobs up for prefilling: each one that starts like a kept sequence on its
+        own, from the kept keys and values; the others together."""
         hf = self._hf
+        fresh: list[_Sequence] = []
         for job in jobs:
             watch = Stopwatch()
             try:
@@ -158,40 +222,84 @@ class BatchEngine(Engine):
                 log.exception("preparing a generation failed")
                 self._done(job, None, BackendError(f"generation failed: {exc}"))
                 continue
-            self._joining.append(_Sequence(job, stream, ids, watch, length=len(ids)))
-        if not self._joining:
-            return
-        cache, logits = self._prefill(self._joining)
-        joined, self._joining = self._joining, []
-        rows = [row for row, seq in enumerate(joined) if self._advance(seq, logits[row])]
-        if rows:
-            self._merge(
-                [joined[row] for row in rows],
-                _compact(cache, rows, max(joined[row].length for row in rows)),
-            )
+            seq = _Sequence(job, stream, ids, watch, length=len(ids))
+            kept = self._find_kept(ids)
+            if kept is None:
+                fresh.append(seq)
+            else:  # its own group: it starts from the kept keys and values
+                seq.reused = min(common_prefix_len(kept.ids, ids), len(ids) - 1)
+                self.reused_tokens += seq.reused
+                self._joining.append(self._group([seq], kept, seq.reused))
+        if fresh:
+            self._joining.append(self._group(fresh, None, 0))
 
-    def _prefill(self, seqs: list[_Sequence]) -> tuple[Any, np.ndarray]:
-        """Run the prompts through the model as one left-padded batch: their cache, and the
-        logits after each prompt."""
+    def _group(self, seqs: list[_Sequence], kept: _Kept | None, reused: int) -> _Joining:
+        """Prompts to prefill together, right-aligned; with ``kept``, one prompt whose first
+        ``reused`` tokens' keys and values are copied from it."""
         from transformers import DynamicCache
 
-        torch, device = self._torch, self._device
+        torch = self._torch
         width = max(seq.length for seq in seqs)
         ids = torch.zeros((len(seqs), width), dtype=torch.long)
         for row, seq in enumerate(seqs):
             ids[row, width - seq.length :] = torch.tensor(seq.prompt_ids)
-        start = torch.tensor([width - seq.length for seq in seqs], device=device)[:, None]
-        columns = torch.arange(width, device=device)[None, :]
+        pad = torch.tensor([width - seq.length for seq in seqs], device=self._device)[:, None]
         cache = DynamicCache()
+        if kept is not None:
+            slab = _slab_layer()
+            cache.layers = [slab(k[:, :, :reused], v[:, :, :reused]) for k, v in kept.layers]
+        return _Joining(seqs, ids, pad, cache, reused)
+
+    def _prefill_chunk(self) -> None:
+        """Run the next columns of the oldest joining prompts through the model; once they are
+        all in, pick each row's first token and add the rows still going to the batch."""
+        torch, device = self._torch, self._device
+        joining = self._joining[0]
+        seqs = joining.seqs
+        if all(seq.job.cancel.cancelled for seq in seqs):
+            self._joining.pop(0)
+            for seq in seqs:
+                seq.stream.cancel()
+                self._finish(seq)
+            return
+        width = joining.ids.shape[1]
+        end = min(width, joining.done + max(16, PREFILL_CHUNK // len(seqs)))
+        columns = torch.arange(end, device=device)[None, :]
         out = self._hf.model(
-            input_ids=ids.to(device),
-            attention_mask=columns >= start,
-            position_ids=(columns - start).clamp(min=0),
-            past_key_values=cache,
+            input_ids=joining.ids[:, joining.done : end].to(device),
+            attention_mask=columns >= joining.pad,
+            position_ids=(columns[:, joining.done :] - joining.pad).clamp(min=0),
+            past_key_values=joining.cache,
             use_cache=True,
             logits_to_keep=1,  # the next token only: no vocabulary-wide logits per prompt token
         )
-        return cache, out.logits[:, -1].float().cpu().numpy()
+        joining.done = end
+        if end < width:
+            return
+        self._joining.pop(0)
+        rows, ended = self._pick(seqs, out.logits[:, -1].float().cpu().numpy())
+        self._keep_rows(joining.cache, [seqs[row] for row in ended], ended)
+        if rows:
+            self._merge(
+                [seqs[row] for row in rows],
+                _compact(joining.cache, rows, max(seqs[row].length for row in rows)),
+            )
+        for row in ended:
+            self._finish(seqs[row])
+
+    def _pick(self, seqs: list[_Sequence], logits: np.ndarray) -> tuple[list[int], list[int]]:
+        """Each row's next token: the rows going on, and those that ended (cancelled, or
+        their stream is over), whose jobs the caller answers once the cache is trimmed."""
+        rows, ended = [], []
+        for row, seq in enumerate(seqs):
+            if seq.job.cancel.cancelled:
+                seq.stream.cancel()
+                ended.append(row)
+            elif self._advance(seq, logits[row]):
+                rows.append(row)
+            else:
+                ended.append(row)
+        return rows, ended
 
     def _merge(
         self, rows: list[_Sequence], layers: list[tuple[torch.Tensor, torch.Tensor]]
@@ -238,20 +346,47 @@ class BatchEngine(Engine):
             use_cache=True,
         )
         self._width = width
-        logits = out.logits[:, -1].float().cpu().numpy()
-        rows = []
-        for row, seq in enumerate(seqs):
+        for seq in seqs:
             seq.length += 1
-            if seq.job.cancel.cancelled:
-                seq.stream.cancel()
-                self._finish(seq)
-            elif self._advance(seq, logits[row]):
-                rows.append(row)
-        if len(rows) < len(seqs):
+        rows, ended = self._pick(seqs, out.logits[:, -1].float().cpu().numpy())
+        if ended:
+            self._keep_rows(self._cache, [seqs[row] for row in ended], ended)
             self._keep(rows)
+            for row in ended:
+                self._finish(seqs[row])
+
+    def _find_kept(self, ids: list[int]) -> _Kept | None:
+        """The kept sequence sharing the longest start with ``ids``, if it is worth using."""
+        best, shared = None, 0
+        for kept in self._kept:
+            n = common_prefix_len(kept.ids, ids)
+            if n > shared:
+                best, shared = kept, n
+        if best is None or shared < REUSE_MIN or 2 * shared < len(ids):
+            return None
+        self._kept.remove(best)
+        self._kept.append(best)  # most recently used last
+        return best
+
+    def _keep_rows(self, cache: Any, seqs: list[_Sequence], rows: list[int]) -> None:
+        """Keep these finished rows' keys and values (right-aligned in ``cache``) for prompts
+        to come, dropping the least recently used beyond ``SAVED_ROWS`` / ``SAVED_BYTES``."""
+        for seq, row in zip(seqs, rows, strict=True):
+            ids = seq.cached_ids
+            if len(ids) < REUSE_MIN:
+                continue
+            layers = _compact(cache, [row], len(ids))
+            size = sum(k.numel() * k.element_size() * 2 for k, _ in layers)
+            # A kept sequence this one starts with has nothing more to give.
+            self._kept = [k for k in self._kept if ids[: len(k.ids)] != k.ids]
+            self._kept.append(_Kept(ids, layers, size))
+        while self._kept and (
+            len(self._kept) > SAVED_ROWS or sum(k.bytes for k in self._kept) > SAVED_BYTES
+        ):
+            self._kept.pop(0)
 
     def _advance(self, seq: _Sequence, logits: np.ndarray) -> bool:
-        """Pick ``seq``'s next token; False once it ended (and its job was answered)."""
+        """Pick ``seq``'s next token; False once it ended."""
         token = seq.stream.push(logits)
         on_text = seq.job.on_text
         if on_text is not None and (piece := seq.stream.new_text()):
@@ -259,20 +394,22 @@ class BatchEngine(Engine):
                 on_text(piece)
             except Exception as exc:  # the client's callback: this request fails, no other
                 log.exception("streaming a generation failed")
-                self._done(seq.job, None, BackendError(f"generation failed: {exc}"))
+                seq.error = BackendError(f"generation failed: {exc}")
                 return False
         if token is None:
-            self._finish(seq)
             return False
         seq.token = token
         return True
 
     def _finish(self, seq: _Sequence) -> None:
+        if seq.error is not None:
+            self._done(seq.job, None, seq.error)
+            return
         result = seq.stream.result()
         generation = Generation(
             text=result.text,
             prompt_tokens=len(seq.prompt_ids),
-            evaluated_tokens=len(seq.prompt_ids),
+            evaluated_tokens=len(seq.prompt_ids) - seq.reused,
             completion_tokens=len(result.tokens),
             latency_ms=seq.watch.ms(),
             finish_reason=result.finish_reason,
@@ -299,8 +436,9 @@ class BatchEngine(Engine):
         else:
             log.exception("batched generation failed")
             error = BackendError(f"generation failed: {exc}")
-        failed = [*self._joining, *self._seqs]
+        failed = [*self._joining_seqs(), *self._seqs]
         self._joining, self._seqs, self._cache, self._width = [], [], None, 0
+        self._kept = []
         for seq in failed:
             self._done(seq.job, None, error)
 

@@ -218,14 +218,15 @@ class LlamaBatchEngine(Engine):
         if decoding:
             self.stats.batches[len(decoding)] += 1
         done: list[_Seq] = []
+        rows, best = self._outputs(len(decoding) + len(ends))
         for index, seq in enumerate(decoding):
             seq.slot.tokens.append(seq.token)
-            if not self._advance(seq, self._logits(index)):
+            if not self._advance(seq, rows[index], best[index]):
                 done.append(seq)
         for seq, chunk in chunks:
             seq.slot.tokens.extend(chunk)
-        for seq, index in ends:
-            if not self._advance(seq, self._logits(index)):
+        for index, (seq, _) in enumerate(ends, start=len(decoding)):
+            if not self._advance(seq, rows[index], best[index]):
                 done.append(seq)
         for seq in self._seqs:
             if seq in done:
@@ -251,15 +252,21 @@ class LlamaBatchEngine(Engine):
         batch.seq_id[i][0] = seq_id
         batch.logits[i] = 1 if logits else 0
 
-    def _logits(self, index: int) -> np.ndarray:
+    def _outputs(self, count: int) -> tuple[np.ndarray, list[int]]:
+        """The step's logits, a row per token that asked for them (batch order), read in place
+        (valid until the next decode), and each row's most likely token: one pass over all
+        rows instead of one per sequence."""
         import numpy as np
 
-        pointer = self._cpp.llama_get_logits_ith(self._ctx, index)
-        return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
+        if count == 0:
+            return np.empty((0, self._n_vocab), dtype=np.float32), []
+        pointer = self._cpp.llama_get_logits(self._ctx)
+        rows = np.ctypeslib.as_array(pointer, shape=(count, self._n_vocab))
+        return rows, rows.argmax(axis=1).tolist()
 
-    def _advance(self, seq: _Seq, logits: np.ndarray) -> bool:
-        """The prompt is in, or one more token was evaluated: pick the next one. False once
-        the sequence ended."""
+    def _advance(self, seq: _Seq, logits: np.ndarray, best: int) -> bool:
+        """The prompt is in, or one more token was evaluated: pick the next one (``best``, the
+        most likely, for a greedy sequence). False once the sequence ended."""
         gguf = self._gguf
         if seq.stream is None:
             seq.prompt_ms = seq.watch.ms()
@@ -276,9 +283,10 @@ class LlamaBatchEngine(Engine):
                 room=self._slot_ctx - len(seq.ids),
                 seed=params.seed,
             )
-        token = seq.stream.push(logits)
+        stream = seq.stream
+        token = stream.accept(best) if stream.greedy else stream.push(logits)
         on_text = seq.job.on_text
-        if on_text is not None and (piece := seq.stream.new_text()):
+        if on_text is not None and (piece := stream.new_text()):
             try:
                 on_text(piece)
             except Exception as exc:  # the client's callback: this request fails, no other

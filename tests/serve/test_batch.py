@@ -353,3 +353,54 @@ def test_close_answers_the_running_jobs(make_engine: Callable[..., BatchEngine])
     engine.close()
     assert {g.finish_reason for g in results(jobs)} <= {"cancelled", "stop", "length"}
     assert "cancelled" in {g.finish_reason for g in results(jobs)}
+
+
+def test_a_prompt_that_goes_on_from_a_finished_one_starts_from_its_keys_and_values(
+    make_engine: Callable[..., BatchEngine], backend: Any, alone: Callable[..., Generation]
+) -> None:
+    """The next keystroke of an editor: the same long prompt with a few more characters. The
+    engine keeps the finished sequence's keys and values, and the model evaluates only the
+    new tokens, with the completion the request would get alone."""
+    engine = make_engine()
+    first = prompt(_SOURCE[:1000])
+    typed = prompt(_SOURCE[:1000] + "    def decode_all(self")
+    job = Job(first, GREEDY)
+    engine.submit(job)
+    same(job.future.result(timeout=WAIT), alone(first))
+    assert engine.reused_tokens == 0
+    later = Job(typed, GREEDY)
+    engine.submit(later)
+    got = later.future.result(timeout=WAIT)
+    same(got, alone(typed))
+    whole = len(backend.tokenize(typed.text))
+    assert whole > 200
+    assert got.prompt_tokens == whole and 0 < got.evaluated_tokens <= 12
+    assert engine.reused_tokens == whole - got.evaluated_tokens
+    # A prompt sharing less than half of what is kept starts from nothing.
+    other = Job(prompt(_SOURCE[:300] + "\n# elsewhere\n" + _SOURCE[3000:3900]), GREEDY)
+    engine.submit(other)
+    assert other.future.result(timeout=WAIT).evaluated_tokens == other.future.result().prompt_tokens
+
+
+def test_a_long_prompt_joins_in_chunks_while_the_batch_decodes(
+    make_engine: Callable[..., BatchEngine], backend: Any, alone: Callable[..., Generation]
+) -> None:
+    """A prompt longer than a prefill chunk is taken a chunk at a time, with decoding steps of
+    the running sequences between the chunks, instead of holding them up until it is all in."""
+    engine = make_engine(max_batch=2)
+    long = PROMPTS[7]
+    assert len(backend.tokenize(long.text)) > 300  # more than one chunk
+    seen: list[list[tuple[int, int]]] = []
+    joiner = Job(long, GREEDY)
+
+    def watch(piece: str) -> None:
+        if not seen:
+            engine.submit(joiner)
+        seen.append(engine.prefilling)
+
+    carrier = Job(PROMPTS[9], GREEDY, on_text=watch)
+    engine.submit(carrier)
+    same(carrier.future.result(timeout=WAIT), alone(PROMPTS[9]))
+    same(joiner.future.result(timeout=WAIT), alone(long))
+    partly = [groups[0] for groups in seen if groups and 0 < groups[0][0] < groups[0][1]]
+    assert partly  # the carrier produced text while the long prompt was half in

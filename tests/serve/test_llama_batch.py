@@ -58,9 +58,10 @@ def test_parallel_sequences_compute_what_the_model_computes_for_each_alone(
     seen: dict[int, list[tuple[object, np.ndarray]]] = {}
     advance = engine._advance
 
-    def spy(seq: object, logits: np.ndarray) -> bool:
+    def spy(seq: object, logits: np.ndarray, best: int) -> bool:
+        assert best == int(np.argmax(logits))  # the batch's pick of the most likely token
         seen.setdefault(id(seq.job), []).append((seq, logits.copy()))  # type: ignore[attr-defined]
-        return advance(seq, logits)  # type: ignore[arg-type]
+        return advance(seq, logits, best)  # type: ignore[arg-type]
 
     monkeypatch.setattr(engine, "_advance", spy)
     params = GenerationParams(max_tokens=12)
