@@ -14,7 +14,9 @@ drawn with a fixed seed; ``suffix`` set, so the server builds the FIM prompt), t
 2. Batching speedup: the same 8-client load against ``--max-batch 8`` and ``--max-batch 1``,
    alternately (A B A B ...: the machine is noisy), tokens/s of each round, the ratio per round
    and its median (target: >= 2.5x); the batch-size histogram of the batched rounds; and whether
-   both configurations gave the same completions.
+   both configurations gave the same completions. Three prompt sets: editor prompts (all
+   distinct), short ones, and editor prompts as typed (each client types a line of its own
+   file, one request per character, as an editor sends them).
 3. Memory: one fresh server's RSS (``/proc/<pid>/status`` VmRSS) after 100 requests and after
    ``--requests-memory`` (default 10,000) requests of 8 new tokens from 8 clients, checkpoints in
    between, and the throughput of that run.
@@ -175,6 +177,38 @@ def fim_prompts(n: int, seed: int, shape: Shape = EDITOR) -> list[FimPrompt]:
         where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else Path("stdlib", path.name)
         out.append(FimPrompt(f"{where}:{row + 1}", prefix, suffix))
     return out
+
+
+def typing_prompts(clients: int, keys: int, seed: int, shape: Shape = EDITOR) -> list[FimPrompt]:
+    """What ``clients`` editors send while each types ``keys`` characters of a line of its own
+    file: per keystroke, ``shape``'s window of the file with the line typed so far, the window's
+    start fixed. Ordered keystroke by keystroke across the editors, so that ``run_load`` gives
+    each client one editor's requests in the order they were typed."""
+    rng = random.Random(seed)
+    files = _source_files()
+    sessions: list[list[FimPrompt]] = []
+    seen: set[tuple[Path, int]] = set()
+    while len(sessions) < clients:
+        path = rng.choice(files)
+        lines = path.read_text("utf-8", errors="replace").splitlines(keepends=True)
+        if len(lines) < 20:
+            continue
+        row = rng.randrange(5, len(lines) - 1)
+        code = lines[row].strip()
+        if len(code) < keys or (path, row) in seen:
+            continue
+        seen.add((path, row))
+        indent = lines[row][: len(lines[row]) - len(lines[row].lstrip())]
+        before = "".join(lines[max(0, row - shape.prefix_lines[1]) : row])[-shape.prefix_chars :]
+        suffix = "".join(lines[row + 1 : row + 1 + shape.suffix_lines])[: shape.suffix_chars]
+        where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else Path("stdlib", path.name)
+        sessions.append(
+            [
+                FimPrompt(f"{where}:{row + 1}+{k}", before + indent + code[:k], suffix)
+                for k in range(1, keys + 1)
+            ]
+        )
+    return [session[k] for k in range(keys) for session in sessions]
 
 
 # --------------------------------------------------------------------------- servers
@@ -839,6 +873,13 @@ def render(r: dict[str, Any]) -> str:
             "### 2b. The same with short prompts (decoding dominates, prefill costs little)",
         ),
         "",
+        *_speedup_block(
+            r["speedup_typing"],
+            "### 2c. The same with editor prompts as they are typed (each client types a line "
+            "of its own file, a request per character: each prompt starts as its previous one "
+            "did, so the batched engine starts it from that one's kept keys and values)",
+        ),
+        "",
         f"## 3. Memory (server `memory`, fresh; 8 clients, max_tokens {mem['max_tokens']}; "
         f"prompts: {mem['prompts']})",
         "",
@@ -924,6 +965,7 @@ def main() -> int:
         editor[2 * w + load_count :],
     )
     short = fim_prompts(8 * plan.speedup_per_client, args.seed + 2, SHORT)
+    typing = typing_prompts(8, plan.speedup_per_client, args.seed + 3)
     limit = ("--max-tokens", "64")
     configs = {
         "batched": ["--max-batch", "8", "--max-queue", "64", *limit],
@@ -950,6 +992,7 @@ def main() -> int:
             small.stop()
             report["speedup"] = section_speedup(batched, single, plan, speed_prompts)
             report["speedup_short"] = section_speedup(batched, single, plan, short)
+            report["speedup_typing"] = section_speedup(batched, single, plan, typing)
             batched.stop()
             single.stop()
             report["memory"] = section_memory(memory, plan, args.seed + 1)
