@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -628,3 +629,26 @@ def test_tls(tmp_path: Path) -> None:
             httpx.get(f"{server.url}/health")  # not trusted without the certificate
     finally:
         server.stop()
+
+
+def test_the_transformers_batch_evaluates_only_what_a_keystroke_added(tmp_path: Path) -> None:
+    """Through HTTP, on the continuous-batching engine: the next keystroke's prompt starts from
+    the finished request's kept keys and values (llama-server's ``timings``: ``cache_n`` taken
+    from them, ``prompt_n`` evaluated)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    source = (Path(sysconfig.get_paths()["stdlib"]) / "json" / "decoder.py").read_text()[:1000]
+    server = ServeProcess(
+        ["--backend", "transformers", "--threads", "1", "--max-batch", "4"],
+        log=tmp_path / "serve.log",
+    )
+    try:
+        answers = [
+            post(server, "/infill", {"input_prefix": prefix, "n_predict": 4}).json()
+            for prefix in (source, source + "    def decode_all(self")
+        ]
+    finally:
+        server.stop()
+    first, typed = (answer["timings"] for answer in answers)
+    assert first["cache_n"] == 0 and first["prompt_n"] > 200
+    assert typed["cache_n"] >= first["prompt_n"] - 2 and 0 < typed["prompt_n"] <= 12
