@@ -111,12 +111,13 @@ def test_llama_vim_warms_the_cache_then_completes_with_real_statistics(
     assert prompt_ms > 0 and gen_ms > 0 and gen_rate > 0
     assert prompt_rate > 0 or n_prompt == 0  # all of it cached: nothing evaluated
 
-    # Accepting puts the server's text in the buffer at the cursor.
+    # Accepting puts the server's text in the buffer at the cursor: one of the answers llama.vim
+    # cached (it may hold several, from its look-ahead requests, in no particular order).
     answers = [json.loads(raw) for raw in vim.nvim.eval("values(g:cache_data)")]
-    content = answers[-1]["content"].rstrip("\n")
-    assert content.strip()
+    contents = [a["content"].strip() for a in answers if a["content"].strip()]
+    assert contents
     vim.nvim.call("llama#fim_accept", "full")
     text = "\n".join(vim.lines())
     assert text.startswith(MAIN[: MAIN.index("        \n")])
-    assert content.strip() in text
+    assert any(content in text for content in contents), (contents, text)
     assert not vim.nvim.call("llama#is_fim_hint_shown")
