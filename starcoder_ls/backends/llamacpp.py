@@ -108,6 +108,7 @@ class LlamaCppBackend(TokenLoopBackend):
         """Held while tokenizing, which may run beside a generation but not beside ``close``."""
         self._last_tokens: tuple[str, tuple[int, ...]] | None = None
         self._closed = False
+        self._released = False
         self._n_vocab = int(self._llm.n_vocab())
         self._special_ids, self._end_ids = self._special_tokens()
         self._bos_id = self._sequence_start()
@@ -187,6 +188,10 @@ class LlamaCppBackend(TokenLoopBackend):
     ) -> tuple[int, np.ndarray | None]:
         """Evaluate what the KV cache lacks of ``ids``; the logits after the last one, or None
         when cancelled (the cache then holds a valid prefix for the next request)."""
+        if self._released:
+            raise BackendError(
+                f"the llamacpp backend for {self.path} handed its context to another engine"
+            )
         llm = self._llm
         cached = llm.input_ids[: llm.n_tokens].tolist()
         common = common_prefix_len(cached, ids)
@@ -273,6 +278,15 @@ class LlamaCppBackend(TokenLoopBackend):
                 bytes(self._llm.detokenize(ids, special=True))
             )
         return text
+
+    def release_context(self) -> None:
+        """Free this backend's llama.cpp context (its KV cache, saved sequences and compute
+        buffers), keeping the model, its tokenizer and its settings: for an engine that runs the
+        model in contexts of its own. Generating here afterwards is an error."""
+        with self._lock:
+            self._released = True
+            self._saved.clear()
+            self._llm._ctx.close()
 
     def close(self) -> None:
         with self._lock, self._tokenizer_lock:

@@ -57,6 +57,8 @@ class Job:
     future: Future[Generation] = field(default_factory=Future)
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float = 0.0
+    prompt_ids: Future[list[int]] | None = None
+    """The prompt's token ids, for an engine that tokenizes while its model runs."""
 
     def finish(self, generation: Generation) -> None:
         if not self.future.done():

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starcoder_ls.backends.base import (
     Stopwatch,
@@ -56,6 +57,36 @@ class _Slot:
     """What the KV cache holds for this sequence id, position by position."""
     used_at: float = 0.0
     busy: bool = False
+
+
+class _Rows:
+    """A step's input for ``llama_decode`` in arrays this engine owns: the ``llama_batch``
+    struct points into them, and a step fills them a slice at a time (a prompt chunk of 500
+    tokens was 2,500 ctypes writes per step)."""
+
+    def __init__(self, llama_cpp: Any, room: int) -> None:
+        import ctypes
+
+        import numpy as np
+
+        self.token = np.zeros(room, dtype=np.int32)
+        self.pos = np.zeros(room, dtype=np.int32)
+        self.seq = np.zeros(room, dtype=np.int32)
+        self.logits = np.zeros(room, dtype=np.int8)
+        self._one_seq_each = np.ones(room, dtype=np.int32)
+        int32_p = ctypes.POINTER(ctypes.c_int32)
+        base = self.seq.ctypes.data
+        self._seq_ptrs = (int32_p * room)(
+            *(ctypes.cast(base + 4 * i, int32_p) for i in range(room))
+        )
+        batch = self.batch = llama_cpp.llama_batch()
+        batch.n_tokens = 0
+        batch.token = self.token.ctypes.data_as(int32_p)
+        batch.embd = None
+        batch.pos = self.pos.ctypes.data_as(int32_p)
+        batch.n_seq_id = self._one_seq_each.ctypes.data_as(int32_p)
+        batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(int32_p))
+        batch.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
 
 
 @dataclass(eq=False)
@@ -107,14 +138,30 @@ class LlamaBatchEngine(Engine):
                 f"llama.cpp could not make a context of {self._pool} tokens for "
                 f"{max_batch} sequences; lower --max-batch or --n-ctx"
             )
+        # The backend's own context would sit unused beside this one (for Gemma-3-270M about
+        # 150 MB of buffers and its KV cache).
+        backend.release_context()
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._step_room = int(params.n_batch)
-        self._batch = llama_cpp.llama_batch_init(self._step_room, 0, 1)
+        self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="starcoder-ls-tokenize")
+        self._rows = _Rows(llama_cpp, self._step_room)
+        self._batch = self._rows.batch
         self._n_vocab = backend._n_vocab
         self._slots = [_Slot(i) for i in range(slots)]
         self._seqs: list[_Seq] = []
         super().__init__(backend, max_queue=max_queue, max_batch=max_batch)
         self.context_length = self._slot_ctx
+
+    def submit(self, job: Job) -> None:
+        # The prompt is tokenized on a thread of its own while the model runs (llama.cpp
+        # tokenizes without the GIL, as llama-server does on its HTTP threads), not in the
+        # step loop, where a 400-token prompt held every sequence up for about 0.8 ms.
+        job.prompt_ids = self._tokenizer.submit(self._gguf.tokenize, job.prompt.text)
+        try:
+            super().submit(job)
+        except BaseException:
+            job.prompt_ids.cancel()
+            raise
 
     # ---------------------------------------------------------- the worker side
 
@@ -122,7 +169,7 @@ class LlamaBatchEngine(Engine):
         try:
             super()._loop()
         finally:  # the model is freed after this thread ends: the context goes first
-            self._cpp.llama_batch_free(self._batch)
+            self._tokenizer.shutdown(wait=True, cancel_futures=True)
             self._cpp.llama_free(self._ctx)
 
     def _work(self) -> None:
@@ -153,7 +200,7 @@ class LlamaBatchEngine(Engine):
         gguf = self._gguf
         watch = Stopwatch()
         try:
-            ids = gguf.tokenize(job.prompt.text)
+            ids = job.prompt_ids.result() if job.prompt_ids else gguf.tokenize(job.prompt.text)
             if gguf._bos_id is not None and (not ids or ids[0] != gguf._bos_id):
                 ids = [gguf._bos_id, *ids]
             if not ids:
@@ -186,7 +233,8 @@ class LlamaBatchEngine(Engine):
         )
 
     def _step(self) -> None:
-        """One ``llama_decode``: each decoding sequence's next token, then prompt chunks."""
+        """One ``llama_decode``: each decoding sequence's next token and prompt chunks, in the
+        order of the sequences' ids."""
         live = [seq for seq in self._seqs if not seq.job.cancel.cancelled]
         decoding = [seq for seq in live if not seq.prefilling]
         room = self._step_room - len(decoding)
@@ -197,19 +245,33 @@ class LlamaBatchEngine(Engine):
                 chunk = seq.ids[start : start + room]
                 chunks.append((seq, chunk))
                 room -= len(chunk)
+        # Rows in sequence-id order: with a cache per sequence, llama.cpp splits a batch into
+        # runs of consecutive sequence ids, so rows in admission order would be decoded a
+        # sequence at a time (and on the matrix-vector path) once slots turn over.
+        work: list[tuple[_Seq, list[int]]] = [(seq, [seq.token]) for seq in decoding]
+        work.extend(chunks)
+        work.sort(key=lambda entry: entry[0].slot.seq_id)
+        rows = self._rows
         n = 0
-        for seq in decoding:
-            self._put(n, seq.token, len(seq.slot.tokens), seq.slot.seq_id, True)
-            n += 1
-        ends: list[tuple[_Seq, int]] = []  # prefills completed this step: their last index
-        for seq, chunk in chunks:
+        outputs: list[tuple[_Seq, int]] = []  # sequences with a logits row: their row index
+        wanted: list[int] = []  # the rows whose logits are read
+        for seq, tokens in work:
             start = len(seq.slot.tokens)
-            complete = start + len(chunk) == len(seq.ids)
-            for k, token in enumerate(chunk):
-                self._put(n, token, start + k, seq.slot.seq_id, complete and k == len(chunk) - 1)
-                n += 1
-            if complete:
-                ends.append((seq, n - 1))
+            end = n + len(tokens)
+            if len(tokens) == 1:
+                rows.token[n] = tokens[0]
+                rows.pos[n] = start
+                rows.seq[n] = seq.slot.seq_id
+            else:
+                rows.token[n:end] = tokens
+                rows.pos[n:end] = range(start, start + len(tokens))
+                rows.seq[n:end] = seq.slot.seq_id
+            if not seq.prefilling or start + len(tokens) == len(seq.ids):
+                outputs.append((seq, len(outputs)))
+                wanted.append(end - 1)
+            n = end
+        rows.logits[:n] = 0
+        rows.logits[wanted] = 1
         if n:
             self._batch.n_tokens = n
             rc = self._cpp.llama_decode(self._ctx, self._batch)
@@ -218,15 +280,11 @@ class LlamaBatchEngine(Engine):
         if decoding:
             self.stats.batches[len(decoding)] += 1
         done: list[_Seq] = []
-        rows, best = self._outputs(len(decoding) + len(ends))
-        for index, seq in enumerate(decoding):
-            seq.slot.tokens.append(seq.token)
-            if not self._advance(seq, rows[index], best[index]):
-                done.append(seq)
-        for seq, chunk in chunks:
-            seq.slot.tokens.extend(chunk)
-        for index, (seq, _) in enumerate(ends, start=len(decoding)):
-            if not self._advance(seq, rows[index], best[index]):
+        logits, best = self._outputs(len(outputs))
+        for seq, tokens in work:
+            seq.slot.tokens.extend(tokens)
+        for seq, index in outputs:
+            if not self._advance(seq, logits[index], best[index]):
                 done.append(seq)
         for seq in self._seqs:
             if seq in done:
@@ -243,14 +301,6 @@ class LlamaBatchEngine(Engine):
                 done.append(seq)  # t_max_prompt_ms: what was evaluated stays cached
         for seq in done:
             self._finish(seq)
-
-    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-        batch = self._batch
-        batch.token[i] = token
-        batch.pos[i] = pos
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq_id
-        batch.logits[i] = 1 if logits else 0
 
     def _outputs(self, count: int) -> tuple[np.ndarray, list[int]]:
         """The step's logits, a row per token that asked for them (batch order), read in place

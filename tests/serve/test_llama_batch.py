@@ -15,7 +15,7 @@ from starcoder_ls.backends.llamacpp import LlamaCppBackend
 from starcoder_ls.prompt.templates import get_template, render
 from starcoder_ls.serve.engine import Job
 from starcoder_ls.serve.llama_batch import LlamaBatchEngine
-from starcoder_ls.types import CancelToken, FimInput, GenerationParams, Prompt
+from starcoder_ls.types import BackendError, CancelToken, FimInput, GenerationParams, Prompt
 
 TEMPLATE = get_template("starcoder-ls")
 
@@ -117,3 +117,67 @@ def test_cancelling_one_sequence_leaves_the_others_alone(
     for i in (0, 2):
         assert results[i].text == reference.generate(PROMPTS[i], params, CancelToken()).text
     assert [busy for _, busy in engine.slots] == [False] * 4
+
+
+def test_rows_go_to_llama_cpp_in_sequence_id_order_when_slots_turn_over(
+    engine: LlamaBatchEngine,
+) -> None:
+    # With a KV cache per sequence, llama.cpp splits a batch into runs of consecutive sequence
+    # ids: rows in admission order (slot 2, then 0 once its first request ended) were decoded
+    # one sequence per pass, slower and slower as slots turned over. Requests of different
+    # lengths make the slots turn over out of order; every batch must still be in id order.
+    real = engine._cpp
+    batches: list[list[int]] = []
+    admitted: list[list[int]] = []
+
+    class Recorder:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def llama_decode(self, ctx: object, batch: object) -> int:
+            b = engine._batch
+            batches.append([b.seq_id[i][0] for i in range(b.n_tokens)])
+            admitted.append([seq.slot.seq_id for seq in engine._seqs])
+            return real.llama_decode(ctx, batch)
+
+    engine._cpp = Recorder()  # type: ignore[assignment]
+    jobs = [Job(p, GenerationParams(max_tokens=3 + 7 * (i % 3))) for i, p in enumerate(PROMPTS)]
+    run(engine, jobs)
+    assert any(order != sorted(order) for order in admitted), "slots never turned over"
+    for rows in batches:
+        assert rows == sorted(rows), rows
+
+
+def test_the_backend_hands_its_own_context_to_the_engine(engine: LlamaBatchEngine) -> None:
+    # The batch decodes in a context of its own: the backend's would hold a KV cache and
+    # compute buffers for nothing. Tokenizing still works; generating there is a clear error.
+    gguf = engine._gguf
+    assert gguf._llm._ctx.ctx is None
+    assert gguf.tokenize("def f(x):") == gguf.tokenize("def f(x):")
+    with pytest.raises(BackendError, match="handed its context"):
+        gguf.generate(PROMPTS[0], GenerationParams(max_tokens=2), CancelToken())
+    result = run(engine, [Job(PROMPTS[0], GenerationParams(max_tokens=4))])[0]
+    assert result.completion_tokens > 0  # type: ignore[attr-defined]
+
+
+def test_prompts_are_tokenized_beside_the_step_loop_not_in_it(
+    engine: LlamaBatchEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tokenizing a 400-token prompt took about 0.8 ms, time every running sequence waited
+    # when the step loop did it; it runs on its own thread while the model steps.
+    gguf = engine._gguf
+    tokenize = gguf.tokenize
+    threads: list[str] = []
+    prompts = {p.text for p in PROMPTS}
+
+    def spy(text: str) -> list[int]:
+        if text in prompts:  # (not the stop strings, tokenized once per family)
+            threads.append(threading.current_thread().name)
+        return tokenize(text)
+
+    monkeypatch.setattr(gguf, "tokenize", spy)
+    results = run(engine, [Job(p, GenerationParams(max_tokens=6)) for p in PROMPTS[:3]])
+    for p, result in zip(PROMPTS[:3], results, strict=True):
+        assert result.prompt_tokens == len(tokenize(p.text))  # type: ignore[attr-defined]
+    assert len(threads) == 3, threads
+    assert all(name.startswith("starcoder-ls-tokenize") for name in threads), threads
