@@ -22,15 +22,16 @@ fields of a whole answer from each.
 With ``--load``, concurrent clients instead: 8 clients (``--clients``) each send requests one
 after another, on two shapes (prompt-heavy: ~400-token prompts from real files, 24 new tokens;
 decode-heavy: ~60-token prompts, 128 new tokens), to serve and to llama-server with 8 slots
-(``-np 8``, 512 tokens each), in rounds A B B A; the two pairs of rounds send different
-requests, so neither server is ever asked the same prompt twice (which would measure a
-prompt cache rather than evaluation). Reported: requests/s and generated tokens/s of
-each, and their ratio. ``--model`` loads another GGUF in both (the default model, say); one
+(``-np 8``, 512 tokens each), in pairs of rounds A B, B A, ... (``--pairs``, 4); each pair
+sends requests of its own, so neither server is ever asked the same prompt twice (which would
+measure a prompt cache rather than evaluation). Reported: requests/s and generated tokens/s
+of each, their ratio, and the ratio within each pair (its two rounds ran back to back, so it
+is the comparison least moved by the machine's drift) with the median of those. ``--model`` loads another GGUF in both (the default model, say); one
 without FIM tokens is asked for left-to-right completions of the same prefixes at
 ``/v1/completions``.
 
 Usage: ``python bench/llamacpp_interop_bench.py [--json OUT] [--sessions N] [--keys K]
-[--load [--clients N] [--requests R] [--model GGUF]]``; needs ``scripts/build_llama_server.py`` to have built
+[--load [--clients N] [--requests R] [--pairs P] [--model GGUF]]``; needs ``scripts/build_llama_server.py`` to have built
 llama-server. Prints a Markdown report.
 """
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import random
@@ -130,8 +132,14 @@ def llama_server_binary() -> Path:
 # ------------------------------------------------------------------------------ the requests
 
 
+@functools.cache
+def _client(url: str) -> httpx.Client:
+    """One kept-alive connection per server for the many small /tokenize calls."""
+    return httpx.Client(base_url=url, timeout=30, trust_env=False)
+
+
 def tokens(url: str, text: str) -> int:
-    answer = httpx.post(f"{url}/tokenize", json={"content": text}, timeout=30)
+    answer = _client(url).post("/tokenize", json={"content": text})
     return len(answer.json()["tokens"])
 
 
@@ -403,10 +411,11 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         # Each pair of rounds gets requests of its own: a server never sees a prompt twice,
         # so what is measured is evaluation, not a prompt cache (llama-server's --cache-ram
         # would answer a repeated round from host memory).
-        plan = shapes(theirs.url, 2 * args.requests, args.seed)
+        plan = shapes(theirs.url, args.pairs * args.requests, args.seed)
         for shape, bodies in plan.items():
             rounds: dict[str, list[dict[str, float]]] = {s.name: [] for s in servers}
-            for pair, order in enumerate((servers, servers[::-1])):
+            for pair in range(args.pairs):
+                order = servers if pair % 2 == 0 else servers[::-1]
                 share = bodies[pair * args.requests : (pair + 1) * args.requests]
                 for server in order:
                     progress(f"{shape}: {server.name}")
@@ -425,9 +434,17 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
             }
             for name, r in rounds.items()
         }
+        # A pair's two rounds ran one after the other on the same requests: their ratio is
+        # the comparison least touched by the machine's drift from minute to minute.
+        pairs = [
+            round(a["tokens_per_s"] / b["tokens_per_s"], 3)
+            for a, b in zip(rounds[ours.name], rounds[theirs.name], strict=True)
+        ]
         summary[shape] = {
             "rounds": rounds,
             "mean": mean,
+            "pair_ratios_tokens": pairs,
+            "median_pair_ratio_tokens": round(statistics.median(pairs), 3),
             "ratio_requests": round(
                 mean[ours.name]["requests_per_s"] / mean[theirs.name]["requests_per_s"], 3
             ),
@@ -443,6 +460,7 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
         "threads": THREADS,
         "clients": args.clients,
         "requests_per_round": args.requests,
+        "pairs": args.pairs,
         "llama_server_flags": f"-np {args.clients} -c {512 * args.clients} -b 512",
         "shapes": summary,
     }
@@ -455,18 +473,24 @@ def load_markdown(report: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB. Model: {report['model']}, "
         f"{report['threads']} threads each. {report['clients']} clients, "
-        f"{report['requests_per_round']} requests per round, rounds A B B A. llama-server flags: "
+        f"{report['requests_per_round']} requests per round, {report['pairs']} pairs of rounds "
+        f"(A B, B A, ...; each pair on requests of its own). llama-server flags: "
         f"`{report['llama_server_flags']}`.",
         "",
-        "| shape | server | requests/s (mean) | tokens/s (mean) |",
-        "|---|---|---|---|",
+        "| shape | server | requests/s (mean) | tokens/s (mean) | tokens/s per round |",
+        "|---|---|---|---|---|",
     ]
     for shape, res in report["shapes"].items():
         for name, mean in res["mean"].items():
-            out.append(f"| {shape} | {name} | {mean['requests_per_s']} | {mean['tokens_per_s']} |")
+            each = ", ".join(str(r["tokens_per_s"]) for r in res["rounds"][name])
+            out.append(
+                f"| {shape} | {name} | {mean['requests_per_s']} | {mean['tokens_per_s']} | {each} |"
+            )
+        pairs = ", ".join(f"x{r}" for r in res["pair_ratios_tokens"])
         out.append(
             f"| {shape} | **serve / llama-server** | x{res['ratio_requests']} | "
-            f"x{res['ratio_tokens']} |"
+            f"x{res['ratio_tokens']} | pairs {pairs}; **median x"
+            f"{res['median_pair_ratio_tokens']}** |"
         )
     return "\n".join(out) + "\n"
 
@@ -479,7 +503,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--load", action="store_true", help="concurrent clients instead of typing")
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--requests", type=int, default=48, help="requests per round (--load)")
+    ap.add_argument(
+        "--requests",
+        type=int,
+        help="requests per round (--load; default 480 for the bundled model, 32 for another: "
+        "rounds of several seconds, long enough to stand above the machine's noise)",
+    )
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=4,
+        help="pairs of rounds per shape (--load): A B, then B A, ..., each on requests of its own",
+    )
     ap.add_argument(
         "--model",
         type=Path,
@@ -488,6 +523,8 @@ def main() -> None:
         "FIM tokens is asked for left-to-right completions at /v1/completions",
     )
     args = ap.parse_args()
+    if args.requests is None:
+        args.requests = 480 if args.model == GGUF else 32
     if args.load:
         report = run_load(args)
         if args.json:
