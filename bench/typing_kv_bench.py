@@ -72,7 +72,7 @@ def script(workspace: Path) -> tuple[str, int, int, str]:
 
 
 def count_tokens(gguf: Path, text: str) -> int:
-    from starcoder_ls.recipe.quantize import load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
 
     vocab = load_gguf(gguf, n_ctx=512, vocab_only=True)
     try:

@@ -114,8 +114,8 @@ def _run_stats(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from starcoder_ls.recipe.errors import RecipeError
     from starcoder_ls.server import setup_logging
+    from starcoder_ls.types import UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*(argv or sys.argv[1:]), "lsp"])
     try:
         return int(args.func(args) or 0)
-    except RecipeError as exc:
+    except UserError as exc:
         print(f"starcoder-ls: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.types import UserError
 
 _POSITION = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+)$")
 # Settings a command line may set, as (flag, settings key, type).
@@ -51,10 +51,10 @@ class Position:
 def parse_position(spec: str) -> Position:
     m = _POSITION.match(spec)
     if not m:
-        raise RecipeError(f"expected FILE:LINE:COL (1-based), got {spec!r}")
+        raise UserError(f"expected FILE:LINE:COL (1-based), got {spec!r}")
     line, col = int(m["line"]), int(m["col"])
     if line < 1 or col < 1:
-        raise RecipeError(f"line and column are 1-based, got {line}:{col}")
+        raise UserError(f"line and column are 1-based, got {line}:{col}")
     return Position(Path(m["file"]), line, col)
 
 
@@ -69,16 +69,16 @@ def split_at(text: str, pos: Position) -> tuple[str, str]:
 def zero_based(text: str, pos: Position) -> tuple[int, int]:
     lines = text.split("\n")
     if pos.line > len(lines):
-        raise RecipeError(f"{pos.file} has {len(lines)} lines; line {pos.line} is out of range")
+        raise UserError(f"{pos.file} has {len(lines)} lines; line {pos.line} is out of range")
     return pos.line - 1, min(pos.col - 1, len(lines[pos.line - 1].rstrip("\r")))
 
 
 def read_source(path: Path) -> str:
     if not path.is_file():
-        raise RecipeError(f"no such file: {path}")
+        raise UserError(f"no such file: {path}")
     data = path.read_bytes()
     if b"\0" in data[:8192]:
-        raise RecipeError(f"{path} looks binary; completion needs a text file")
+        raise UserError(f"{path} looks binary; completion needs a text file")
     return data.decode("utf-8", errors="replace")
 
 
@@ -97,7 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     }
     settings, errors = parse_settings(raw)
     if errors:
-        raise RecipeError("; ".join(errors))
+        raise UserError("; ".join(errors))
     return settings
 
 
@@ -109,7 +109,7 @@ def _engine_for(args: argparse.Namespace) -> Any:
     try:
         backend = engine.backend()
     except BackendError as exc:
-        raise RecipeError(str(exc)) from None
+        raise UserError(str(exc)) from None
     if notice := getattr(backend, "notice", ""):
         print(f"starcoder-ls: warning: {notice}", file=sys.stderr)
     if args.workspace is not None:
@@ -123,7 +123,7 @@ def attach_workspace(engine: Any, root: Path, *, progress: bool = False) -> Any:
     from starcoder_ls.context.workspaces import build_for_cli
 
     if not root.is_dir():
-        raise RecipeError(f"--workspace {root} is not a directory")
+        raise UserError(f"--workspace {root} is not a directory")
     if not engine.settings.cross_file or not engine.settings.workspace.index:
         return None
     index = build_for_cli(root, engine.settings.workspace, progress=progress)
@@ -161,7 +161,7 @@ def complete(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
         if notice := getattr(engine.backend(), "notice", ""):  # what the answer showed
             print(f"starcoder-ls: warning: {notice}", file=sys.stderr)
     except (BackendError, SecretFileError) as exc:
-        raise RecipeError(str(exc)) from None
+        raise UserError(str(exc)) from None
     finally:
         engine.close()
     return {
@@ -186,7 +186,7 @@ def prompt(pos: Position, args: argparse.Namespace) -> dict[str, Any]:
     try:
         built = engine.build_prompt(_snapshot(pos, text), line, col, root=root)
     except (BackendError, SecretFileError) as exc:
-        raise RecipeError(str(exc)) from None
+        raise UserError(str(exc)) from None
     finally:
         engine.close()
     segments = []

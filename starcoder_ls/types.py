@@ -145,6 +145,11 @@ class CancelToken:
         return self._event.wait(timeout)
 
 
+class UserError(Exception):
+    """A failure the user can act on: the message says what went wrong and how to fix it. The
+    CLI prints it without a traceback."""
+
+
 class BackendError(Exception):
     """A backend failed in a way the user can act on (unreachable, bad model file, HTTP error)."""
 

@@ -11,7 +11,7 @@ import pytest
 from starcoder_ls.models import BUNDLED_GGUF
 
 from starcoder_ls.complete import Position, parse_position, split_at
-from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.types import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,14 +29,14 @@ def scl(*args: str) -> subprocess.CompletedProcess[str]:
 def test_positions_are_one_based_and_clamped() -> None:
     assert parse_position("a/b.py:3:7") == Position(Path("a/b.py"), 3, 7)
     assert parse_position("C:/x.py:1:1").file == Path("C:/x.py")
-    with pytest.raises(RecipeError, match="FILE:LINE:COL"):
+    with pytest.raises(UserError, match="FILE:LINE:COL"):
         parse_position("file.py:3")
-    with pytest.raises(RecipeError, match="1-based"):
+    with pytest.raises(UserError, match="1-based"):
         parse_position("file.py:0:1")
     text = "ab\ncdé\n"
     assert split_at(text, Position(Path("f"), 2, 3)) == ("ab\ncd", "é\n")
     assert split_at(text, Position(Path("f"), 2, 99)) == ("ab\ncdé", "\n")
-    with pytest.raises(RecipeError, match="out of range"):
+    with pytest.raises(UserError, match="out of range"):
         split_at(text, Position(Path("f"), 9, 1))
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from starcoder_ls.models import BUNDLED_HF
 
+from starcoder_ls.prompt import tokens
 from starcoder_ls.prompt.templates import FAMILIES, comment_style, render, spm_families
-from starcoder_ls.recipe import tokens
 from starcoder_ls.recipe.fim import (
     FimConfig,
     FimSplit,

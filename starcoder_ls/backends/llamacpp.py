@@ -68,14 +68,13 @@ class LlamaCppBackend(TokenLoopBackend):
     name = "llamacpp"
 
     def __init__(self, path: str | Path, *, n_ctx: int = 0, n_threads: int = 0) -> None:
-        from starcoder_ls.recipe.errors import RecipeError
-        from starcoder_ls.recipe.quantize import check_gguf_file, load_gguf
+        from starcoder_ls.backends.gguf import GGUFError, check_gguf_file, load_gguf
 
         path = Path(path).expanduser()
         try:
             check_gguf_file(path)
             trained = _trained_context(path)
-        except RecipeError as exc:
+        except GGUFError as exc:
             raise BackendError(str(exc)) from exc
         # Learned absolute positions (StarCoder) make llama.cpp abort the whole process past the
         # trained context, so the configured context can only shrink it.
@@ -96,7 +95,7 @@ class LlamaCppBackend(TokenLoopBackend):
                 # faster kernels per layer (about a tenth off a batched decoding step here).
                 flash_attn=True,
             )
-        except RecipeError as exc:
+        except GGUFError as exc:
             raise BackendError(str(exc)) from exc
         except Exception as exc:  # llama-cpp-python raises bare errors for odd files
             raise BackendError(f"llama.cpp cannot load {path}: {exc}") from exc
@@ -298,7 +297,7 @@ class LlamaCppBackend(TokenLoopBackend):
 def _trained_context(path: Path) -> int:
     """``<arch>.context_length`` from the GGUF metadata (read with the vocabulary only, which
     is fast), 0 when the file does not say."""
-    from starcoder_ls.recipe.quantize import load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
 
     probe = load_gguf(path, n_ctx=512, vocab_only=True)
     try:

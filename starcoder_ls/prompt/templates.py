@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from starcoder_ls.recipe import tokens as bundled_tokens
+from starcoder_ls.prompt import tokens as bundled_tokens
 from starcoder_ls.types import FimInput, Segment
 
 PSM = "psm"

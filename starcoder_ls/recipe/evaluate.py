@@ -156,7 +156,7 @@ class GGUFModel:
     """A GGUF file through llama.cpp (what the server runs on a laptop)."""
 
     def __init__(self, path: Path, n_ctx: int | None = None, n_threads: int | None = None):
-        from starcoder_ls.recipe.export import load_gguf
+        from starcoder_ls.backends.gguf import load_gguf
 
         train_ctx = gguf_context_length(path)
         self.n_ctx = min(n_ctx or train_ctx, train_ctx)
@@ -195,7 +195,7 @@ class GGUFModel:
 def gguf_context_length(path: Path) -> int:
     """The context a GGUF model was trained for: going past it with learned absolute positions
     (StarCoder's) reads outside the position table, so every caller must stay within it."""
-    from starcoder_ls.recipe.export import load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
 
     probe = load_gguf(path, n_ctx=512, vocab_only=True)
     arch = probe.metadata.get("general.architecture", "")

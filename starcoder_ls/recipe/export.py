@@ -17,11 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starcoder_ls.recipe.atomic import atomic_path
-from starcoder_ls.recipe.errors import RecipeError
-from starcoder_ls.recipe.quantize import load_gguf as load_gguf  # part of this API too
-from starcoder_ls.recipe.tokenizer import TOKENIZER_FILE, CodeTokenizer
-from starcoder_ls.recipe.tokens import (
+from starcoder_ls.prompt.tokens import (
     ENDOFTEXT,
     FILE_SEP,
     FIM_MIDDLE,
@@ -31,6 +27,9 @@ from starcoder_ls.recipe.tokens import (
     REPO_NAME,
     SPECIAL_TOKENS,
 )
+from starcoder_ls.recipe.atomic import atomic_path
+from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.recipe.tokenizer import TOKENIZER_FILE, CodeTokenizer
 
 if TYPE_CHECKING:
     import numpy as np

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from starcoder_ls.recipe.tokens import (
+from starcoder_ls.prompt.tokens import (
     ENDOFTEXT,
     FILE_SEP,
     FIM_MIDDLE,

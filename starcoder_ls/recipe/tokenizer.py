@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from starcoder_ls.prompt.tokens import ENDOFTEXT, SPECIAL_IDS, SPECIAL_TOKENS, STOP_TOKENS
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.errors import RecipeError
-from starcoder_ls.recipe.tokens import ENDOFTEXT, SPECIAL_IDS, SPECIAL_TOKENS, STOP_TOKENS
 
 TOKENIZER_FILE = "tokenizer.json"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from starcoder_ls.prompt.tokens import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, REPO_NAME
 from starcoder_ls.recipe.data import ShardConfig, ShardLoader, build_shards, read_meta
 from starcoder_ls.recipe.errors import RecipeError
 from starcoder_ls.recipe.tokenizer import CodeTokenizer
-from starcoder_ls.recipe.tokens import FILE_SEP, FIM_MIDDLE, FIM_PREFIX, REPO_NAME
 
 
 def test_shards_hold_the_corpus_as_fim_documents(

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from starcoder_ls.recipe.errors import RecipeError
-from starcoder_ls.recipe.tokens import (
+from starcoder_ls.backends.gguf import GGUFError
+from starcoder_ls.prompt.tokens import (
     FILE_SEP,
     FIM_MIDDLE,
     FIM_PAD,
@@ -28,6 +28,7 @@ from starcoder_ls.recipe.tokens import (
     REPO_NAME,
     SPECIAL_TOKENS,
 )
+from starcoder_ls.recipe.errors import RecipeError
 
 F32_TOLERANCE = 1e-3
 F16_TOLERANCE = 5e-3
@@ -233,7 +234,7 @@ def test_gguf_metadata(gguf_files: dict[str, Path], micro_tokenizer: Any, micro_
 
 @pytest.mark.parametrize(("outtype", "tolerance"), [("f32", F32_TOLERANCE), ("f16", F16_TOLERANCE)])
 def test_llama_cpp_logits_match_transformers(gguf_files: dict[str, Path], micro_model: Any, micro_tokenizer: Any, micro_texts: list[str], outtype: str, tolerance: float) -> None:  # fmt: skip
-    from starcoder_ls.recipe.export import load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
 
     llm = load_gguf(
         gguf_files[outtype], n_ctx=256, logits_all=True, type_k=0, type_v=0, n_threads=1
@@ -249,7 +250,7 @@ def test_llama_cpp_logits_match_transformers(gguf_files: dict[str, Path], micro_
 
 
 def test_llama_cpp_tokenizes_like_hf(gguf_files: dict[str, Path], micro_tokenizer: Any, micro_texts: list[str]) -> None:  # fmt: skip
-    from starcoder_ls.recipe.export import load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
 
     llm = load_gguf(gguf_files["f32"], n_ctx=64, vocab_only=True)
     for text in [*TRICKY, *micro_texts[:30]]:
@@ -263,7 +264,8 @@ def test_gguf_without_multi_query_and_with_sharded_string_merges(micro_tokenizer
     import torch
     from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
 
-    from starcoder_ls.recipe.export import export_gguf, load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
+    from starcoder_ls.recipe.export import export_gguf
 
     config = GPTBigCodeConfig(vocab_size=micro_tokenizer.vocab_size, n_positions=128, n_embd=64, n_layer=2, n_head=4, multi_query=False, tie_word_embeddings=False)  # fmt: skip
     torch.manual_seed(1)
@@ -316,15 +318,15 @@ def test_gguf_export_errors(hf_dir: Path, tmp_path: Path) -> None:
 def test_load_gguf_errors_are_clear(
     gguf_files: dict[str, Path], hf_dir: Path, tmp_path: Path
 ) -> None:
-    from starcoder_ls.recipe.export import load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
 
-    with pytest.raises(RecipeError, match="GGUF file not found"):
+    with pytest.raises(GGUFError, match="GGUF file not found"):
         load_gguf(tmp_path / "missing.gguf")
-    with pytest.raises(RecipeError, match="is not a GGUF file"):
+    with pytest.raises(GGUFError, match="is not a GGUF file"):
         load_gguf(hf_dir / "model.safetensors")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(gguf_files["f32"].read_bytes()[:4096])
-    with pytest.raises(RecipeError, match=r"llama.cpp cannot load .*truncated.gguf: .*failed to"):
+    with pytest.raises(GGUFError, match=r"llama.cpp cannot load .*truncated.gguf: .*failed to"):
         load_gguf(truncated)
 
 
@@ -351,7 +353,7 @@ def quant_source(micro_tokenizer: Any, micro_texts: list[str], fit_model: Any, t
 
 def _greedy(path: Path, prompts: list[list[int]]) -> np.ndarray:
     """The greedy next token after every prefix of every prompt (one eval per prompt)."""
-    from starcoder_ls.recipe.export import load_gguf
+    from starcoder_ls.backends.gguf import load_gguf
 
     llm = load_gguf(path, n_ctx=256, n_threads=1, logits_all=True)
     return np.concatenate([_llama_logits(llm, p).argmax(-1) for p in prompts])
@@ -391,7 +393,7 @@ def test_quantize_f16_and_errors(gguf_files: dict[str, Path], tmp_path: Path) ->
         quantize_gguf(gguf_files["f32"], tmp_path / "y.gguf", "Q3_K")
     not_gguf = tmp_path / "model.json"
     not_gguf.write_text("{}")
-    with pytest.raises(RecipeError, match=r"model\.json is not a GGUF file"):
+    with pytest.raises(GGUFError, match=r"model\.json is not a GGUF file"):
         quantize_gguf(not_gguf, tmp_path / "y.gguf", "Q8_0")
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(gguf_files["f32"].read_bytes()[:4096])

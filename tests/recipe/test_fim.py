@@ -6,6 +6,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from starcoder_ls.prompt.tokens import (
+    ENDOFTEXT,
+    FILE_SEP,
+    FIM_MIDDLE,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    REPO_NAME,
+)
 from starcoder_ls.recipe.fim import (
     FimConfig,
     document_pieces,
@@ -16,14 +24,6 @@ from starcoder_ls.recipe.fim import (
     split_document,
 )
 from starcoder_ls.recipe.tokenizer import CodeTokenizer
-from starcoder_ls.recipe.tokens import (
-    ENDOFTEXT,
-    FILE_SEP,
-    FIM_MIDDLE,
-    FIM_PREFIX,
-    FIM_SUFFIX,
-    REPO_NAME,
-)
 
 ALWAYS = FimConfig(fim_rate=1.0, spm_rate=0.5)
 code = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from starcoder_ls.prompt.tokens import SPECIAL_TOKENS
 from starcoder_ls.recipe.errors import RecipeError
 from starcoder_ls.recipe.tokenizer import CodeTokenizer, train_tokenizer
-from starcoder_ls.recipe.tokens import SPECIAL_TOKENS
 
 TRICKY = [
     "def foo(x):\n    return x + 12345\n",

@@ -1,4 +1,5 @@
-"""Special tokens of the starcoder-ls tokenizer.
+"""Special tokens of the starcoder-ls tokenizer (the bundled model's), shared by the prompt
+templates and the recipe that trains it.
 
 The first 19 are StarCoder's, in StarCoder's spelling and order (so id 0 is ``<|endoftext|>``,
 ids 1-3 are the FIM sentinels, exactly as in ``bigcode/starcoder``). StarCoder2's repository
