@@ -57,7 +57,7 @@ def scratch_copy(package: str, dest: Path) -> Path:
 
 
 def recall(root: Path, samples: int, **flags: str) -> dict[str, Any]:
-    from starcoder_ls.context import evaluate
+    from starcoder_ls.evaluation import recall as evaluate
     from starcoder_ls.settings import WorkspaceSettings, parse_settings
 
     settings, errors = parse_settings(
@@ -77,7 +77,7 @@ def recall(root: Path, samples: int, **flags: str) -> dict[str, Any]:
 
 
 def generation(root: Path, samples: int) -> dict[str, Any]:
-    from starcoder_ls.context import evaluate
+    from starcoder_ls.evaluation import recall as evaluate
     from starcoder_ls.settings import parse_settings
 
     settings, _ = parse_settings({"workspace": {"persist": False}, "cache": {"enabled": False}})

@@ -79,7 +79,7 @@ def extract_present(git_dir: Path, commit: str, dest: Path) -> None:
 
 
 def measure(root: Path, samples: int, seed: int, context: int, cross: int) -> dict[str, Any]:
-    from starcoder_ls.context import evaluate
+    from starcoder_ls.evaluation import recall as evaluate
     from starcoder_ls.settings import parse_settings
 
     settings, errors = parse_settings(

@@ -89,7 +89,7 @@ def model_setting(name: str) -> str:
 def run_model(name: str, samples: list[Any], max_tokens: int, threads: int) -> dict[str, Any]:
     from starcoder_ls.documents import Snapshot
     from starcoder_ls.engine import CompletionEngine
-    from starcoder_ls.recipe.evaluate import edit_similarity
+    from starcoder_ls.evaluation.heldout import edit_similarity
     from starcoder_ls.settings import parse_settings
 
     # name@family: the same model in another format; name:spm or name:psm, in that FIM order.
@@ -183,14 +183,14 @@ def main() -> int:
     )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    from starcoder_ls.recipe.evaluate import baselines, sample_lines
+    from starcoder_ls.evaluation.heldout import baselines, sample_lines
 
     with tempfile.TemporaryDirectory() as tmp:
         files = held_out_files(Path(tmp))
     samples = sample_lines(files, args.samples, seed=args.seed)
     base = baselines(samples)
     # The recipe's baselines compare whole lines; compare them as completions are compared.
-    from starcoder_ls.recipe.evaluate import edit_similarity
+    from starcoder_ls.evaluation.heldout import edit_similarity
 
     n = max(1, len(samples))
     repeat = {

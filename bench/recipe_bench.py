@@ -32,8 +32,7 @@ import numpy as np
 from starcoder_ls.models import BUNDLED_DIR, BUNDLED_NAME
 
 from starcoder_ls.backends.gguf import load_gguf
-from starcoder_ls.recipe.corpus import build_corpus, read_corpus
-from starcoder_ls.recipe.evaluate import (
+from starcoder_ls.evaluation.heldout import (
     GGUFModel,
     InMemoryModel,
     baselines,
@@ -42,6 +41,7 @@ from starcoder_ls.recipe.evaluate import (
     sample_lines,
     stop_ids,
 )
+from starcoder_ls.recipe.corpus import build_corpus, read_corpus
 from starcoder_ls.recipe.export import export_gguf, load_hf
 from starcoder_ls.recipe.machine import machine_info
 from starcoder_ls.recipe.quantize import quantize_gguf

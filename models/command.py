@@ -92,12 +92,12 @@ def _run_list(args: argparse.Namespace) -> int:
 def _run_pull(args: argparse.Namespace) -> int:
     from starcoder_ls.models.hub import HubError, pull
 
-    from starcoder_ls.recipe.errors import RecipeError
+    from starcoder_ls.types import UserError
 
     try:
         pulled = pull(args.name, args.quant)
     except HubError as exc:
-        raise RecipeError(str(exc)) from None
+        raise UserError(str(exc)) from None
     setting = {"backend": "llamacpp", "model": pulled.model.id}
     if args.json:
         print(

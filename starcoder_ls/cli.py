@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsp.set_defaults(func=_run_lsp)
 
     complete.cli_register(sub)
-    from starcoder_ls.context import evaluate
+    from starcoder_ls.evaluation import recall as evaluate
 
     evaluate.cli_register(sub)
     from starcoder_ls.serve import command as serve_command

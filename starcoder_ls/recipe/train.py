@@ -254,8 +254,8 @@ def _evaluate_loss(
 
 def _fim_samples(data_dir: Path, n: int, seed: int) -> list[Any]:
     """Held-out line-infill samples from the corpus the shards were made from, if it is there."""
+    from starcoder_ls.evaluation.heldout import sample_lines
     from starcoder_ls.recipe.corpus import read_corpus
-    from starcoder_ls.recipe.evaluate import sample_lines
 
     if n <= 0:
         return []
@@ -285,7 +285,7 @@ def _train(
 ) -> dict[str, Any]:
     from contextlib import nullcontext
 
-    from starcoder_ls.recipe.evaluate import InMemoryModel, fim_exact_match
+    from starcoder_ls.evaluation.heldout import InMemoryModel, fim_exact_match
     from starcoder_ls.recipe.plot import plot_metrics
 
     output = Path(cfg.output)

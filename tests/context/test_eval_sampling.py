@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from starcoder_ls.context.evaluate import sample_positions
 from starcoder_ls.context.workspaces import build_for_cli
+from starcoder_ls.evaluation.recall import sample_positions
 from starcoder_ls.settings import WorkspaceSettings
 
 TREES: dict[str, dict[str, str]] = {

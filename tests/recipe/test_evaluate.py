@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from starcoder_ls.recipe.evaluate import baselines, edit_similarity, sample_lines
+from starcoder_ls.evaluation.heldout import baselines, edit_similarity, sample_lines
 
 
 @dataclass

@@ -276,7 +276,7 @@ def run(
     from starcoder_ls.context.workspaces import build_for_cli
     from starcoder_ls.documents import Snapshot
     from starcoder_ls.engine import CompletionEngine
-    from starcoder_ls.recipe.evaluate import edit_similarity
+    from starcoder_ls.evaluation.heldout import edit_similarity
 
     t0 = time.perf_counter()
     if index is None:
@@ -388,13 +388,12 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _cli_eval(args: argparse.Namespace) -> int:
     from starcoder_ls.complete import settings_from_args
-    from starcoder_ls.recipe.errors import RecipeError
-    from starcoder_ls.types import BackendError
+    from starcoder_ls.types import BackendError, UserError
 
     if not args.workspace.is_dir():
-        raise RecipeError(f"--workspace {args.workspace} is not a directory")
+        raise UserError(f"--workspace {args.workspace} is not a directory")
     if args.samples < 1:
-        raise RecipeError("--samples must be at least 1")
+        raise UserError("--samples must be at least 1")
     settings = settings_from_args(args)
     try:
         result = run(
@@ -406,7 +405,7 @@ def _cli_eval(args: argparse.Namespace) -> int:
             progress=sys.stderr.isatty(),
         )
     except BackendError as exc:
-        raise RecipeError(str(exc)) from None
+        raise UserError(str(exc)) from None
     if not args.json or not args.details:
         result.details = []
     if args.json:
