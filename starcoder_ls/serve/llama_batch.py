@@ -145,7 +145,6 @@ class LlamaBatchEngine(Engine):
         self._step_room = int(params.n_batch)
         self._tokenizer = ThreadPoolExecutor(1, thread_name_prefix="starcoder-ls-tokenize")
         self._rows = _Rows(llama_cpp, self._step_room)
-        self._batch = self._rows.batch
         self._n_vocab = backend._n_vocab
         self._slots = [_Slot(i) for i in range(slots)]
         self._seqs: list[_Seq] = []
@@ -258,14 +257,9 @@ class LlamaBatchEngine(Engine):
         for seq, tokens in work:
             start = len(seq.slot.tokens)
             end = n + len(tokens)
-            if len(tokens) == 1:
-                rows.token[n] = tokens[0]
-                rows.pos[n] = start
-                rows.seq[n] = seq.slot.seq_id
-            else:
-                rows.token[n:end] = tokens
-                rows.pos[n:end] = range(start, start + len(tokens))
-                rows.seq[n:end] = seq.slot.seq_id
+            rows.token[n:end] = tokens
+            rows.pos[n:end] = range(start, start + len(tokens))
+            rows.seq[n:end] = seq.slot.seq_id
             if not seq.prefilling or start + len(tokens) == len(seq.ids):
                 outputs.append((seq, len(outputs)))
                 wanted.append(end - 1)
@@ -273,8 +267,8 @@ class LlamaBatchEngine(Engine):
         rows.logits[:n] = 0
         rows.logits[wanted] = 1
         if n:
-            self._batch.n_tokens = n
-            rc = self._cpp.llama_decode(self._ctx, self._batch)
+            rows.batch.n_tokens = n
+            rc = self._cpp.llama_decode(self._ctx, rows.batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode returned {rc}")
         if decoding:

@@ -135,7 +135,7 @@ def test_rows_go_to_llama_cpp_in_sequence_id_order_when_slots_turn_over(
             return getattr(real, name)
 
         def llama_decode(self, ctx: object, batch: object) -> int:
-            b = engine._batch
+            b = engine._rows.batch  # what llama.cpp reads: the struct's pointers
             batches.append([b.seq_id[i][0] for i in range(b.n_tokens)])
             admitted.append([seq.slot.seq_id for seq in engine._seqs])
             return real.llama_decode(ctx, batch)
