@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests" / "serve"))
 
 from serve_helpers import ServeProcess, closed_by_server, connections_closed  # noqa: E402
 
-from starcoder_ls.recipe.machine import machine_info  # noqa: E402
+from starcoder_ls.machine import machine_info  # noqa: E402
 
 
 def idle_flood(server: ServeProcess, count: int) -> dict[str, Any]:

@@ -343,7 +343,7 @@ def huge_workspace(dest: Path, files: int) -> Path:
 
 
 def report(results: dict[str, Any]) -> str:
-    from starcoder_ls.recipe.machine import machine_info
+    from starcoder_ls.machine import machine_info
 
     m = results["machine"]
     lines = [
@@ -453,7 +453,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/crossfile_bench.json")
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     args = parser.parse_args()
-    from starcoder_ls.recipe.machine import machine_info
+    from starcoder_ls.machine import machine_info
 
     n = 40 if args.quick else 200
     gen_n = 20 if args.quick else 100

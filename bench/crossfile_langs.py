@@ -188,7 +188,7 @@ def main() -> int:
             result.update(performance(root, entry["language"]))
         result.update(entry, wall_s=round(time.perf_counter() - t, 1))
         rows.append(result)
-    from starcoder_ls.recipe.machine import machine_info
+    from starcoder_ls.machine import machine_info
 
     m = machine_info()
     mixed = None

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "lsp"))
 
 from test_framing import BODY, DAMAGED, Server, frame  # noqa: E402
 
-from starcoder_ls.recipe.machine import machine_info  # noqa: E402
+from starcoder_ls.machine import machine_info  # noqa: E402
 
 EXTRA = [
     (

@@ -120,7 +120,7 @@ PEAK_BANDWIDTH = [
 def machine() -> dict[str, Any]:
     import triton
 
-    from starcoder_ls.recipe.machine import cpu_name
+    from starcoder_ls.machine import cpu_name
 
     info: dict[str, Any] = {
         "cpu": cpu_name(),

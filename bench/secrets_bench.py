@@ -41,7 +41,7 @@ from remote_fixtures import FakeRemote  # noqa: E402
 from secret_corpus import carried, exposed, leaks, located, plant  # noqa: E402
 from server_bench import RawClient, _typing_script, real_source  # noqa: E402
 
-from starcoder_ls.recipe.machine import machine_info  # noqa: E402
+from starcoder_ls.machine import machine_info  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

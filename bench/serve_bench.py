@@ -64,7 +64,7 @@ REQUEST_TIMEOUT_S = 120.0
 
 
 def machine() -> dict[str, Any]:
-    from starcoder_ls.recipe.machine import cpu_name
+    from starcoder_ls.machine import cpu_name
 
     cpu = cpu_name()
     ram_gib = float("nan")

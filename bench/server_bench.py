@@ -39,7 +39,7 @@ from typing import Any
 from lsprotocol import types as lsp
 from pygls.lsp.client import LanguageClient
 
-from starcoder_ls.recipe.machine import machine_info
+from starcoder_ls.machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 

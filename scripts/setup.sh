@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-llama,recipe,serve,kernels,dev}
+EXTRAS=${EXTRAS:-llama,recipe,serve,kernels,eval,dev}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)" >&2

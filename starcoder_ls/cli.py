@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     lsp.set_defaults(func=_run_lsp)
 
     complete.cli_register(sub)
-    from starcoder_ls.evaluation import recall as evaluate
+    from starcoder_ls.evaluation import command as eval_command
 
-    evaluate.cli_register(sub)
+    eval_command.cli_register(sub)
     from starcoder_ls.serve import command as serve_command
 
     serve_command.cli_register(sub)
@@ -114,15 +114,17 @@ def _run_stats(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from starcoder_ls.evaluation.command import legacy_argv
     from starcoder_ls.server import setup_logging
     from starcoder_ls.types import UserError
 
     parser = build_parser()
+    argv = legacy_argv(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     if not hasattr(args, "func"):
         # No command: what editors launch. Speak LSP on stdio.
-        args = parser.parse_args([*(argv or sys.argv[1:]), "lsp"])
+        args = parser.parse_args([*argv, "lsp"])
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -82,12 +82,16 @@ def read_source(path: Path) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def add_settings_flags(p: argparse.ArgumentParser) -> None:
+def add_settings_flags(p: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """A flag per setting a command line may set, except the settings keys in ``skip``."""
     for flag, key, kind in _FLAGS:
+        if key in skip:
+            continue
         p.add_argument(flag, type=kind, dest=f"setting_{key}", metavar=key.upper(), default=None)
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
+    """Settings from the flags ``add_settings_flags`` added; ``overrides`` (settings keys) win."""
     from starcoder_ls.settings import parse_settings
 
     raw = {
@@ -95,6 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         for _, key, _ in _FLAGS
         if getattr(args, f"setting_{key}", None) is not None
     }
+    raw.update(overrides)
     settings, errors = parse_settings(raw)
     if errors:
         raise UserError("; ".join(errors))

@@ -584,9 +584,12 @@ class CompletionEngine:
         root: Path | None = None,
         invoked: bool = False,
         context_tokens: int | None = None,
+        mode: CompletionMode | None = None,
     ) -> Completion | None:
         """A completion at a 0-based (line, code-point column), or None when there is none.
 
+        ``mode`` overrides the decision the syntax tree makes (single or multi-line); the
+        evaluations use it to ask for what their benchmark measures.
         Raises BackendError when the backend cannot be created or fails.
         """
         from starcoder_ls.postprocess import postprocess
@@ -614,7 +617,8 @@ class CompletionEngine:
             )
         from starcoder_ls.context.infile import decide_mode
 
-        mode = decide_mode(snapshot, line, character)
+        if mode is None or mode is CompletionMode.NONE:
+            mode = decide_mode(snapshot, line, character)
         if mode is CompletionMode.NONE and not invoked:
             return None
         if mode is CompletionMode.NONE:

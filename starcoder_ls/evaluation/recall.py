@@ -1,4 +1,4 @@
-"""``starcoder-ls eval``: does cross-file context put the right definitions into the prompt, and
+"""``starcoder-ls eval recall``: does cross-file context put the right definitions into the prompt, and
 does the model complete better with it? CrossCodeEval's question, asked of the user's own code.
 
 Samples are lines that use a symbol defined in another file of the workspace, one that the
@@ -370,8 +370,8 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     from starcoder_ls.complete import add_settings_flags
 
     p = subparsers.add_parser(
-        "eval",
-        help="measure cross-file context on a workspace (definition recall, exact match)",
+        "recall",
+        help="does cross-file context put the definitions a line uses in the prompt",
         description="Hide lines that use a symbol defined in another file of the workspace and "
         "compare prompts (and, unless --recall-only, completions) with and without cross-file "
         "context: definition recall, exact match and edit similarity.",

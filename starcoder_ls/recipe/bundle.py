@@ -194,8 +194,8 @@ def run_bundle(
     }
     timings.record("eval_s", t)
 
+    from starcoder_ls.machine import machine_info
     from starcoder_ls.recipe.card import render_card
-    from starcoder_ls.recipe.machine import machine_info
     from starcoder_ls.recipe.model import count_parameters
 
     with atomic_path(output, directory=True) as tmp:

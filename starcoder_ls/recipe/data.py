@@ -217,7 +217,7 @@ def _encode_documents(
     docs: Sequence[list[tuple[str, bool]]], tok: CodeTokenizer, *, progress: bool, label: str
 ) -> Iterator[list[int]]:
     """Encode documents in batches: ``encode_batch`` tokenizes on all cores."""
-    from starcoder_ls.recipe.progress import progress_bar
+    from starcoder_ls.progress import progress_bar
 
     batch = 512
     with progress_bar(progress) as bar:

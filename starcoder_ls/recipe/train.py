@@ -455,7 +455,7 @@ class _TrainProgress:
         if self.enabled:
             from rich.progress import TextColumn
 
-            from starcoder_ls.recipe.progress import progress_bar
+            from starcoder_ls.progress import progress_bar
 
             self.bar = progress_bar(True, TextColumn("{task.fields[info]}"))
             self.bar.__enter__()

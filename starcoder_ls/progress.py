@@ -1,4 +1,5 @@
-"""Progress bars shared by the recipe stages (rich; silent when disabled or not a terminal)."""
+"""Progress bars for long commands: the recipe stages and the evaluations (rich, on stderr;
+silent when disabled or not a terminal)."""
 
 from __future__ import annotations
 
