@@ -305,7 +305,7 @@ class HttpBackend:
         deadline = time.monotonic() + self.timeout
         stops = stop_strings(prompt.stop, params.stop)
         sent = params
-        if params.stop_after_text:
+        if params.stop_after_text and not self.dialect.stops_after_text:
             # A server would end at a leading line break: whitespace-only stops apply here,
             # after the first code.
             sent = replace(params, stop=tuple(s for s in params.stop if s.strip()))

@@ -74,6 +74,10 @@ class Dialect:
     needs_model: bool = False
     api_key_env: str = ""
     """Environment variable read for the key when none is configured."""
+    stops_after_text: bool = False
+    """The server takes ``stop_after_text`` (starcoder-ls's own): it ignores a line break
+    before the first code, so a single-line request on a blank line can send its line-break
+    stop. Other servers get whitespace-only stops withheld and generate to the token limit."""
 
     def endpoint(self, base: str) -> str:
         base = base.rstrip("/")
@@ -118,6 +122,14 @@ def openai_body(prompt: Prompt, params: GenerationParams, model: str) -> dict[st
         stop=list(stop_strings(prompt.stop, params.stop)),
         stream=False,
     )
+    return body
+
+
+def starcoder_ls_body(prompt: Prompt, params: GenerationParams, model: str) -> dict[str, Any]:
+    """OpenAI's body, and ``stop_after_text`` where it is set (the team server honours it)."""
+    body = openai_body(prompt, params, model)
+    if params.stop_after_text:
+        body["stop_after_text"] = True
     return body
 
 
@@ -256,7 +268,12 @@ DIALECTS: dict[str, Dialect] = {
     for d in (
         Dialect("openai", "http://localhost:8000", "/v1/completions", openai_body, openai_parse),
         Dialect(
-            "starcoder-ls", "http://localhost:8000", "/v1/completions", openai_body, openai_parse
+            "starcoder-ls",
+            "http://localhost:8000",
+            "/v1/completions",
+            starcoder_ls_body,
+            openai_parse,
+            stops_after_text=True,
         ),
         Dialect("tgi", "http://localhost:8080", "/generate", tgi_body, tgi_parse),
         Dialect(

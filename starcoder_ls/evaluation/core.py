@@ -141,6 +141,8 @@ def predict(
         lines = index.read_lines(case.path)
         original = "".join(lines) if lines is not None else None
         index.update(case.path, text)
+    # What the engine remembers for typing forward belongs to another hole of this document.
+    engine.forward.forget(uri)
     before = engine.usage.as_dict()
     t0 = time.perf_counter()
     try:
@@ -218,7 +220,7 @@ def score(
             "exact": e,
             "edit_similarity": round(s, 4),
             **({"passed": passed[i]} if passed is not None else {}),
-            **({} if baseline else {"latency_ms": p.latency_ms}),
+            **({} if baseline else {"latency_ms": p.latency_ms, "prompt_tokens": p.prompt_tokens}),
         }
         for i, (c, p, e, s) in enumerate(zip(cases, preds, exact, sims, strict=True))
     ]

@@ -182,6 +182,7 @@ def openai_request(body: dict[str, Any], served: Served, limits: Limits) -> Comp
             top_p=_number(body, "top_p", 1.0, 0.0, 1.0, open_low=True),
             stop=_stops(body, "stop"),
             seed=_seed(body),
+            stop_after_text=_boolean(body, "stop_after_text"),
         ),
         n=_integer(body, "n", 1, 1, limits.max_n),
         stream=_boolean(body, "stream"),

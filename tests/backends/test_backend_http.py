@@ -233,3 +233,20 @@ def test_a_newline_stop_after_text_is_applied_here_not_by_the_server(
     sent = fake_server.seen[-1].body
     assert "\n" not in sent.get("stop", [])  # the server would have ended at the first byte
     backend.close()
+
+
+def test_the_team_server_is_sent_the_newline_stop_with_stop_after_text(
+    fake_server: Any, prompt: Prompt
+) -> None:
+    """starcoder-ls serve honours ``stop_after_text`` itself, so it stops a single line on a
+    blank line after the first code instead of generating to the token limit."""
+    reply = {"choices": [{"text": "\n    x = 1", "finish_reason": "stop"}], "usage": {}}
+    fake_server.handler = lambda seen, conn: (200, reply)
+    backend = HttpBackend("starcoder-ls", url=fake_server.url, retries=0)
+    params = GenerationParams(max_tokens=16, stop=("\n",), stop_after_text=True)
+    assert backend.generate(prompt, params, CancelToken()).text == "\n    x = 1"
+    sent = fake_server.seen[-1].body
+    assert "\n" in sent["stop"] and sent["stop_after_text"] is True
+    backend.generate(prompt, GenerationParams(max_tokens=16, stop=("\n",)), CancelToken())
+    assert "stop_after_text" not in fake_server.seen[-1].body  # only where it is asked for
+    backend.close()

@@ -83,6 +83,18 @@ def test_lines_compares_with_and_without_context_on_the_users_code(workspace, ca
     assert before == {p: p.read_text() for p in workspace.rglob("*") if p.is_file()}
 
 
+def test_each_setting_asks_the_model_at_every_hole(tmp_path, capsys):
+    """The engine serves the rest of a completion it showed at the same place while the user
+    types it; the second setting's run at a hole must not be served the first one's answer."""
+    (tmp_path / "one.py").write_text("RETRIES = 3\n")
+    report = _lines(
+        capsys, "lines", "--workspace", str(tmp_path), "--backend", "test", "--model", "reply=x"
+    )
+    asked = [d for d in report["details"] if not d["model"].startswith("baseline")]
+    assert [d["setting"] for d in asked] == ["with context", "without context"]
+    assert all(d["prompt_tokens"] > 0 and d["fill"] == "x" for d in asked), asked
+
+
 def test_a_hidden_line_never_reaches_the_prompt(workspace, capsys):
     """A stand-in model that answers with the hidden line whenever the prompt holds it."""
     pick = "pick=" + quote(r"(PLANTED_CONSTANT_FOR_THE_LEAK_CHECK = \d+)")

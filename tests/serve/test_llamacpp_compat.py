@@ -19,7 +19,7 @@ from starcoder_ls.backends.base import TokenStream, short_line_at
 from starcoder_ls.backends.llamacpp import LlamaCppBackend
 from starcoder_ls.prompt.templates import get_template, render
 from starcoder_ls.serve.replies import pick
-from starcoder_ls.serve.schema import Limits, Served, infill_request
+from starcoder_ls.serve.schema import ApiError, Limits, Served, infill_request, openai_request
 from starcoder_ls.types import CancelToken, FimInput, GenerationParams, Prompt
 
 PREFIX = "import os\n\n\nclass Config:\n    def __init__(self, path):\n        "
@@ -313,6 +313,16 @@ def test_qwen_prompts_match_llama_servers_repository_layout() -> None:
     assert text.endswith(
         "<|file_sep|>filename\n<|fim_prefix|>def f():\n    <|fim_suffix|>\n<|fim_middle|>ret"
     )
+
+
+def test_stop_after_text_is_this_servers_own_completions_field() -> None:
+    served = Served("m", frozenset(), "starcoder-ls", ("<|endoftext|>",))
+    body = {"prompt": "def f():\n", "stop": ["\n"], "stop_after_text": True}
+    params = openai_request(body, served, Limits()).params
+    assert params.stop == ("\n",) and params.stop_after_text
+    assert not openai_request({"prompt": "x"}, served, Limits()).params.stop_after_text
+    with pytest.raises(ApiError, match="stop_after_text must be true or false"):
+        openai_request({"prompt": "x", "stop_after_text": "yes"}, served, Limits())
 
 
 def test_pick_follows_llama_servers_paths() -> None:
