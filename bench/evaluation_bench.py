@@ -75,9 +75,9 @@ def main() -> int:
     )
     try:
         models = [
-            ("bundled tiny (Q8_0)", settings(model=str(TINY))),
-            ("Gemma-3-270M (default, Q4_K_M)", settings()),
-            ("team server: Gemma-3-270M", settings(**model_overrides(server.url))),
+            ("bundled tiny (Q8_0)", "", settings(model=str(TINY))),
+            ("Gemma-3-270M (default, Q4_K_M)", "", settings()),
+            ("team server: Gemma-3-270M", "", settings(**model_overrides(server.url))),
         ]
         t0 = time.perf_counter()
         humaneval = run_humaneval(

@@ -25,6 +25,9 @@ from starcoder_ls.types import UserError
 
 SUITES = ("lines", "recall", "humaneval-infilling", "compare")
 
+Run = tuple[str, str, Any]
+"""(model label, or "" for the backend's own name; setting label; the settings)."""
+
 
 def legacy_argv(argv: Sequence[str]) -> list[str]:
     """``eval --workspace DIR`` (before there were suites) means ``eval recall --workspace DIR``."""
@@ -125,6 +128,12 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--vary",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="run once per value of a setting (repeat for a grid), e.g. contextTokens=512,2048",
+    )
     p.add_argument("--seed", type=int, default=0, help="which samples are drawn (default: 0)")
     p.add_argument("--json", action="store_true", help="print the report as JSON, no table")
     p.add_argument("--output", type=Path, metavar="FILE", help="write the report as JSON")
@@ -166,6 +175,57 @@ def model_overrides(spec: str) -> dict[str, Any]:
     return out
 
 
+def parse_vary(spec: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2``: a setting (dotted for a nested one: ``workspace.maxFiles``) and its
+    values, each read as JSON where it is JSON (numbers, true/false), else as a string."""
+    key, sep, values = spec.partition("=")
+    if not sep or not key.strip() or not values.strip():
+        raise UserError(f"--vary takes KEY=VALUE[,VALUE...], not {spec!r}")
+    out = []
+    for value in values.split(","):
+        try:
+            out.append(json.loads(value))
+        except json.JSONDecodeError:
+            out.append(value)
+    return key.strip(), out
+
+
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return dict(out)
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def runs(args: argparse.Namespace, specs: Sequence[str]) -> list[Run]:
+    """Every model (``specs``; "" for the flags' own) with every combination of ``--vary``
+    values, as settings checked now: a bad value stops the run before any model loads."""
+    import itertools
+
+    from starcoder_ls.complete import settings_from_args
+
+    axes = [parse_vary(v) for v in getattr(args, "vary", None) or []]
+    combos = list(itertools.product(*[[(k, v) for v in vs] for k, vs in axes]))
+    out: list[Run] = []
+    for spec in specs:
+        for combo in combos:
+            overrides = model_overrides(spec) if spec else {}
+            for key, value in combo:
+                _merge(overrides, _nested(key, value))
+            label = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in combo)
+            out.append((spec, label, settings_from_args(args, **overrides)))
+    return out
+
+
 def open_engine(settings: Any) -> Any:
     """The engine an editor would get, with its completion cache off (every hole is asked)."""
     from starcoder_ls.engine import CompletionEngine
@@ -192,14 +252,14 @@ def model_label(engine: Any) -> str:
 
 
 def run_lines(
-    models: Sequence[tuple[str, Any]],
+    models: Sequence[Run],
     root: Path,
     *,
     samples: int,
     seed: int,
     progress: bool,
 ) -> Any:
-    """``models``: (label or "", settings) pairs. One row per model and context setting."""
+    """One row per model, setting, and with or without cross-file context."""
     from starcoder_ls.context.crossfile import CrossFileContext
     from starcoder_ls.context.workspaces import build_for_cli
     from starcoder_ls.evaluation.core import Report, baseline_rows, run_model
@@ -209,7 +269,7 @@ def run_lines(
 
     if not root.is_dir():
         raise UserError(f"--workspace {root} is not a directory")
-    index = build_for_cli(root, models[0][1].workspace, progress=progress and sys.stderr.isatty())
+    index = build_for_cli(root, models[0][2].workspace, progress=progress and sys.stderr.isatty())
     cases, files = sample_cases(index, samples, seed=seed)
     if not cases:
         raise UserError(f"{root}: no file of this workspace has a line to hide")
@@ -221,18 +281,18 @@ def run_lines(
     )
     context = CrossFileContext(lambda uri: index)
     with progress_bar(progress) as bar:
-        for label, settings in models:
+        for label, variant, settings in models:
             engine = open_engine(settings)
             try:
                 label = label or model_label(engine)
                 _remember_model(report, label, engine)
-                for setting, crossfile in (("with context", context), ("without context", None)):
+                for arm, crossfile in (("with context", context), ("without context", None)):
                     engine.crossfile = crossfile
                     row, details = run_model(
                         engine,
                         cases,
                         label=label,
-                        setting=setting,
+                        setting=", ".join(filter(None, (variant, arm))),
                         root=index.root,
                         index=index,
                         progress=bar,
@@ -248,7 +308,7 @@ def run_lines(
 
 
 def run_humaneval(
-    models: Sequence[tuple[str, Any]],
+    models: Sequence[Run],
     *,
     benchmark: str,
     data: Path | None,
@@ -284,13 +344,13 @@ def run_humaneval(
         },
     )
     with progress_bar(progress) as bar:
-        for label, settings in models:
+        for label, variant, settings in models:
             engine = open_engine(settings)
             try:
                 label = label or model_label(engine)
                 _remember_model(report, label, engine)
                 row, details = run_model(
-                    engine, cases, label=label, setting="", checker=checker, progress=bar
+                    engine, cases, label=label, setting=variant, checker=checker, progress=bar
                 )
             finally:
                 engine.close()
@@ -335,11 +395,9 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _cli_lines(args: argparse.Namespace) -> int:
-    from starcoder_ls.complete import settings_from_args
-
     _check_common(args)
     report = run_lines(
-        [("", settings_from_args(args))],
+        runs(args, [""]),
         args.workspace.resolve(),
         samples=args.samples,
         seed=args.seed,
@@ -349,14 +407,12 @@ def _cli_lines(args: argparse.Namespace) -> int:
 
 
 def _cli_humaneval(args: argparse.Namespace) -> int:
-    from starcoder_ls.complete import settings_from_args
-
     _check_common(args)
-    report = _humaneval(args, [("", settings_from_args(args))], args.samples)
+    report = _humaneval(args, runs(args, [""]), args.samples)
     return _emit(args, report, f"HumanEval-infilling, {args.benchmark}")
 
 
-def _humaneval(args: argparse.Namespace, models: list[tuple[str, Any]], samples: int | None) -> Any:
+def _humaneval(args: argparse.Namespace, models: list[Run], samples: int | None) -> Any:
     return run_humaneval(
         models,
         benchmark=args.benchmark,
@@ -370,11 +426,9 @@ def _humaneval(args: argparse.Namespace, models: list[tuple[str, Any]], samples:
 
 
 def _cli_compare(args: argparse.Namespace) -> int:
-    from starcoder_ls.complete import settings_from_args
-
     _check_common(args)
     suite = args.suite or ("lines" if args.workspace is not None else "humaneval-infilling")
-    models = [(spec, settings_from_args(args, **model_overrides(spec))) for spec in args.models]
+    models = runs(args, args.models)
     if suite == "lines":
         if args.workspace is None:
             raise UserError("--suite lines needs --workspace DIR")

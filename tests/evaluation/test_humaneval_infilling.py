@@ -90,6 +90,27 @@ def test_pass_at_1_scores_what_the_engine_inserts(tmp_path, records, capsys):
     assert 0.8 < model["edit_similarity"] < 1.0
 
 
+def test_vary_runs_each_value_of_a_setting_as_a_row(tmp_path, records, capsys):
+    data = _add_problem(tmp_path, records)
+    right, wrong = quote("    return x + y"), quote("    return x - y")
+    report = _run(
+        capsys, "--data", str(data), "--backend", "test",
+        "--vary", f"model=reply={right},reply={wrong}", "--vary", "maxTokens=8,16",
+    )  # fmt: skip
+    rows = [r for r in report["rows"] if not r["model"].startswith("baseline")]
+    assert [(r["setting"], r["pass_at_1"]) for r in rows] == [
+        (f'model="reply={right}", maxTokens=8', 1.0),
+        (f'model="reply={right}", maxTokens=16', 1.0),
+        (f'model="reply={wrong}", maxTokens=8', 0.0),
+        (f'model="reply={wrong}", maxTokens=16', 0.0),
+    ]
+    args = ["eval", "humaneval-infilling", "--data", str(data), "--backend", "test"]
+    assert main([*args, "--vary", "maxTokens"]) == 1
+    assert "--vary takes KEY=VALUE" in capsys.readouterr().err
+    assert main([*args, "--vary", "maxTokens=many"]) == 1
+    assert "maxTokens" in capsys.readouterr().err
+
+
 def test_the_bundled_model_through_llama_cpp_writes_a_table_json_and_chart(tmp_path, capsys):
     out, chart = tmp_path / "report.json", tmp_path / "chart.png"
     code = main(
