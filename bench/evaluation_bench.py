@@ -91,6 +91,10 @@ def main() -> int:
             progress=True,
         )
         humaneval.info["seconds"] = round(time.perf_counter() - t0, 1)
+        args.out.mkdir(parents=True, exist_ok=True)  # kept if the second suite fails
+        (args.out / "evaluation_humaneval_partial.json").write_text(
+            json.dumps(humaneval.as_dict(), indent=1) + "\n"
+        )
         root, rich_version = workspace_copy(tmp)
         t0 = time.perf_counter()
         lines = run_lines(models, root, samples=args.lines_samples, seed=0, progress=True)
@@ -136,6 +140,7 @@ def main() -> int:
         ]
     )
     (args.out / "evaluation.md").write_text(md)
+    (args.out / "evaluation_humaneval_partial.json").unlink(missing_ok=True)
     print(md)
     return 0
 

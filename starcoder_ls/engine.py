@@ -637,6 +637,11 @@ class CompletionEngine:
         self._remember_prompt(snapshot.uri, built.prompt)
         if cancel.cancelled:
             return None
+        if not built.prompt.text:
+            # A left-to-right model at the start of a file with no context: nothing to
+            # continue from (a server would refuse an empty prompt).
+            log.debug("no completion in %s: the prompt is empty", snapshot.uri)
+            return None
         text_of_line = snapshot.line_text(line)
         lead = text_of_line[: len(text_of_line) - len(text_of_line.lstrip(" \t"))]
         blank = not text_of_line.strip()

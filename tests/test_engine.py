@@ -53,6 +53,18 @@ def test_inside_a_word_only_an_invoked_request_completes() -> None:
     assert calls(eng) == 1
 
 
+def test_an_empty_prompt_asks_no_model() -> None:
+    """A left-to-right model at the start of a file has nothing to continue: no backend call
+    (a server would refuse the empty prompt), where a FIM model still sees the suffix."""
+    doc = snap("\nimport os\n")
+    plain = engine("reply=x", family="left-to-right")
+    assert plain.complete(doc, 0, 0, invoked=True) is None
+    assert calls(plain) == 0
+    fim = engine("reply=x", family="starcoder")
+    done = fim.complete(doc, 0, 0, invoked=True)
+    assert done is not None and done.text == "x" and calls(fim) == 1
+
+
 def test_the_same_request_again_makes_no_backend_call(tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     eng = engine(f"test:log={log}")

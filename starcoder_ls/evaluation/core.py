@@ -10,6 +10,7 @@ and p95 as the editor would wait for it, and the tokens the backend was given an
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from starcoder_ls.evaluation.heldout import EvaluationError, edit_similarity
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class Prediction:
     prompt_tokens: int = 0
     evaluated_tokens: int = 0
     generated_tokens: int = 0
+    error: str = ""
+    """The backend failed on this hole (scored as an empty fill)."""
+
+
+MAX_FAILURES_IN_A_ROW = 5
+"""A backend that fails this many holes in a row is down: the run stops and says so."""
 
 
 @dataclass
@@ -68,6 +77,8 @@ class Row:
     generated_tokens: int | None = None
     empty: int = 0
     """Completions that came back empty (the engine found nothing worth showing)."""
+    errors: int | None = None
+    """Holes the backend failed on (scored as empty fills); None when there were none."""
     seconds: float = 0.0
     baseline: bool = False
 
@@ -191,7 +202,8 @@ def score(
     exact = [f == t for f, t in zip(fills, targets, strict=True)]
     sims = [edit_similarity(f, t) for f, t in zip(fills, targets, strict=True)]
     passed = checker(cases, [p.text for p in preds]) if checker is not None else None
-    latencies = [p.latency_ms for p in preds]
+    latencies = [p.latency_ms for p in preds if not p.error]
+    failed = sum(bool(p.error) for p in preds)
     row = Row(
         model=model,
         setting=setting,
@@ -200,6 +212,7 @@ def score(
         edit_similarity=round(sum(sims) / n, 4),
         pass_at_1=round(sum(passed) / n, 4) if passed is not None else None,
         empty=sum(not f.strip() for f in fills),
+        errors=failed or None,
         seconds=round(seconds, 2),
         baseline=baseline,
     )
@@ -221,6 +234,7 @@ def score(
             "edit_similarity": round(s, 4),
             **({"passed": passed[i]} if passed is not None else {}),
             **({} if baseline else {"latency_ms": p.latency_ms, "prompt_tokens": p.prompt_tokens}),
+            **({"error": p.error} if p.error else {}),
         }
         for i, (c, p, e, s) in enumerate(zip(cases, preds, exact, sims, strict=True))
     ]
@@ -260,14 +274,32 @@ def run_model(
     index: Any = None,
     progress: Any = None,
 ) -> tuple[Row, list[dict[str, Any]]]:
-    """Every case through one engine; ``progress`` is a rich Progress (or None)."""
+    """Every case through one engine; ``progress`` is a rich Progress (or None).
+
+    A hole the backend fails on (a timeout, a refused request) is scored as an empty fill and
+    counted; MAX_FAILURES_IN_A_ROW failures in a row stop the run with the backend's error."""
+    from starcoder_ls.types import BackendError
+
     t0 = time.perf_counter()
     task = progress.add_task(f"{label} {setting}".strip(), total=len(cases)) if progress else None
     preds = []
+    streak = 0
+    last: BackendError | None = None
     for case in cases:
-        preds.append(predict(engine, case, root=root, index=index))
+        try:
+            preds.append(predict(engine, case, root=root, index=index))
+            streak = 0
+        except BackendError as exc:
+            streak += 1
+            last = exc
+            if streak >= MAX_FAILURES_IN_A_ROW:
+                raise
+            log.warning("%s: %s failed: %s", label, case.id, exc)
+            preds.append(Prediction("", error=str(exc)))
         if progress is not None:
             progress.advance(task)
+    if last is not None and all(p.error for p in preds):
+        raise last  # nothing was measured
     return score(label, setting, cases, preds, checker=checker, seconds=time.perf_counter() - t0)
 
 
@@ -289,6 +321,7 @@ _COLUMNS = (
     ("p95 ms", "latency_p95_ms"),
     ("prompt tok.", "prompt_tokens"),
     ("evaluated tok.", "evaluated_tokens"),
+    ("errors", "errors"),
 )
 
 

@@ -145,6 +145,17 @@ def test_eval_with_no_suite_is_still_recall(workspace, capsys):
     assert "definition recall" in capsys.readouterr().out
 
 
+def test_a_hole_the_backend_fails_on_is_counted_and_the_run_goes_on(workspace, capsys):
+    flaky = "error=" + quote("the GPU fell off") + "&error_every=3"
+    assert main(["eval", "lines", "--workspace", str(workspace), "--backend", "test",
+                 "--model", flaky, "--output", str(workspace.parent / "r.json")]) == 0  # fmt: skip
+    assert "errors" in capsys.readouterr().out  # a column of the table
+    report = json.loads((workspace.parent / "r.json").read_text())
+    row = report["rows"][0]
+    assert row["errors"] == row["samples"] // 3 and row["latency_p50_ms"] is not None
+    assert report["rows"][-1]["errors"] is None  # the baselines never fail
+
+
 def test_bad_workspaces_and_dead_servers_get_one_clear_line(tmp_path, capsys):
     assert main(["eval", "lines", "--workspace", str(tmp_path / "nope"), "--backend", "test"]) == 1
     assert "is not a directory" in capsys.readouterr().err
@@ -158,5 +169,5 @@ def test_bad_workspaces_and_dead_servers_get_one_clear_line(tmp_path, capsys):
          "--timeout-ms", "500"]
     )  # fmt: skip
     assert code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("starcoder-ls: error:") and "127.0.0.1:9" in err
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("starcoder-ls: error: the backend failed:") and "127.0.0.1:9" in last
