@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark report for cross-file context (the workspace index and retrieval).
 
-1. Definition recall (``starcoder-ls eval``'s measure) on this repository and on real Python
+1. Definition recall (``starcoder-ls eval recall``'s measure) on this repository and on real Python
    projects installed from PyPI (read from their installed sources, copied into a scratch
    workspace), none of them in the bundled model's training corpus (CPython's standard library):
    with the default budget (1,536 prompt tokens, 512 of them for cross-file context, as a

@@ -5,7 +5,7 @@ The repositories and commits are listed in ``bench/crossfile_repos.json``. Each 
 local git mirror (``--mirrors DIR`` holding ``<owner>+<name>/repo`` git directories, as the
 project's fetch tool writes them) or, failing that, cloned from GitHub; its tree at the listed
 commit is extracted once into ``~/.cache/starcoder-ls/bench-repos/`` and indexed as a workspace
-(the listed folder of it). Then ``starcoder-ls eval``'s measure runs without generation:
+(the listed folder of it). Then ``starcoder-ls eval recall``'s measure runs without generation:
 hidden lines that use a definition from another file, and whether the prompt's cross-file
 context holds that definition. Budgets: the project's benchmark budget (1,536 prompt tokens,
 512 of them cross-file) unless ``--context-tokens``/``--cross-file-tokens`` say otherwise.
