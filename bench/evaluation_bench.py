@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests" / "serve"))
 from serve_helpers import ServeProcess  # noqa: E402
 
 from starcoder_ls.evaluation.command import model_overrides, run_humaneval, run_lines  # noqa: E402
-from starcoder_ls.evaluation.core import format_markdown, write_chart  # noqa: E402
+from starcoder_ls.evaluation.core import Report, format_markdown, write_chart  # noqa: E402
 from starcoder_ls.settings import parse_settings  # noqa: E402
 
 TINY = ROOT / "models" / "starcoder-ls-tiny" / "starcoder-ls-tiny-Q8_0.gguf"
@@ -62,12 +62,63 @@ def workspace_copy(dest: Path) -> tuple[Path, str]:
     return root, version(WORKSPACE_PACKAGE)
 
 
+def render(humaneval: Report, lines: Report, out: Path) -> str:
+    """The charts, the JSON and the Markdown report of one run; returns the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_chart(humaneval, out / "evaluation_humaneval.png", "HumanEval-infilling, single-line")
+    write_chart(lines, out / "evaluation_lines.png", f"held-out lines of {WORKSPACE_PACKAGE}")
+    (out / "evaluation.json").write_text(
+        json.dumps({"humaneval": humaneval.as_dict(), "lines": lines.as_dict()}, indent=1) + "\n"
+    )
+    md = "\n".join(
+        [
+            "# Evaluation: which model to run",
+            "",
+            "`bench/evaluation_bench.py`: `starcoder-ls eval` on the bundled tiny model, the "
+            "default Gemma-3-270M and a team server (`starcoder-ls serve --backend llamacpp "
+            "--threads 2`, the default model, on localhost through the remote backend; server "
+            "and client share the machine's 2 cores). Every completion goes through the engine "
+            "an editor gets, with the completion cache off. Latency is the editor's wait per "
+            "completion. Each hole is a new document state, so there is no typing to reuse the "
+            "KV cache for, except where consecutive holes share the start of their prompt (the "
+            "holes of one HumanEval problem). Prompt tokens are per completion; evaluated "
+            "tokens are the prompt tokens the backend computed in all (the team server does not "
+            "report what it reused, so there every prompt token counts).",
+            "",
+            format_markdown(humaneval, "HumanEval-infilling, single-line (pass@1 by execution)"),
+            "",
+            f"Run time: {humaneval.info['seconds']:.0f} s.",
+            "",
+            "![HumanEval-infilling](evaluation_humaneval.png)",
+            "",
+            format_markdown(
+                lines, f"Held-out lines of {lines.info['workspace']}, with and without context"
+            ),
+            "",
+            f"Run time: {lines.info['seconds']:.0f} s.",
+            "",
+            "![held-out lines](evaluation_lines.png)",
+            "",
+        ]
+    )
+    (out / "evaluation.md").write_text(md)
+    (out / "evaluation_humaneval_partial.json").unlink(missing_ok=True)
+    return md
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--humaneval-samples", type=int, default=None, help="default: all 1,033")
     ap.add_argument("--lines-samples", type=int, default=150)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument(
+        "--render-only", action="store_true", help="write the report again from its JSON"
+    )
     args = ap.parse_args()
+    if args.render_only:
+        saved = json.loads((args.out / "evaluation.json").read_text())
+        render(Report.from_dict(saved["humaneval"]), Report.from_dict(saved["lines"]), args.out)
+        return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="eval-bench-"))
     server = ServeProcess(
@@ -104,44 +155,7 @@ def main() -> int:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_chart(
-        humaneval, args.out / "evaluation_humaneval.png", "HumanEval-infilling, single-line"
-    )
-    write_chart(lines, args.out / "evaluation_lines.png", f"held-out lines of {WORKSPACE_PACKAGE}")
-    (args.out / "evaluation.json").write_text(
-        json.dumps({"humaneval": humaneval.as_dict(), "lines": lines.as_dict()}, indent=1) + "\n"
-    )
-    md = "\n".join(
-        [
-            "# Evaluation: which model to run",
-            "",
-            "`bench/evaluation_bench.py`: `starcoder-ls eval` on the bundled tiny model, the "
-            "default Gemma-3-270M and a team server (`starcoder-ls serve --backend llamacpp`, "
-            "the default model, on localhost through the remote backend). Every completion "
-            "goes through the engine an editor gets. Latency is the editor's wait per "
-            "completion; tokens are per completion (prompt) and in all (evaluated: prompt "
-            "tokens the backend computed, fewer than sent where its KV cache was reused).",
-            "",
-            format_markdown(humaneval, "HumanEval-infilling, single-line (pass@1 by execution)"),
-            "",
-            f"Run time: {humaneval.info['seconds']:.0f} s.",
-            "",
-            "![HumanEval-infilling](evaluation_humaneval.png)",
-            "",
-            format_markdown(
-                lines, f"Held-out lines of {lines.info['workspace']}, with and without context"
-            ),
-            "",
-            f"Run time: {lines.info['seconds']:.0f} s.",
-            "",
-            "![held-out lines](evaluation_lines.png)",
-            "",
-        ]
-    )
-    (args.out / "evaluation.md").write_text(md)
-    (args.out / "evaluation_humaneval_partial.json").unlink(missing_ok=True)
-    print(md)
+    print(render(humaneval, lines, args.out))
     return 0
 
 

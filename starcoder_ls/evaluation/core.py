@@ -93,6 +93,12 @@ class Report:
     """What the suite was run on (workspace, benchmark, data file, limits)."""
     details: list[dict[str, Any]] = field(default_factory=list)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """A report as ``as_dict`` wrote it (to draw its chart again, say)."""
+        fields = {k: v for k, v in data.items() if k != "rows"}
+        return cls(**fields, rows=[Row(**row) for row in data.get("rows", [])])
+
     def as_dict(self, details: bool = False) -> dict[str, Any]:
         out = asdict(self)
         if not details:
@@ -418,7 +424,12 @@ def write_chart(report: Report, path: Path, title: str) -> None:
     metrics = [("exact match", "exact_match"), ("edit similarity", "edit_similarity")]
     if any(r.pass_at_1 is not None for r in report.rows):
         metrics.append(("pass@1", "pass_at_1"))
-    labels = [f"{r.model}\n{r.setting}" if r.setting else r.model for r in report.rows]
+    import textwrap
+
+    labels = [
+        textwrap.fill(r.model, 20) + (f"\n{textwrap.fill(r.setting, 20)}" if r.setting else "")
+        for r in report.rows
+    ]
     width = 0.8 / len(metrics)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(labels) + 2), 4.5), dpi=100)
     for k, (name, key) in enumerate(metrics):

@@ -12,6 +12,7 @@ import pytest
 
 from starcoder_ls.cli import main
 from starcoder_ls.evaluation import humaneval
+from starcoder_ls.evaluation.core import Report
 
 BUNDLED_GGUF = Path(__file__).parents[2] / "models/starcoder-ls-tiny/starcoder-ls-tiny-Q8_0.gguf"
 
@@ -133,6 +134,7 @@ def test_the_bundled_model_through_llama_cpp_writes_a_table_json_and_chart(tmp_p
     info = report["info"]["models"][BUNDLED_GGUF.name]
     assert info["backend"] == "llamacpp" and info["family"] == "starcoder-ls"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Report.from_dict(report).as_dict() == report  # a saved report can be drawn again
 
 
 def test_a_team_server_scores_as_the_same_model_run_here(tmp_path, records, capsys):
