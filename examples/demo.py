@@ -5,7 +5,7 @@ import math
 
 def mean(values):
     """Return the arithmetic mean of a non-empty sequence of numbers."""
-
+    
 
 def stdev(values):
     """Return the sample standard deviation of a sequence of numbers."""
