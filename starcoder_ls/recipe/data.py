@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from starcoder_ls.prompt.tokens import ENDOFTEXT
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.errors import RecipeError
 from starcoder_ls.recipe.fim import FimConfig, document_pieces, repo_pieces
@@ -46,6 +47,9 @@ class ShardConfig:
     """Times each file is used, each with fresh FIM cuts (cheap data augmentation)."""
     seed: int = 0
     rows_per_shard: int = 4096
+    end_token: str = ENDOFTEXT
+    """What ends a document: ``<|endoftext|>`` for StarCoder's tokenizers; an adapted model
+    keeps its own end token (``<eos>``, ``<|im_end|>``), which the server already stops on."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ def build_shards(cfg: ShardConfig, *, progress: bool = True) -> dict[str, Any]:
     from starcoder_ls.recipe.corpus import read_corpus
 
     tok = CodeTokenizer.load(cfg.tokenizer)
+    tok.token_id(cfg.end_token)  # a tokenizer without it is an error now, not mid-way
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 65536 else np.uint32)
     meta: dict[str, Any] = {
         "seq_len": cfg.seq_len,
@@ -198,7 +203,9 @@ def build_shards(cfg: ShardConfig, *, progress: bool = True) -> dict[str, Any]:
             rng = np.random.default_rng([cfg.seed, split_index])
             docs = _documents(files, tok, cfg, rng)
             writer = _RowWriter(tmp / split, cfg.seq_len, cfg.rows_per_shard, dtype)
-            for ids in _encode_documents(docs, tok, progress=progress, label=split):
+            for ids in _encode_documents(
+                docs, tok, progress=progress, label=split, end_token=cfg.end_token
+            ):
                 writer.add(ids)
             info = writer.close()
             info.update(files=len(files), documents=len(docs))
@@ -214,9 +221,16 @@ def _tokenizer_file(path: Path) -> Path:
 
 
 def _encode_documents(
-    docs: Sequence[list[tuple[str, bool]]], tok: CodeTokenizer, *, progress: bool, label: str
+    docs: Sequence[list[tuple[str, bool]]],
+    tok: CodeTokenizer,
+    *,
+    progress: bool,
+    label: str,
+    end_token: str = ENDOFTEXT,
 ) -> Iterator[list[int]]:
-    """Encode documents in batches: ``encode_batch`` tokenizes on all cores."""
+    """Encode documents in batches: ``encode_batch`` tokenizes on all cores. A document's end
+    (``<|endoftext|>`` in the pieces) is written as ``end_token``."""
+    ids_of = {ENDOFTEXT: tok.token_id(end_token)}
     from starcoder_ls.progress import progress_bar
 
     batch = 512
@@ -230,7 +244,9 @@ def _encode_documents(
                 ids: list[int] = []
                 for text, special in doc:
                     if special:
-                        ids.append(tok.token_id(text))
+                        if text not in ids_of:
+                            ids_of[text] = tok.token_id(text)
+                        ids.append(ids_of[text])
                     elif text:
                         ids.extend(next(encoded))
                 yield ids

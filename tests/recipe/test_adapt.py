@@ -22,8 +22,8 @@ CODE = [
 ] * 20
 
 
-def micro_tokenizer() -> object:
-    """A left-to-right model's tokenizer: byte-level BPE with an end-of-text token only."""
+def micro_tokenizer(eos: str = "<|endoftext|>") -> object:
+    """A left-to-right model's tokenizer: byte-level BPE with an end token only."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -32,11 +32,11 @@ def micro_tokenizer() -> object:
     t.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=320,
-        special_tokens=["<|endoftext|>"],
+        special_tokens=[eos],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     t.train_from_iterator(CODE, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(tokenizer_object=t, eos_token=eos)
 
 
 def micro_model(vocab: int, *, tied: bool = True) -> object:
@@ -139,3 +139,44 @@ def test_a_base_loads_from_a_folder_and_bad_bases_say_why(tmp_path: Path) -> Non
     (tmp_path / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 12)
     with pytest.raises(RecipeError):
         load_base(tmp_path / "broken.gguf")
+
+
+def test_shards_for_an_adapted_model_end_documents_with_its_own_end_token(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """Gemma ends text with ``<eos>``, not StarCoder's ``<|endoftext|>``: the FIM shards keep
+    the model's end token (which the server stops on) and add only the sentinels."""
+    from starcoder_ls.recipe.data import ShardConfig, build_shards, read_meta
+
+    tok = micro_tokenizer(eos="<eos>")
+    ext = extend_tokenizer(micro_model(len(tok)), tok)
+    tok.save_pretrained(tmp_path / "tok")
+    assert "<|endoftext|>" not in tok.get_vocab()
+    cfg = ShardConfig(
+        corpus=corpus_dir,
+        tokenizer=tmp_path / "tok" / "tokenizer.json",
+        output=tmp_path / "shards",
+        seq_len=64,
+        fim=fim.FimConfig(fim_rate=1.0),
+        rows_per_shard=64,
+        end_token="<eos>",
+    )
+    meta = build_shards(cfg, progress=False)
+    assert read_meta(tmp_path / "shards")["config"]["end_token"] == "<eos>"
+    rows = np.concatenate(
+        [
+            np.fromfile(tmp_path / "shards" / "train" / s["file"], dtype=meta["dtype"])
+            for s in meta["splits"]["train"]["shards"]
+        ]
+    )
+    eos = tok.convert_tokens_to_ids("<eos>")
+    assert (rows == eos).sum() > 0
+    for token in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"):
+        assert (rows == ext.added[token]).sum() > 0, token
+    assert rows.max() < len(tok)
+    # A tokenizer without the end token asked for is refused before any work.
+    with pytest.raises(RecipeError, match="no token '<\\|endoftext\\|>'"):
+        build_shards(
+            ShardConfig(corpus=corpus_dir, tokenizer=cfg.tokenizer, output=tmp_path / "x"),
+            progress=False,
+        )
