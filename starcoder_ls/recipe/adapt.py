@@ -1,7 +1,5 @@
-"""Adapting an existing model: the base it starts from, and the FIM tokens it may lack.
-
-``starcoder-ls recipe adapt`` (being built; see docs/recipe.md) takes a real model and teaches it
-fill-in-the-middle, or fine-tunes it on a repository. This module holds the parts below the
+"""Adapting an existing model rather than training one from scratch: teaching a left-to-right
+model fill-in-the-middle, or fine-tuning a model on a repository with LoRA. The parts below the
 training loop:
 
 * :func:`load_base`: a Hugging Face folder, a GGUF file (dequantized into a transformers model,
@@ -13,7 +11,10 @@ training loop:
   spend their gradient undoing the initialisation;
 * :class:`HFEncoder`: a transformers tokenizer behind the interface the FIM transform of
   ``recipe.fim`` uses, so the same bigcode transform and repository-level samples that trained
-  the bundled model train the adapted one.
+  the bundled model train the adapted one;
+* LoRA through peft: :func:`attach_lora` (the new tokens' embedding rows train too),
+  :func:`merge_lora` (a plain model again, for export), :func:`load_adapter` (an adapter on its
+  base, as saved).
 """
 
 from __future__ import annotations
@@ -163,3 +164,74 @@ class HFEncoder:
         if tid is None:
             raise RecipeError(f"the tokenizer has no {token} (run the FIM extension first)")
         return tid
+
+
+# -- LoRA -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: str | tuple[str, ...] = "all-linear"
+    """Which layers get adapters: every linear layer but the output head (peft's
+    ``all-linear``), or module names such as ``("q_proj", "v_proj")``."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise RecipeError(f"--lora rank must be at least 1, not {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise RecipeError(f"LoRA dropout must be in [0, 1), not {self.dropout}")
+
+
+def attach_lora(model: Any, settings: LoraSettings, *, train_embeddings: bool = False) -> Any:
+    """The model with LoRA adapters; only they (and, with ``train_embeddings``, the input and
+    output embeddings, which new FIM tokens need to be learned) are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    extra = [_module_name(model, model.get_input_embeddings())]
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+        extra.append(_module_name(model, out))
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=(
+            settings.targets if isinstance(settings.targets, str) else list(settings.targets)
+        ),
+        modules_to_save=extra if train_embeddings else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def _module_name(model: Any, module: Any) -> str:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name.rsplit(".", 1)[-1]
+    raise RecipeError("the model's embeddings are not one of its modules")
+
+
+def trainable_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def merge_lora(model: Any) -> Any:
+    """The base model with the adapters folded into its weights (what export and quantize
+    take); a model without adapters is returned as it is."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
+
+
+def load_adapter(base: Any, adapter_dir: Path) -> Any:
+    """A saved adapter on its base model, as the transformers backend can serve it."""
+    from peft import PeftModel
+
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise RecipeError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json)")
+    return PeftModel.from_pretrained(base, str(adapter_dir))

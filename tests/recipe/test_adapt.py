@@ -180,3 +180,76 @@ def test_shards_for_an_adapted_model_end_documents_with_its_own_end_token(
             ShardConfig(corpus=corpus_dir, tokenizer=cfg.tokenizer, output=tmp_path / "x"),
             progress=False,
         )
+
+
+def _batch(tok: object) -> object:
+    ids = [tok.encode(t, add_special_tokens=False) for t in CODE[:3]]
+    width = min(len(i) for i in ids)
+    return torch.tensor([i[:width] for i in ids])
+
+
+def test_lora_trains_only_the_adapters_and_merges_to_the_same_model(tmp_path: Path) -> None:
+    from starcoder_ls.recipe.adapt import (
+        LoraSettings,
+        attach_lora,
+        load_adapter,
+        merge_lora,
+        trainable_parameters,
+    )
+
+    tok = micro_tokenizer()
+    base_weights = micro_model(len(tok)).state_dict()
+    model = micro_model(len(tok))
+    model.load_state_dict(base_weights)
+    lora = attach_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    trainable, total = trainable_parameters(lora)
+    assert 0 < trainable < 0.2 * total
+    x = _batch(tok)
+    opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=3e-2)
+    losses = []
+    for _ in range(30):
+        loss = lora(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.2 and losses[-1] == min(losses), losses
+    lora.eval()
+    with torch.no_grad():
+        adapted = lora(input_ids=x).logits
+    # The adapter alone is small, and on a fresh copy of the base it is the same model.
+    lora.save_pretrained(tmp_path / "adapter")
+    size = sum(f.stat().st_size for f in (tmp_path / "adapter").iterdir())
+    assert size < 0.5 * sum(v.numel() * 4 for v in base_weights.values())
+    fresh = micro_model(len(tok))
+    fresh.load_state_dict(base_weights)
+    served = load_adapter(fresh, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert torch.allclose(served(input_ids=x).logits, adapted, atol=1e-5)
+    # Merged into the weights: a plain model again, with the same outputs.
+    merged = merge_lora(lora)
+    assert type(merged).__name__ == "LlamaForCausalLM" and not hasattr(merged, "peft_config")
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=x).logits, adapted, atol=1e-4)
+    with pytest.raises(RecipeError, match="no LoRA adapter"):
+        load_adapter(micro_model(len(tok)), tmp_path)
+    with pytest.raises(RecipeError, match="rank must be at least 1"):
+        LoraSettings(r=0)
+
+
+def test_lora_with_new_fim_tokens_trains_their_embeddings_too() -> None:
+    from starcoder_ls.recipe.adapt import LoraSettings, attach_lora
+
+    tok = micro_tokenizer()
+    model = micro_model(len(tok), tied=False)
+    ext = extend_tokenizer(model, tok)
+    lora = attach_lora(model, LoraSettings(r=4, dropout=0.0), train_embeddings=True)
+    names = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert any("embed_tokens" in n for n in names) and any("lm_head" in n for n in names)
+    pre = ext.added["<fim_prefix>"]
+    x = torch.tensor([[pre, *tok.encode("def add", add_special_tokens=False)]])
+    lora(input_ids=x, labels=x).loss.backward()
+    grad = next(
+        p.grad for n, p in lora.named_parameters() if p.requires_grad and "embed_tokens" in n
+    )
+    assert grad[pre].abs().sum() > 0  # the new token's row learns
