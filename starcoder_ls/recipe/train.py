@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,11 +198,20 @@ def _save_checkpoint(
     ckpt_dir = output / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     target = ckpt_dir / f"step-{step:07d}.pt"
+    # A model with frozen weights (LoRA on a base model) saves what trains: the frozen rest
+    # comes from the base, which the run loads again on resume.
+    partial = any(not p.requires_grad for p in model.parameters())
+    state = (
+        {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        if partial
+        else model.state_dict()
+    )
     with atomic_path(target) as tmp:
         torch.save(
             {
                 "step": step,
-                "model": model.state_dict(),
+                "model": state,
+                "partial": partial,
                 "model_config": model.config.to_dict(),
                 "optimizer": optimizer.state_dict(),
                 "loader": loader.state_dict(),
@@ -217,8 +227,26 @@ def _save_checkpoint(
     return target
 
 
+_SHAPE_KEYS = (
+    "model_type",
+    "vocab_size",
+    # GPTBigCode's names
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_positions",
+    "multi_query",
+    # most other architectures'
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+)
+
+
 def _check_compatible(ckpt: dict[str, Any], model_config: dict[str, Any], path: Path) -> None:
-    keys = ("n_embd", "n_layer", "n_head", "n_positions", "vocab_size", "multi_query")
+    keys = [k for k in _SHAPE_KEYS if k in model_config or k in ckpt["model_config"]]
     diff = {
         k: (ckpt["model_config"].get(k), model_config.get(k))
         for k in keys
@@ -265,23 +293,49 @@ def _fim_samples(data_dir: Path, n: int, seed: int) -> list[Any]:
     return sample_lines(list(read_corpus(corpus)), n, seed=seed)
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train (or resume) and return the final metrics. Safe to call under torchrun."""
-    import torch
-    from transformers import GPTBigCodeForCausalLM
+ModelBuilder = Callable[[CodeTokenizer], Any]
+"""Makes the model a run trains, after the run has seeded every RNG (so it is the same model
+again on resume); gets the shards' tokenizer."""
 
-    get_preset(cfg.preset)
+
+def train(cfg: TrainConfig, *, build: ModelBuilder | None = None) -> dict[str, Any]:
+    """Train (or resume) and return the final metrics. Safe to call under torchrun.
+
+    Without ``build``: a new GPTBigCode model of ``cfg.preset``. ``recipe adapt`` passes one
+    that loads a base model (and adds FIM tokens and LoRA adapters to it)."""
+    import torch
+
     meta = read_meta(cfg.data)
+    if build is None:
+        build = _from_preset(cfg, meta)
     dist_info = _init_distributed()
     try:
-        return _train(cfg, meta, dist_info, torch, GPTBigCodeForCausalLM)
+        return _train(cfg, meta, dist_info, torch, build)
     finally:
         if dist_info.world_size > 1:
             torch.distributed.destroy_process_group()
 
 
+def _from_preset(cfg: TrainConfig, meta: dict[str, Any]) -> ModelBuilder:
+    preset = get_preset(cfg.preset)
+    if meta["seq_len"] > preset.n_positions:
+        raise RecipeError(
+            f"the shards have rows of {meta['seq_len']} tokens but preset {preset.name} has "
+            f"{preset.n_positions} positions; rebuild the shards with --seq-len {preset.n_positions}"
+        )
+
+    def build(tok: CodeTokenizer) -> Any:
+        from transformers import GPTBigCodeForCausalLM
+
+        return GPTBigCodeForCausalLM(
+            build_config(preset, vocab_size=tok.vocab_size, eos_id=tok.eos_id)
+        )
+
+    return build
+
+
 def _train(
-    cfg: TrainConfig, meta: dict[str, Any], d: _Dist, torch: Any, model_cls: Any
+    cfg: TrainConfig, meta: dict[str, Any], d: _Dist, torch: Any, build: ModelBuilder
 ) -> dict[str, Any]:
     from contextlib import nullcontext
 
@@ -291,17 +345,10 @@ def _train(
     output = Path(cfg.output)
     device = _device(d)
     tok = CodeTokenizer.load(Path(cfg.data) / "tokenizer.json")
-    preset = get_preset(cfg.preset)
-    if meta["seq_len"] > preset.n_positions:
-        raise RecipeError(
-            f"the shards have rows of {meta['seq_len']} tokens but preset {preset.name} has "
-            f"{preset.n_positions} positions; rebuild the shards with --seq-len {preset.n_positions}"
-        )
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    config = build_config(preset, vocab_size=tok.vocab_size, eos_id=tok.eos_id)
-    model = model_cls(config).to(device)
+    model = build(tok).to(device)
     train_loader = ShardLoader(
         cfg.data, "train", cfg.micro_batch, seed=cfg.seed, rank=d.rank, world_size=d.world_size
     )
@@ -309,8 +356,9 @@ def _train(
     if meta["splits"].get("validation", {}).get("rows", 0) > 0:
         val_loader = ShardLoader(cfg.data, "validation", cfg.micro_batch, seed=cfg.seed)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.dim() >= 2]
+    no_decay = [p for n, p in trainable if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.weight_decay},
@@ -325,8 +373,8 @@ def _train(
     existing = latest_checkpoint(output)
     if existing is not None:
         ckpt = load_checkpoint(existing)
-        _check_compatible(ckpt, config.to_dict(), existing)
-        model.load_state_dict(ckpt["model"])
+        _check_compatible(ckpt, model.config.to_dict(), existing)
+        _load_weights(model, ckpt, existing)
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["loader"].get("world_size", 1) != d.world_size:
             raise RecipeError(
@@ -423,6 +471,21 @@ def _train(
     if d.world_size > 1:
         torch.distributed.barrier()
     return last
+
+
+def _load_weights(model: Any, ckpt: dict[str, Any], path: Path) -> None:
+    """A checkpoint's weights into the run's model: all of them, or (a partial checkpoint)
+    exactly the trainable ones."""
+    if not ckpt.get("partial"):
+        model.load_state_dict(ckpt["model"])
+        return
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(ckpt["model"]) != trainable:
+        raise RecipeError(
+            f"{path} holds other trainable weights than this run has (a different --lora or "
+            "--fim?); use the same options, or a new --output directory"
+        )
+    model.load_state_dict(ckpt["model"], strict=False)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
