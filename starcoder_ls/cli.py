@@ -20,6 +20,7 @@ RECIPE_STAGES: tuple[tuple[str, str], ...] = (
     ("starcoder_ls.recipe.tokenizer", "train a byte-level BPE tokenizer"),
     ("starcoder_ls.recipe.data", "FIM-transform and pack a corpus into token shards"),
     ("starcoder_ls.recipe.train", "train a GPTBigCode model"),
+    ("starcoder_ls.recipe.adapt", "adapt an existing model: FIM tokens and training, LoRA"),
     ("starcoder_ls.recipe.export", "export a Hugging Face folder and a GGUF file"),
     ("starcoder_ls.recipe.quantize", "quantize a GGUF file"),
     ("starcoder_ls.recipe.evaluate", "evaluate a model on held-out files"),

@@ -37,6 +37,7 @@ def test_help_is_fast_and_lists_commands() -> None:
         "tokenizer",
         "shards",
         "train",
+        "adapt",
         "export",
         "quantize",
         "evaluate",

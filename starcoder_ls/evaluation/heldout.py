@@ -45,6 +45,8 @@ _STOP_SPELLINGS = (
     "<file_sep>",
     "<|file_sep|>",
     "<|im_end|>",
+    "<eos>",
+    "<end_of_turn>",
 )
 
 
@@ -267,6 +269,28 @@ def fim_exact_match(
     t0 = time.perf_counter()
     for s in samples:
         ids = infill_ids(model, s.prefix, s.suffix, max_new_tokens)
+        text = model.detokenize(model.greedy(ids, max_new_tokens, stops))
+        preds.append(text.split("\n", 1)[0])
+    result: dict[str, Any] = _score(preds, samples)
+    result["samples"] = len(samples)
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def l2r_exact_match(
+    model: EvalModel, samples: Sequence[LineSample], *, max_new_tokens: int = 48
+) -> dict[str, Any]:
+    """The same lines completed from the prefix alone: how a model without FIM tokens (or a
+    left-to-right prompt) does, the baseline a FIM adaptation has to beat."""
+    stops = stop_ids(model)
+    preds: list[str] = []
+    t0 = time.perf_counter()
+    room = model.n_ctx - max_new_tokens
+    for s in samples:
+        ids = model.tokenize(s.prefix)[-room:] if s.prefix else []
+        if not ids:  # the first line of a file: nothing to continue
+            preds.append("")
+            continue
         text = model.detokenize(model.greedy(ids, max_new_tokens, stops))
         preds.append(text.split("\n", 1)[0])
     result: dict[str, Any] = _score(preds, samples)

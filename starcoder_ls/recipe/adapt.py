@@ -19,7 +19,10 @@ training loop:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import contextlib
+import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +195,10 @@ def attach_lora(model: Any, settings: LoraSettings, *, train_embeddings: bool = 
 
     extra = [_module_name(model, model.get_input_embeddings())]
     out = model.get_output_embeddings()
-    if out is not None and out.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr():
+    tied = (
+        out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    )
+    if out is not None and not tied:
         extra.append(_module_name(model, out))
     config = LoraConfig(
         r=settings.r,
@@ -202,6 +208,8 @@ def attach_lora(model: Any, settings: LoraSettings, *, train_embeddings: bool = 
             settings.targets if isinstance(settings.targets, str) else list(settings.targets)
         ),
         modules_to_save=extra if train_embeddings else None,
+        # A tied head stays tied to the trained embeddings (and the merged model small).
+        ensure_weight_tying=tied and train_embeddings,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
@@ -235,3 +243,265 @@ def load_adapter(base: Any, adapter_dir: Path) -> Any:
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise RecipeError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json)")
     return PeftModel.from_pretrained(base, str(adapter_dir))
+
+
+# -- recipe adapt -----------------------------------------------------------------------------
+
+
+@dataclass
+class AdaptConfig:
+    base: str
+    """A Hugging Face folder, a GGUF file, or a model name this package knows."""
+    data: Path
+    """A corpus directory (``train.jsonl``/``validation.jsonl`` from ``recipe corpus``), or
+    sources for the corpus stage: folders or git repositories."""
+    output: Path
+    fim: bool = False
+    """Add FIM sentinels (where missing) and train on the FIM transform."""
+    lora: int = 0
+    """LoRA rank; 0 trains every weight."""
+    lora_alpha: int = 0
+    """0: twice the rank."""
+    steps: int = 200
+    seq_len: int = 512
+    micro_batch: int = 4
+    grad_accum: int = 1
+    lr: float = 0.0
+    """0: 2e-4 with LoRA, 5e-5 without."""
+    warmup_steps: int = 20
+    fim_rate: float = 0.9
+    """Share of FIM documents with --fim (StarCoder used 0.5 from scratch; a model that must
+    learn the format needs more of it)."""
+    end_token: str = ""
+    """What ends a training document; empty: the tokenizer's own end token."""
+    eval_samples: int = 100
+    """Held-out lines measured before and after (0: none)."""
+    eval_every: int = 100
+    save_every: int = 100
+    seed: int = 0
+    dtype: str = "auto"
+    compile: str = "auto"
+    stop_after: int | None = None
+    progress: bool = True
+
+
+def adapt(cfg: AdaptConfig) -> dict[str, Any]:
+    """Corpus -> (FIM tokens) -> shards -> training -> adapter and merged model, with held-out
+    exact match before and after. Resumes from ``cfg.output``; safe under torchrun (rank 0
+    prepares the data while the others wait)."""
+    import json
+
+    import torch
+
+    from starcoder_ls.recipe.atomic import write_text_atomic
+    from starcoder_ls.recipe.train import TrainConfig, _init_distributed, train
+
+    output = Path(cfg.output)
+    d = _init_distributed()
+    if d.main:
+        output.mkdir(parents=True, exist_ok=True)
+        _prepare_shards(cfg, output, _prepare_corpus(cfg, output))
+    if d.world_size > 1:
+        torch.distributed.barrier()
+    corpus = _corpus_dir(cfg, output)
+    shards = output / "shards"
+    built: list[Any] = []
+
+    def build(_tok: Any) -> Any:
+        base = load_base(cfg.base)
+        if cfg.fim:
+            extend_tokenizer(base.model, base.tokenizer)
+        model = base.model
+        if cfg.lora:
+            settings = LoraSettings(r=cfg.lora, alpha=cfg.lora_alpha or 2 * cfg.lora)
+            model = attach_lora(model, settings, train_embeddings=cfg.fim)
+        built[:] = [model, base.tokenizer]
+        return model
+
+    report: dict[str, Any] = {"base": cfg.base, "fim": cfg.fim, "lora": cfg.lora}
+    samples = _eval_samples(corpus, cfg) if d.main else []
+    before_file = output / "before.json"
+    if samples and before_file.is_file():  # a resumed run measured the base already
+        report["before"] = json.loads(before_file.read_text())
+    elif samples:
+        original = load_base(cfg.base)  # as it was: no new tokens, no adapters
+        report["before"] = _measure(original.model, original.tokenizer, samples, cfg)
+        write_text_atomic(before_file, json.dumps(report["before"], indent=2) + "\n")
+        del original
+    tcfg = TrainConfig(
+        data=shards,
+        output=output / "run",
+        max_steps=cfg.steps,
+        micro_batch=cfg.micro_batch,
+        grad_accum=cfg.grad_accum,
+        lr=cfg.lr or (2e-4 if cfg.lora else 5e-5),
+        warmup_steps=min(cfg.warmup_steps, max(1, cfg.steps // 10)),
+        eval_every=cfg.eval_every,
+        save_every=cfg.save_every,
+        log_every=max(1, min(10, cfg.steps // 10)),
+        fim_eval_samples=0,
+        seed=cfg.seed,
+        dtype=cfg.dtype,
+        compile=cfg.compile,
+        stop_after=cfg.stop_after,
+        progress=cfg.progress,
+        weight_decay=0.0 if cfg.lora else 0.1,
+    )
+    report["train"] = train(tcfg, build=build)
+    if not d.main or not built:
+        return report
+    model, tokenizer = built
+    model.eval()
+    finished = cfg.stop_after is None or cfg.stop_after >= cfg.steps
+    if finished:
+        if samples:
+            report["after"] = _measure(model, tokenizer, samples, cfg)
+        report["outputs"] = _save_outputs(model, tokenizer, output, cfg)
+    write_text_atomic(output / "adapt_report.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _corpus_dir(cfg: AdaptConfig, output: Path) -> Path:
+    data = Path(cfg.data)
+    return data if (data / "train.jsonl").is_file() else output / "corpus"
+
+
+def _prepare_corpus(cfg: AdaptConfig, output: Path) -> Path:
+    """The data as a corpus: as given, or through the corpus stage (dedup, PII redaction,
+    decontamination, split) once."""
+    from starcoder_ls.recipe.corpus import CorpusConfig, build_corpus
+
+    corpus = _corpus_dir(cfg, output)
+    if not (corpus / "train.jsonl").is_file():
+        if not Path(cfg.data).exists() and "://" not in str(cfg.data):
+            raise RecipeError(f"--data {cfg.data}: no such folder, corpus or repository")
+        build_corpus(CorpusConfig(sources=[str(cfg.data)], output=corpus), progress=cfg.progress)
+    return corpus
+
+
+def _prepare_shards(cfg: AdaptConfig, output: Path, corpus: Path) -> Path:
+    """The base's tokenizer (with FIM tokens where asked) and the FIM-transformed shards."""
+    from starcoder_ls.recipe.data import ShardConfig, build_shards, read_meta
+    from starcoder_ls.recipe.fim import FimConfig
+
+    shards = output / "shards"
+    if (shards / "meta.json").is_file():
+        return shards
+    base = load_base(cfg.base)
+    if cfg.fim:
+        extend_tokenizer(base.model, base.tokenizer)
+    tok_dir = output / "tokenizer"
+    base.tokenizer.save_pretrained(tok_dir)
+    if not (tok_dir / "tokenizer.json").is_file():
+        raise RecipeError(f"{cfg.base}: its tokenizer has no fast (tokenizer.json) form")
+    end = cfg.end_token or str(base.tokenizer.eos_token or "")
+    if not end:
+        raise RecipeError(f"{cfg.base}: the tokenizer names no end token; give --end-token")
+    build_shards(
+        ShardConfig(
+            corpus=corpus,
+            tokenizer=tok_dir / "tokenizer.json",
+            output=shards,
+            seq_len=cfg.seq_len,
+            fim=FimConfig(fim_rate=cfg.fim_rate if cfg.fim else 0.0, spm_rate=0.0),
+            end_token=end,
+            seed=cfg.seed,
+        ),
+        progress=cfg.progress,
+    )
+    read_meta(shards)
+    return shards
+
+
+def _eval_samples(corpus: Path, cfg: AdaptConfig) -> list[Any]:
+    from starcoder_ls.evaluation.heldout import sample_lines
+    from starcoder_ls.recipe.corpus import read_corpus
+
+    if cfg.eval_samples <= 0 or not (corpus / "validation.jsonl").is_file():
+        return []
+    return sample_lines(list(read_corpus(corpus / "validation.jsonl")), cfg.eval_samples, seed=0)
+
+
+def _measure(model: Any, tokenizer: Any, samples: list[Any], cfg: AdaptConfig) -> dict[str, Any]:
+    """Single-line exact match on held-out lines: with FIM where the model has the tokens,
+    and from the prefix alone (how a left-to-right model completes)."""
+    from starcoder_ls.evaluation.heldout import (
+        EvaluationError,
+        InMemoryModel,
+        fim_exact_match,
+        l2r_exact_match,
+    )
+    from starcoder_ls.recipe.tokenizer import CodeTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:  # the tokenizer as the shards were made
+        tokenizer.save_pretrained(tmp)
+        tok = CodeTokenizer.load(Path(tmp) / "tokenizer.json")
+    em = InMemoryModel(model, tok)
+    em.n_ctx = min(em.n_ctx, cfg.seq_len * 2)  # the context the adaptation trained
+    out: dict[str, Any] = {"left_to_right": l2r_exact_match(em, samples)}
+    with contextlib.suppress(EvaluationError):  # a model without FIM tokens (yet)
+        out["fim"] = fim_exact_match(em, samples)
+    return out
+
+
+def _save_outputs(model: Any, tokenizer: Any, output: Path, cfg: AdaptConfig) -> dict[str, str]:
+    """The adapter on its own (LoRA), and the model with everything merged in, as a Hugging
+    Face folder that the transformers backend serves and the export stage converts."""
+    from starcoder_ls.recipe.atomic import atomic_path
+
+    out: dict[str, str] = {}
+    if cfg.lora:
+        with atomic_path(output / "adapter", directory=True) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        out["adapter"] = str(output / "adapter")
+        model = merge_lora(model)
+    with atomic_path(output / "hf", directory=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    out["hf"] = str(output / "hf")
+    return out
+
+
+def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "adapt",
+        help="adapt an existing model: teach it FIM, fine-tune it on your code (LoRA)",
+        description="Continue training a real model on a corpus: a Hugging Face folder, a GGUF "
+        "file (dequantized by transformers) or a known model name. --fim adds the FIM tokens "
+        "it lacks and trains on the FIM transform with repository-level samples; --lora R "
+        "trains LoRA adapters of rank R instead of every weight. Writes the adapter, the "
+        "merged model (a Hugging Face folder) and adapt_report.json with held-out exact match "
+        "before and after. Re-running with the same --output resumes; under torchrun it "
+        "trains on every process.",
+    )
+    p.add_argument("--base", required=True, help="folder, GGUF file or model name")
+    p.add_argument(
+        "--data", type=Path, required=True, help="a corpus directory, or a folder or repository"
+    )
+    p.add_argument("--output", "-o", type=Path, required=True, help="run directory")
+    p.add_argument("--fim", action="store_true", help="add FIM tokens and train on FIM")
+    p.add_argument("--lora", type=int, default=0, metavar="R", help="LoRA rank (0: all weights)")
+    defaults = AdaptConfig(base="", data=Path(), output=Path())
+    for f in fields(AdaptConfig):
+        if f.name in ("base", "data", "output", "fim", "lora", "progress"):
+            continue
+        value = getattr(defaults, f.name)
+        kind = type(value) if value is not None else int
+        p.add_argument(
+            "--" + f.name.replace("_", "-"), type=kind, default=value, help=f"default: {value}"
+        )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cli_run)
+
+
+def _cli_run(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    values = {f.name: getattr(args, f.name) for f in fields(AdaptConfig) if f.name != "progress"}
+    values["base"] = str(values["base"])
+    report = adapt(AdaptConfig(**values, progress=not args.no_progress))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(report, indent=1))
+    return 0

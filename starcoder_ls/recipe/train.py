@@ -101,8 +101,8 @@ def _init_distributed() -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
+    if not dist.is_initialized():  # ``recipe adapt`` starts it to prepare data on rank 0
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     d = _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if torch.cuda.is_available():
         torch.cuda.set_device(d.local_rank)

@@ -253,3 +253,97 @@ def test_lora_with_new_fim_tokens_trains_their_embeddings_too() -> None:
         p.grad for n, p in lora.named_parameters() if p.requires_grad and "embed_tokens" in n
     )
     assert grad[pre].abs().sum() > 0  # the new token's row learns
+
+
+def _micro_base(folder: Path, corpus_dir: Path) -> Path:
+    """A left-to-right base model as a Hugging Face folder, its tokenizer trained on the
+    corpus so that code is a few tokens per line."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from starcoder_ls.recipe.corpus import read_corpus
+
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    t.train_from_iterator((f.text for f in read_corpus(corpus_dir / "train.jsonl")), trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<eos>")
+    micro_model(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _adapt(base: Path, corpus: Path, out: Path, *extra: str) -> dict:
+    import json
+
+    from starcoder_ls.cli import main
+
+    args = [
+        "recipe", "adapt", "--base", str(base), "--data", str(corpus), "--output", str(out),
+        "--fim", "--steps", "12", "--seq-len", "64", "--micro-batch", "4", "--lr", "0.003",
+        "--warmup-steps", "2", "--eval-samples", "8", "--eval-every", "6", "--save-every", "6",
+        "--no-progress", *extra,
+    ]  # fmt: skip
+    assert main(args) == 0
+    return json.loads((out / "adapt_report.json").read_text())
+
+
+def test_adapt_teaches_a_left_to_right_model_fim_with_lora(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    base = _micro_base(tmp_path / "base", corpus_dir)
+    report = _adapt(base, corpus_dir, tmp_path / "run", "--lora", "4")
+    # Before: no FIM tokens, so only left to right; after: both, measured on the same lines.
+    assert "fim" not in report["before"] and report["before"]["left_to_right"]["samples"] == 8
+    assert report["after"]["fim"]["samples"] == 8
+    rows = [json.loads(x) for x in (tmp_path / "run/run/metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) >= 3 and losses[-1] < losses[0]
+    # The merged model is a plain transformers model with the sentinels in its tokenizer.
+    merged = load_base(tmp_path / "run/hf")
+    vocab = merged.tokenizer.get_vocab()
+    assert all(t in vocab for t in ADDED_TOKENS)
+    assert merged.model.get_input_embeddings().weight.shape[0] == len(merged.tokenizer)
+    head, emb = merged.model.get_output_embeddings(), merged.model.get_input_embeddings()
+    assert head.weight.data_ptr() == emb.weight.data_ptr()  # a tied base stays tied
+    # The adapter alone serves on a fresh base with the extended tokenizer.
+    assert (tmp_path / "run/adapter/adapter_config.json").is_file()
+    # The shards end documents with the base's own end token.
+    meta = json.loads((tmp_path / "run/shards/meta.json").read_text())
+    assert meta["config"]["end_token"] == "<eos>"
+
+
+def test_adapt_resumes_exactly(corpus_dir: Path, tmp_path: Path) -> None:
+    from starcoder_ls.recipe.train import load_checkpoint
+
+    base = _micro_base(tmp_path / "base", corpus_dir)
+    _adapt(base, corpus_dir, tmp_path / "straight", "--lora", "4", "--eval-samples", "0")
+    _adapt(base, corpus_dir, tmp_path / "stopped", "--lora", "4", "--eval-samples", "0",
+           "--stop-after", "6")  # fmt: skip
+    assert load_checkpoint(tmp_path / "stopped/run")["step"] == 6
+    _adapt(base, corpus_dir, tmp_path / "stopped", "--lora", "4", "--eval-samples", "0")
+    a = load_checkpoint(tmp_path / "straight/run")
+    b = load_checkpoint(tmp_path / "stopped/run")
+    assert a["step"] == b["step"] == 12 and a["partial"] and set(a["model"]) == set(b["model"])
+    for key, value in a["model"].items():
+        assert torch.equal(b["model"][key], value), key
+
+
+def test_adapt_without_lora_trains_every_weight_and_the_loss_falls(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    base = _micro_base(tmp_path / "base", corpus_dir)
+    report = _adapt(base, corpus_dir, tmp_path / "run", "--lr", "0.01", "--eval-samples", "0")
+    assert "adapter" not in report["outputs"] and (tmp_path / "run/hf/config.json").is_file()
+    rows = [json.loads(x) for x in (tmp_path / "run/run/metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
