@@ -262,6 +262,7 @@ class AdaptConfig:
     """LoRA rank; 0 trains every weight."""
     lora_alpha: int = 0
     """0: twice the rank."""
+    lora_dropout: float = 0.05
     steps: int = 200
     seq_len: int = 512
     micro_batch: int = 4
@@ -313,7 +314,9 @@ def adapt(cfg: AdaptConfig) -> dict[str, Any]:
             extend_tokenizer(base.model, base.tokenizer)
         model = base.model
         if cfg.lora:
-            settings = LoraSettings(r=cfg.lora, alpha=cfg.lora_alpha or 2 * cfg.lora)
+            settings = LoraSettings(
+                r=cfg.lora, alpha=cfg.lora_alpha or 2 * cfg.lora, dropout=cfg.lora_dropout
+            )
             model = attach_lora(model, settings, train_embeddings=cfg.fim)
         built[:] = [model, base.tokenizer]
         return model

@@ -347,3 +347,32 @@ def test_adapt_without_lora_trains_every_weight_and_the_loss_falls(
     rows = [json.loads(x) for x in (tmp_path / "run/run/metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+
+
+def test_adapt_under_torchrun_matches_one_process(corpus_dir: Path, tmp_path: Path) -> None:
+    """Two gloo processes with half the micro-batch each train the same adapters as one
+    (without dropout, whose masks each process draws for its own half)."""
+    import os
+    import subprocess
+    import sys
+
+    from starcoder_ls.recipe.train import load_checkpoint
+
+    base = _micro_base(tmp_path / "base", corpus_dir)
+    common = ["--lora", "4", "--lora-dropout", "0", "--eval-samples", "0", "--steps", "4",
+              "--save-every", "4"]  # fmt: skip
+    _adapt(base, corpus_dir, tmp_path / "one", *common)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "starcoder_ls", "recipe", "adapt", "--base", str(base), "--data", str(corpus_dir),
+        "--output", str(tmp_path / "two"), "--fim", "--seq-len", "64", "--micro-batch", "2",
+        "--lr", "0.003", "--warmup-steps", "2", "--no-progress", *common,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_checkpoint(tmp_path / "one/run"), load_checkpoint(tmp_path / "two/run")
+    assert b["loader"]["world_size"] == 2 and set(a["model"]) == set(b["model"])
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=5e-5, msg=key)
+    assert (tmp_path / "two/adapter/adapter_config.json").is_file()
