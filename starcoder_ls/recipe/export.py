@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 HF_DTYPES = ("float32", "float16", "bfloat16")
 GGUF_TYPES = ("f32", "f16")
+EXPORTABLE = ("gpt_bigcode", "llama")
 # tokenizer_config.json keys that name the FIM/repository tokens, so downstream tools (and our
 # own prompt builder) need not hard-code StarCoder's spelling.
 FIM_CONFIG_KEYS = {
@@ -131,10 +132,10 @@ def _read_config(hf_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise RecipeError(f"cannot read {path}: {exc}") from exc
     kind = config.get("model_type")
-    if kind != "gpt_bigcode":
+    if kind not in EXPORTABLE:
         raise RecipeError(
-            f"{hf_dir} holds a {kind!r} model; only GPTBigCode (StarCoder-family, "
-            "model_type 'gpt_bigcode') models are supported"
+            f"{hf_dir} holds a {kind!r} model; GGUF export takes GPTBigCode (StarCoder-family, "
+            "model_type 'gpt_bigcode') and Llama-architecture models ('llama')"
         )
     return config
 
@@ -329,6 +330,10 @@ def export_gguf(
         raise RecipeError(f"unknown GGUF type {outtype!r}; choose one of: {', '.join(GGUF_TYPES)}")
     hf_dir = Path(hf_dir)
     cfg = _read_config(hf_dir)
+    if cfg["model_type"] == "llama":  # what recipe adapt makes of SmolLM2 and its kin
+        from starcoder_ls.recipe.gguf_llama import export_llama_gguf
+
+        return export_llama_gguf(hf_dir, cfg, out_file, outtype=outtype, name=name)
     _check_config(cfg, hf_dir)
     multi_query = cfg.get("multi_query", True)
     n_kv = 1 if multi_query else cfg["n_head"]

@@ -376,3 +376,33 @@ def test_adapt_under_torchrun_matches_one_process(corpus_dir: Path, tmp_path: Pa
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=5e-5, msg=key)
     assert (tmp_path / "two/adapter/adapter_config.json").is_file()
+
+
+def test_an_adapted_llama_model_exports_to_gguf_and_llama_cpp_computes_the_same(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """LoRA, merged, exported: llama.cpp's logits for a FIM prompt equal transformers'."""
+    from starcoder_ls.backends.gguf import load_gguf
+    from starcoder_ls.recipe.export import export_gguf
+
+    base = _micro_base(tmp_path / "base", corpus_dir)
+    _adapt(base, corpus_dir, tmp_path / "run", "--lora", "4", "--eval-samples", "0",
+           "--steps", "4", "--lr", "0.01")  # fmt: skip
+    gguf_file = export_gguf(tmp_path / "run/hf", tmp_path / "adapted-f32.gguf")
+    adapted = load_base(tmp_path / "run/hf")
+    tok = adapted.tokenizer
+    ids = [
+        tok.convert_tokens_to_ids("<fim_prefix>"),
+        *tok.encode("def add(a, b):\n    ", add_special_tokens=False),
+        tok.convert_tokens_to_ids("<fim_suffix>"),
+        *tok.encode("\n\nprint(add(1, 2))\n", add_special_tokens=False),
+        tok.convert_tokens_to_ids("<fim_middle>"),
+    ]
+    with torch.no_grad():
+        expected = adapted.model.eval()(input_ids=torch.tensor([ids])).logits[0].numpy()
+    llm = load_gguf(gguf_file, n_ctx=128, logits_all=True)
+    assert llm.tokenize(b"<fim_prefix>", add_bos=False, special=True) == [ids[0]]
+    llm.eval(ids)
+    got = np.asarray(llm.scores[: len(ids)])
+    assert np.abs(got - expected).max() < 1e-3 * max(1.0, float(np.abs(expected).max()))
+    assert llm.metadata.get("tokenizer.ggml.fim_pre_token_id") == str(ids[0])

@@ -161,11 +161,11 @@ def test_load_hf_errors_are_clear(hf_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(RecipeError, match=r"no config\.json"):
         load_hf(tmp_path / "empty")
-    llama = tmp_path / "llama"
-    llama.mkdir()
-    (llama / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(RecipeError, match="'llama' model; only GPTBigCode"):
-        load_hf(llama)
+    mamba = tmp_path / "mamba"
+    mamba.mkdir()
+    (mamba / "config.json").write_text('{"model_type": "mamba"}')
+    with pytest.raises(RecipeError, match="'mamba' model; GGUF export takes GPTBigCode"):
+        load_hf(mamba)
     partial = tmp_path / "partial"
     shutil.copytree(hf_dir, partial)
     (partial / "model.safetensors").unlink()
