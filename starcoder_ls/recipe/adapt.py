@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from starcoder_ls.prompt.tokens import (
+    ENDOFTEXT,
     FILE_SEP,
     FIM_MIDDLE,
     FIM_PAD,
@@ -397,7 +398,7 @@ def _prepare_shards(cfg: AdaptConfig, output: Path, corpus: Path) -> Path:
     base.tokenizer.save_pretrained(tok_dir)
     if not (tok_dir / "tokenizer.json").is_file():
         raise RecipeError(f"{cfg.base}: its tokenizer has no fast (tokenizer.json) form")
-    end = cfg.end_token or str(base.tokenizer.eos_token or "")
+    end = cfg.end_token or _end_token(base.tokenizer)
     if not end:
         raise RecipeError(f"{cfg.base}: the tokenizer names no end token; give --end-token")
     build_shards(
@@ -414,6 +415,15 @@ def _prepare_shards(cfg: AdaptConfig, output: Path, corpus: Path) -> Path:
     )
     read_meta(shards)
     return shards
+
+
+def _end_token(tokenizer: Any) -> str:
+    """StarCoder's ``<|endoftext|>`` where the vocabulary has it (SmolLM2 separated its
+    pretraining documents with it; the FIM prompt families stop on it), else the tokenizer's
+    own end token (Gemma's ``<eos>``)."""
+    if ENDOFTEXT in tokenizer.get_vocab():
+        return ENDOFTEXT
+    return str(tokenizer.eos_token or "")
 
 
 def _eval_samples(corpus: Path, cfg: AdaptConfig) -> list[Any]:
@@ -450,9 +460,17 @@ def _measure(model: Any, tokenizer: Any, samples: list[Any], cfg: AdaptConfig) -
 def _save_outputs(model: Any, tokenizer: Any, output: Path, cfg: AdaptConfig) -> dict[str, str]:
     """The adapter on its own (LoRA), and the model with everything merged in, as a Hugging
     Face folder that the transformers backend serves and the export stage converts."""
+    import json
+
     from starcoder_ls.recipe.atomic import atomic_path
 
     out: dict[str, str] = {}
+    # The token that ended the training documents is the one the model now emits at the end.
+    end = json.loads((output / "shards" / "meta.json").read_text())["config"]["end_token"]
+    end_id = int(tokenizer.convert_tokens_to_ids(end))
+    for config in (model.config, getattr(model, "generation_config", None)):
+        if config is not None:
+            config.eos_token_id = end_id
     if cfg.lora:
         with atomic_path(output / "adapter", directory=True) as tmp:
             model.save_pretrained(tmp)

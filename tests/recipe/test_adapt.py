@@ -406,3 +406,11 @@ def test_an_adapted_llama_model_exports_to_gguf_and_llama_cpp_computes_the_same(
     got = np.asarray(llm.scores[: len(ids)])
     assert np.abs(got - expected).max() < 1e-3 * max(1.0, float(np.abs(expected).max()))
     assert llm.metadata.get("tokenizer.ggml.fim_pre_token_id") == str(ids[0])
+    # The server recognises it as a FIM model with repository tokens, and stops where the
+    # training documents ended.
+    from starcoder_ls.models.registry import family_for
+
+    assert family_for(str(gguf_file)) == "starcoder2"
+    assert llm.metadata.get("tokenizer.ggml.eos_token_id") == str(
+        tok.convert_tokens_to_ids("<eos>")
+    )
