@@ -86,6 +86,10 @@ def _from_gguf(path: Path, torch_dtype: Any, source: str) -> Base:
             f"transformers cannot turn {path.name} into a trainable model ({exc}); give the "
             "model's Hugging Face folder instead"
         ) from None
+    # The tensors are plain floats now; the GGUF mark would stop save_pretrained.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     return Base(model, tok, source)
 
 

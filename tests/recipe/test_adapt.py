@@ -414,3 +414,25 @@ def test_an_adapted_llama_model_exports_to_gguf_and_llama_cpp_computes_the_same(
     assert llm.metadata.get("tokenizer.ggml.eos_token_id") == str(
         tok.convert_tokens_to_ids("<eos>")
     )
+
+
+def test_a_gguf_base_is_dequantized_into_a_trainable_savable_model(
+    corpus_dir: Path, tmp_path: Path
+) -> None:
+    """A Llama GGUF file as the base: transformers reads it back into the same model, which
+    trains and saves like any other (no GGUF mark left on it)."""
+    from starcoder_ls.recipe.export import export_gguf
+
+    folder = _micro_base(tmp_path / "base", corpus_dir)
+    gguf_file = export_gguf(folder, tmp_path / "base-f32.gguf")
+    original, loaded = load_base(folder), load_base(gguf_file)
+    x = torch.tensor([original.tokenizer.encode("def add(a, b):", add_special_tokens=False)])
+    assert loaded.tokenizer.encode("def add(a, b):", add_special_tokens=False) == x[0].tolist()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.model(input_ids=x).logits, original.model(input_ids=x).logits, atol=1e-4, rtol=0
+        )
+    ext = extend_tokenizer(loaded.model, loaded.tokenizer)
+    assert set(ext.added) == set(ADDED_TOKENS)
+    loaded.model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "model.safetensors").is_file()
