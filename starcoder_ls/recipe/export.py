@@ -401,8 +401,12 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "run's output directory or an existing GPTBigCode HF folder, and optionally convert it "
         "to GGUF for llama.cpp.",
     )
-    p.add_argument("source", type=Path, help="training run directory or GPTBigCode HF folder")
-    p.add_argument("--hf-out", type=Path, required=True, help="HF folder to write")
+    p.add_argument("source", type=Path, help="training run directory or HF folder")
+    p.add_argument(
+        "--hf-out",
+        type=Path,
+        help="HF folder to write (not needed to convert an HF folder to GGUF)",
+    )
     p.add_argument("--gguf-out", type=Path, help="GGUF file to write as well")
     p.add_argument("--dtype", choices=HF_DTYPES, default="float16", help="HF weights dtype")
     p.add_argument("--gguf-type", choices=GGUF_TYPES, default="f32", help="GGUF tensor type")
@@ -413,6 +417,15 @@ def _cli_export(args: argparse.Namespace) -> int:
     source: Path = args.source
     if not source.exists():
         raise RecipeError(f"not found: {source}")
+    if args.hf_out is None:
+        if not (source / "config.json").is_file() or args.gguf_out is None:
+            raise RecipeError(
+                "give --hf-out (a training run becomes an HF folder first), or an HF folder "
+                "and --gguf-out to convert it"
+            )
+        gguf_out = export_gguf(source, args.gguf_out, outtype=args.gguf_type)
+        print(json.dumps({"gguf": str(gguf_out), "gguf_bytes": gguf_out.stat().st_size}))
+        return 0
     if (source / "config.json").is_file():
         model, tokenizer = load_hf(source)
     else:

@@ -383,12 +383,14 @@ def test_an_adapted_llama_model_exports_to_gguf_and_llama_cpp_computes_the_same(
 ) -> None:
     """LoRA, merged, exported: llama.cpp's logits for a FIM prompt equal transformers'."""
     from starcoder_ls.backends.gguf import load_gguf
-    from starcoder_ls.recipe.export import export_gguf
 
     base = _micro_base(tmp_path / "base", corpus_dir)
     _adapt(base, corpus_dir, tmp_path / "run", "--lora", "4", "--eval-samples", "0",
            "--steps", "4", "--lr", "0.01")  # fmt: skip
-    gguf_file = export_gguf(tmp_path / "run/hf", tmp_path / "adapted-f32.gguf")
+    from starcoder_ls.cli import main
+
+    gguf_file = tmp_path / "adapted-f32.gguf"
+    assert main(["recipe", "export", str(tmp_path / "run/hf"), "--gguf-out", str(gguf_file)]) == 0
     adapted = load_base(tmp_path / "run/hf")
     tok = adapted.tokenizer
     ids = [
