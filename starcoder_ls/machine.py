@@ -55,3 +55,13 @@ def machine_info(*, torch: bool = True) -> dict[str, Any]:
     if _torch.cuda.is_available():
         info["gpu"] = _torch.cuda.get_device_name(0)
     return info
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """One line for a report's header: CPU, cores, memory, GPU."""
+    parts = [str(machine.get("cpu", "?")), f"{machine.get('cores', '?')} cores"]
+    if machine.get("memory_gib"):
+        parts.append(f"{machine['memory_gib']} GiB")
+    if machine.get("gpu"):
+        parts.append(str(machine["gpu"]))
+    return ", ".join(parts)

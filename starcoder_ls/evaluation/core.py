@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from starcoder_ls.evaluation.heldout import EvaluationError, edit_similarity
+from starcoder_ls.machine import machine_line
 
 log = logging.getLogger(__name__)
 
@@ -341,15 +342,6 @@ def _cell(key: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.0f}"
     return str(value)
-
-
-def machine_line(machine: dict[str, Any]) -> str:
-    parts = [str(machine.get("cpu", "?")), f"{machine.get('cores', '?')} cores"]
-    if machine.get("memory_gib"):
-        parts.append(f"{machine['memory_gib']} GiB")
-    if machine.get("gpu"):
-        parts.append(str(machine["gpu"]))
-    return ", ".join(parts)
 
 
 def format_markdown(report: Report, title: str = "") -> str:
