@@ -29,6 +29,7 @@ from starcoder_ls.prompt.tokens import (
 )
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.recipe.hf_folder import bpe_vocab, hf_state, weight_files
 from starcoder_ls.recipe.tokenizer import TOKENIZER_FILE, CodeTokenizer
 
 if TYPE_CHECKING:
@@ -140,13 +141,6 @@ def _read_config(hf_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _weight_files(hf_dir: Path) -> list[Path]:
-    files = sorted(hf_dir.glob("*.safetensors")) or sorted(hf_dir.glob("pytorch_model*.bin"))
-    if not files:
-        raise RecipeError(f"{hf_dir} has no weights (model*.safetensors or pytorch_model*.bin)")
-    return files
-
-
 def load_hf(path: str | Path, *, dtype: str = "float32") -> tuple[Any, CodeTokenizer]:
     """Load a GPTBigCode folder (ours or a real StarCoder download) for evaluation on CPU/GPU.
 
@@ -158,7 +152,7 @@ def load_hf(path: str | Path, *, dtype: str = "float32") -> tuple[Any, CodeToken
 
     hf_dir = Path(path)
     _read_config(hf_dir)
-    _weight_files(hf_dir)
+    weight_files(hf_dir)
     tokenizer = CodeTokenizer.load(hf_dir / TOKENIZER_FILE)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(hf_dir), local_files_only=True)
@@ -170,26 +164,6 @@ def load_hf(path: str | Path, *, dtype: str = "float32") -> tuple[Any, CodeToken
 
 
 # --------------------------------------------------------------------------- GGUF
-
-
-def _hf_state(hf_dir: Path) -> dict[str, torch.Tensor]:
-    """All tensors in their stored dtype (converted one at a time later, to bound memory)."""
-    import torch
-
-    state: dict[str, torch.Tensor] = {}
-    for file in _weight_files(hf_dir):
-        try:
-            if file.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                part = load_file(str(file))
-            else:
-                part = torch.load(str(file), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise RecipeError(f"cannot read weights {file}: {exc}") from exc
-        for key, tensor in part.items():
-            state[key.removeprefix("transformer.")] = tensor
-    return state
 
 
 def _gguf_tensor_names(n_layer: int) -> dict[str, str]:
@@ -239,40 +213,6 @@ def _check_config(cfg: dict[str, Any], hf_dir: Path) -> None:
         raise RecipeError(f"cannot convert {hf_dir} to GGUF: " + "; ".join(problems))
 
 
-def _vocab(hf_dir: Path, n_vocab: int) -> tuple[list[str], list[int], list[str], str]:
-    """Tokens in id order, their types, the BPE merges and llama.cpp's pre-tokenizer name."""
-    import gguf
-
-    path = hf_dir / TOKENIZER_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RecipeError(f"cannot read the tokenizer {path}: {exc}") from exc
-    model = data.get("model") or {}
-    if model.get("type") != "BPE":
-        raise RecipeError(f"{path} is not a BPE tokenizer; GGUF export needs byte-level BPE")
-    pre = json.dumps(data.get("pre_tokenizer"))
-    if '"ByteLevel"' not in pre:
-        raise RecipeError(f"{path} is not byte-level; llama.cpp's gpt2 tokenizer cannot run it")
-    # StarCoder splits every digit first; llama.cpp calls that pre-tokenizer "starcoder".
-    pre_name = "starcoder" if '"individual_digits": true' in pre else "gpt-2"
-    tokens: dict[int, str] = {int(i): t for t, i in model["vocab"].items()}
-    types = {i: gguf.TokenType.NORMAL for i in tokens}
-    for added in data.get("added_tokens", []):
-        tokens[added["id"]] = added["content"]
-        special = added.get("special", False)
-        types[added["id"]] = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
-    if not tokens or max(tokens) >= n_vocab:
-        raise RecipeError(
-            f"{path} has {len(tokens)} tokens (max id {max(tokens, default=-1)}) but the model "
-            f"only {n_vocab} embeddings"
-        )
-    token_list = [tokens.get(i, f"[PAD{i}]") for i in range(n_vocab)]
-    type_list = [int(types.get(i, gguf.TokenType.UNUSED)) for i in range(n_vocab)]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return token_list, type_list, merges, pre_name
-
-
 def _qkv_rows_to_llama(arr: np.ndarray, n_head: int) -> np.ndarray:
     """Without multi-query, HF interleaves q/k/v per head; llama.cpp wants all q, all k, all v."""
     head_dim = arr.shape[0] // (3 * n_head)
@@ -285,7 +225,7 @@ def _checked_weights(
 ) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]]]:
     """The weights llama.cpp needs and their shapes, or one error that lists every mismatch
     (llama.cpp itself would stop at the first, and only at load time)."""
-    state = _hf_state(hf_dir)
+    state = hf_state(hf_dir)
     for key in [k for k in state if k.endswith((".attn.bias", ".attn.masked_bias"))]:
         del state[key]  # causal-mask buffers of old checkpoints, not weights
     expected = _expected_shapes(cfg, n_kv)
@@ -338,7 +278,7 @@ def export_gguf(
     multi_query = cfg.get("multi_query", True)
     n_kv = 1 if multi_query else cfg["n_head"]
     n_vocab = cfg["vocab_size"]
-    tokens, token_types, merges, pre_name = _vocab(hf_dir, n_vocab)
+    tokens, token_types, merges, pre_name = bpe_vocab(hf_dir, n_vocab)
     state, expected = _checked_weights(hf_dir, cfg, n_kv)
 
     arch = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.STARCODER]

@@ -67,7 +67,7 @@ def export_llama_gguf(
     import gguf
     import torch
 
-    from starcoder_ls.recipe.export import _hf_state, _vocab
+    from starcoder_ls.recipe.hf_folder import bpe_vocab, hf_state
 
     if cfg.get("rope_scaling") not in (None, {}) and cfg["rope_scaling"].get("rope_type") not in (
         None,
@@ -78,8 +78,8 @@ def export_llama_gguf(
     n_kv = cfg.get("num_key_value_heads") or n_head
     head_dim = cfg.get("head_dim") or n_embd // n_head
     n_vocab = cfg["vocab_size"]
-    tokens, token_types, merges, pre_name = _vocab(hf_dir, n_vocab)
-    state = _hf_state(hf_dir)
+    tokens, token_types, merges, pre_name = bpe_vocab(hf_dir, n_vocab)
+    state = hf_state(hf_dir)
     names = _names(cfg)
     tied = cfg.get("tie_word_embeddings", False)
     if tied:
