@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -264,17 +264,12 @@ def _score(preds: Sequence[str], samples: Sequence[LineSample]) -> dict[str, flo
 def fim_exact_match(
     model: EvalModel, samples: Sequence[LineSample], *, max_new_tokens: int = 48
 ) -> dict[str, Any]:
-    stops = stop_ids(model)
-    preds: list[str] = []
-    t0 = time.perf_counter()
-    for s in samples:
-        ids = infill_ids(model, s.prefix, s.suffix, max_new_tokens)
-        text = model.detokenize(model.greedy(ids, max_new_tokens, stops))
-        preds.append(text.split("\n", 1)[0])
-    result: dict[str, Any] = _score(preds, samples)
-    result["samples"] = len(samples)
-    result["seconds"] = round(time.perf_counter() - t0, 2)
-    return result
+    return _first_lines(
+        model,
+        samples,
+        lambda s: infill_ids(model, s.prefix, s.suffix, max_new_tokens),
+        max_new_tokens,
+    )
 
 
 def l2r_exact_match(
@@ -282,16 +277,29 @@ def l2r_exact_match(
 ) -> dict[str, Any]:
     """The same lines completed from the prefix alone: how a model without FIM tokens (or a
     left-to-right prompt) does, the baseline a FIM adaptation has to beat."""
+    room = model.n_ctx - max_new_tokens
+    return _first_lines(
+        model,
+        samples,
+        lambda s: model.tokenize(s.prefix)[-room:] if s.prefix else [],
+        max_new_tokens,
+    )
+
+
+def _first_lines(
+    model: EvalModel,
+    samples: Sequence[LineSample],
+    prompt: Callable[[LineSample], list[int]],
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """Greedy completions of each sample's prompt, scored by their first line. An empty
+    prompt (the first line of a file, left to right) has nothing to continue: an empty line."""
     stops = stop_ids(model)
     preds: list[str] = []
     t0 = time.perf_counter()
-    room = model.n_ctx - max_new_tokens
     for s in samples:
-        ids = model.tokenize(s.prefix)[-room:] if s.prefix else []
-        if not ids:  # the first line of a file: nothing to continue
-            preds.append("")
-            continue
-        text = model.detokenize(model.greedy(ids, max_new_tokens, stops))
+        ids = prompt(s)
+        text = model.detokenize(model.greedy(ids, max_new_tokens, stops)) if ids else ""
         preds.append(text.split("\n", 1)[0])
     result: dict[str, Any] = _score(preds, samples)
     result["samples"] = len(samples)

@@ -29,7 +29,7 @@ from starcoder_ls.prompt.tokens import (
 )
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.errors import RecipeError
-from starcoder_ls.recipe.hf_folder import bpe_vocab, hf_state, weight_files
+from starcoder_ls.recipe.hf_folder import bpe_vocab, hf_state, weight_files, write_fim_ids
 from starcoder_ls.recipe.tokenizer import TOKENIZER_FILE, CodeTokenizer
 
 if TYPE_CHECKING:
@@ -306,13 +306,7 @@ def export_gguf(
         writer.add_eos_token_id(eos)
         writer.add_eot_token_id(eos)
         writer.add_add_bos_token(False)
-        keys = gguf.Keys.Tokenizer
-        for key, tok in (
-            (keys.FIM_PRE_ID, FIM_PREFIX), (keys.FIM_SUF_ID, FIM_SUFFIX), (keys.FIM_MID_ID, FIM_MIDDLE),
-            (keys.FIM_PAD_ID, FIM_PAD), (keys.FIM_REP_ID, REPO_NAME), (keys.FIM_SEP_ID, FILE_SEP),
-        ):  # fmt: skip
-            if tok in tokens:
-                writer.add_uint32(key, tokens.index(tok))
+        write_fim_ids(writer, tokens)
         for key in expected:
             module, _, kind = key.rpartition(".")
             data = state.pop(key).to(torch.float32).numpy()

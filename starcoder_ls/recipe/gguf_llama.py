@@ -15,14 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from starcoder_ls.prompt.tokens import (
-    FILE_SEP,
-    FIM_MIDDLE,
-    FIM_PAD,
-    FIM_PREFIX,
-    FIM_SUFFIX,
-    REPO_NAME,
-)
 from starcoder_ls.recipe.atomic import atomic_path
 from starcoder_ls.recipe.errors import RecipeError
 
@@ -67,7 +59,7 @@ def export_llama_gguf(
     import gguf
     import torch
 
-    from starcoder_ls.recipe.hf_folder import bpe_vocab, hf_state
+    from starcoder_ls.recipe.hf_folder import bpe_vocab, hf_state, write_fim_ids
 
     if cfg.get("rope_scaling") not in (None, {}) and cfg["rope_scaling"].get("rope_type") not in (
         None,
@@ -122,13 +114,7 @@ def export_llama_gguf(
         if bos is not None:
             writer.add_bos_token_id(int(bos))
         writer.add_add_bos_token(False)
-        keys = gguf.Keys.Tokenizer
-        for key, tok in (
-            (keys.FIM_PRE_ID, FIM_PREFIX), (keys.FIM_SUF_ID, FIM_SUFFIX), (keys.FIM_MID_ID, FIM_MIDDLE),
-            (keys.FIM_PAD_ID, FIM_PAD), (keys.FIM_REP_ID, REPO_NAME), (keys.FIM_SEP_ID, FILE_SEP),
-        ):  # fmt: skip
-            if tok in tokens:
-                writer.add_uint32(key, tokens.index(tok))
+        write_fim_ids(writer, tokens)
         for hf_name, gg_name in names.items():
             if hf_name not in state:
                 continue

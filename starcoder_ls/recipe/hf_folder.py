@@ -1,11 +1,12 @@
 """Reading a Hugging Face model folder without transformers: its weight files (safetensors or
-PyTorch pickles) and its byte-level BPE tokenizer, as the GGUF writers need them."""
+PyTorch pickles) and its byte-level BPE tokenizer, as the GGUF writers need them; and the FIM
+token ids both writers put in the metadata."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starcoder_ls.recipe.errors import RecipeError
 from starcoder_ls.recipe.tokenizer import TOKENIZER_FILE
@@ -73,3 +74,25 @@ def bpe_vocab(hf_dir: Path, n_vocab: int) -> tuple[list[str], list[int], list[st
     type_list = [int(types.get(i, gguf.TokenType.UNUSED)) for i in range(n_vocab)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     return token_list, type_list, merges, pre_name
+
+
+def write_fim_ids(writer: Any, tokens: list[str]) -> None:
+    """The ids of the FIM and repository tokens the vocabulary has, under llama.cpp's keys."""
+    import gguf
+
+    from starcoder_ls.prompt.tokens import (
+        FILE_SEP,
+        FIM_MIDDLE,
+        FIM_PAD,
+        FIM_PREFIX,
+        FIM_SUFFIX,
+        REPO_NAME,
+    )
+
+    keys = gguf.Keys.Tokenizer
+    for key, tok in (
+        (keys.FIM_PRE_ID, FIM_PREFIX), (keys.FIM_SUF_ID, FIM_SUFFIX), (keys.FIM_MID_ID, FIM_MIDDLE),
+        (keys.FIM_PAD_ID, FIM_PAD), (keys.FIM_REP_ID, REPO_NAME), (keys.FIM_SEP_ID, FILE_SEP),
+    ):  # fmt: skip
+        if tok in tokens:
+            writer.add_uint32(key, tokens.index(tok))
