@@ -38,7 +38,7 @@ def base_gguf() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def run(out: Path, steps: int) -> None:
+def run(out: Path, steps: int, lr: float, span_rate: float) -> None:
     cli = [sys.executable, "-m", "starcoder_ls"]
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     corpus = out / "corpus"
@@ -52,7 +52,7 @@ def run(out: Path, steps: int) -> None:
         [
             *cli, "recipe", "adapt", "--base", str(base_gguf()), "--data", str(corpus),
             "-o", str(out / "smollm2-fim"), "--fim", "--steps", str(steps), "--seq-len", "256",
-            "--micro-batch", "8", "--lr", "0.0001", "--warmup-steps", str(max(1, steps // 10)),
+            "--micro-batch", "8", "--lr", str(lr), "--span-rate", str(span_rate), "--warmup-steps", str(max(1, steps // 10)),
             "--eval-samples", "60", "--eval-every", str(steps // 2), "--save-every",
             str(steps // 2), "--no-progress",
         ],
@@ -110,12 +110,14 @@ def report(run_dir: Path, out: Path) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=90)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--span-rate", type=float, default=0.5, help="editor-style FIM middles")
     ap.add_argument("--work", type=Path, default=Path("/tmp/adapt"))
     ap.add_argument("--report-only", type=Path, metavar="RUN_DIR")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     if args.report_only is None:
-        run(args.work, args.steps)
+        run(args.work, args.steps, args.lr, args.span_rate)
     print(report(args.report_only or args.work / "smollm2-fim", args.out))
     return 0
 

@@ -52,23 +52,14 @@ class TransformersBackend(TokenLoopBackend):
         reference path, ``quantize`` (none, int4) packs the linear layers to 4 bits; see
         ``starcoder_ls.kernels.integration``."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         local = Path(model).expanduser()
-        if local.exists() and not (local / "config.json").is_file():
-            raise BackendError(f"{local} is not a Hugging Face model folder (no config.json)")
         source = str(local) if local.exists() else model
         self.device = resolve_device(device)
         if n_threads > 0 and self.device == "cpu":
             torch.set_num_threads(n_threads)
         self.dtype = resolve_dtype(dtype, self.device)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
-            loaded = AutoModelForCausalLM.from_pretrained(
-                source, dtype=getattr(torch, self.dtype), local_files_only=local.exists()
-            )
-        except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot load"
-            raise BackendError(f"cannot load the transformers model {model!r}: {exc}") from exc
+        tokenizer, loaded = load_pretrained(model, getattr(torch, self.dtype))
         self.tokenizer: Any = tokenizer
         # Prompts are fitted to the context here (``fit_prompt``); the tokenizer's own limit
         # would only log a warning about long texts that are cut before the model sees them.
@@ -193,6 +184,112 @@ class TransformersBackend(TokenLoopBackend):
         with self._lock:
             self._cache = None
             self._cached_ids = []
+
+
+def load_pretrained(model: str, dtype: Any) -> tuple[Any, Any]:
+    """(tokenizer, model) for a ``model`` setting of the transformers backend:
+
+    * a Hugging Face folder, or a hub id;
+    * a GGUF file, dequantized by transformers (for the architectures it reads);
+    * a LoRA adapter folder (``adapter_config.json``, as ``recipe adapt --lora`` writes): its
+      base model is loaded, the embeddings grown to the adapter's tokenizer where it added
+      tokens, and the adapter merged in memory, so it decodes as fast as the merged model.
+      The files on disk stay as they are.
+    """
+    local = Path(model).expanduser()
+    adapter = (local / "adapter_config.json").is_file() and not (local / "config.json").is_file()
+    if local.is_dir() and adapter:
+        return _load_adapter(local, dtype)
+    if local.is_file():
+        return load_gguf_model(local, dtype)
+    if local.exists() and not (local / "config.json").is_file():
+        raise BackendError(
+            f"{local} is not a Hugging Face model folder (no config.json), a LoRA adapter "
+            "(no adapter_config.json) or a GGUF file"
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(local) if local.exists() else model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local.exists())
+        loaded = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, local_files_only=local.exists()
+        )
+    except Exception as exc:  # OSError, ValueError, HTTP errors: all mean "cannot load"
+        raise BackendError(f"cannot load the transformers model {model!r}: {exc}") from exc
+    return tokenizer, loaded
+
+
+def load_gguf_model(path: Path, dtype: Any) -> tuple[Any, Any]:
+    """A GGUF file as a transformers model with plain float weights (and its tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from starcoder_ls.backends.gguf import GGUFError, check_gguf_file
+
+    try:
+        check_gguf_file(path)
+    except GGUFError as exc:
+        raise BackendError(str(exc)) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    except Exception as exc:  # transformers' GGUF reader raises many kinds; all mean the same
+        raise BackendError(
+            f"transformers cannot read {path.name} as a model ({exc}); give the model's "
+            "Hugging Face folder instead"
+        ) from None
+    # The tensors are dequantized floats now; the GGUF mark would stop save_pretrained and
+    # make peft treat the model as a quantized one.
+    loaded.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(loaded.config, "quantization_config"):
+        del loaded.config.quantization_config
+    return tokenizer, loaded
+
+
+def _load_adapter(folder: Path, dtype: Any) -> tuple[Any, Any]:
+    import json
+
+    from transformers import AutoTokenizer
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise BackendError(
+            f"{folder} is a LoRA adapter; serving one needs peft (pip install 'starcoder-ls[recipe]')"
+        ) from None
+    try:
+        base = str(
+            json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BackendError(
+            f"{folder}/adapter_config.json does not name its base model ({exc})"
+        ) from None
+    tokenizer, model = load_pretrained(_adapter_base(folder, base), dtype)
+    if (folder / "tokenizer_config.json").is_file():  # the adapter's, with any tokens it added
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    try:
+        adapted = PeftModel.from_pretrained(model, str(folder))
+    except Exception as exc:  # a mismatched base or a damaged file
+        raise BackendError(f"cannot apply the adapter {folder} to {base}: {exc}") from exc
+    return tokenizer, adapted.merge_and_unload()
+
+
+def _adapter_base(folder: Path, base: str) -> str:
+    """Where an adapter's base lives: a path (absolute, or relative to the adapter), a model
+    name this package knows (``default``, a pulled registry name), else a hub id."""
+    for candidate in (Path(base).expanduser(), folder / base):
+        if candidate.exists():
+            return str(candidate)
+    from starcoder_ls.backends import gguf_for
+
+    try:
+        known = Path(gguf_for("" if base == "default" else base))
+    except BackendError:
+        return base
+    return str(known) if known.is_file() else base
 
 
 def resolve_device(device: str) -> str:

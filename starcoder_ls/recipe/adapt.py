@@ -71,25 +71,13 @@ def load_base(spec: str | Path, *, dtype: str = "float32") -> Base:
 
 
 def _from_gguf(path: Path, torch_dtype: Any, source: str) -> Base:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from starcoder_ls.backends.hf import load_gguf_model
+    from starcoder_ls.types import BackendError
 
-    from starcoder_ls.backends.gguf import check_gguf_file
-
-    check_gguf_file(path)
     try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            path.parent, gguf_file=path.name, dtype=torch_dtype
-        )
-    except Exception as exc:  # transformers' GGUF reader raises many kinds; all mean the same
-        raise RecipeError(
-            f"transformers cannot turn {path.name} into a trainable model ({exc}); give the "
-            "model's Hugging Face folder instead"
-        ) from None
-    # The tensors are plain floats now; the GGUF mark would stop save_pretrained.
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+        tok, model = load_gguf_model(path, torch_dtype)
+    except BackendError as exc:
+        raise RecipeError(str(exc)) from None
     return Base(model, tok, source)
 
 
@@ -278,6 +266,12 @@ class AdaptConfig:
     fim_rate: float = 0.9
     """Share of FIM documents with --fim (StarCoder used 0.5 from scratch; a model that must
     learn the format needs more of it)."""
+    span_rate: float = 0.5
+    """Share of FIM middles that are editor-style spans (the rest of a line and up to two
+    more), as the bundled model trained: a model learns the case editors ask for far sooner
+    from them than from bigcode's uniform cuts alone."""
+    line_rate: float = 0.0
+    """Share of FIM middles cut at line boundaries (whole lines)."""
     end_token: str = ""
     """What ends a training document; empty: the tokenizer's own end token."""
     eval_samples: int = 100
@@ -411,7 +405,12 @@ def _prepare_shards(cfg: AdaptConfig, output: Path, corpus: Path) -> Path:
             tokenizer=tok_dir / "tokenizer.json",
             output=shards,
             seq_len=cfg.seq_len,
-            fim=FimConfig(fim_rate=cfg.fim_rate if cfg.fim else 0.0, spm_rate=0.0),
+            fim=FimConfig(
+                fim_rate=cfg.fim_rate if cfg.fim else 0.0,
+                spm_rate=0.0,
+                line_rate=cfg.line_rate,
+                span_rate=cfg.span_rate,
+            ),
             end_token=end,
             seed=cfg.seed,
         ),
@@ -461,6 +460,18 @@ def _measure(model: Any, tokenizer: Any, samples: list[Any], cfg: AdaptConfig) -
     return out
 
 
+def _name_base(adapter_config: Path, base: str) -> None:
+    """Record the base as ``--base`` named it (a path made absolute), so that the transformers
+    backend finds it: peft writes what transformers reported, which for a GGUF base is only
+    the folder the file sits in."""
+    import json
+
+    data = json.loads(adapter_config.read_text())
+    local = Path(base).expanduser()
+    data["base_model_name_or_path"] = str(local.resolve()) if local.exists() else base
+    adapter_config.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def _save_outputs(model: Any, tokenizer: Any, output: Path, cfg: AdaptConfig) -> dict[str, str]:
     """The adapter on its own (LoRA), and the model with everything merged in, as a Hugging
     Face folder that the transformers backend serves and the export stage converts."""
@@ -479,6 +490,7 @@ def _save_outputs(model: Any, tokenizer: Any, output: Path, cfg: AdaptConfig) ->
         with atomic_path(output / "adapter", directory=True) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            _name_base(Path(tmp) / "adapter_config.json", cfg.base)
         out["adapter"] = str(output / "adapter")
         model = merge_lora(model)
     with atomic_path(output / "hf", directory=True) as tmp:

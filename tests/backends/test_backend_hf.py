@@ -98,6 +98,34 @@ def test_bad_model_folder_is_a_backend_error(tmp_path: Path) -> None:
         TransformersBackend(str(tmp_path), device="cpu")
 
 
+def test_bad_adapters_and_gguf_files_are_backend_errors(tmp_path: Path) -> None:
+    """A LoRA adapter folder whose config is damaged or whose base is gone, and a file that
+    is not GGUF: each a one-line reason, nothing half-loaded."""
+    import json
+
+    from starcoder_ls.backends.hf import TransformersBackend
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(BackendError, match="does not name its base model"):
+        TransformersBackend(str(adapter), device="cpu")
+    gone = tmp_path / "gone"
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(gone)}))
+    with pytest.raises(BackendError, match="cannot load the transformers model"):
+        TransformersBackend(str(adapter), device="cpu")
+    # A real base, but the adapter's weights are missing.
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(BUNDLED_HF), "peft_type": "LORA"})
+    )
+    with pytest.raises(BackendError, match="cannot apply the adapter"):
+        TransformersBackend(str(adapter), device="cpu")
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(BackendError, match="is not a GGUF file"):
+        TransformersBackend(str(not_gguf), device="cpu")
+
+
 def test_unavailable_device_is_a_backend_error() -> None:
     import torch
 

@@ -313,11 +313,51 @@ def test_adapt_teaches_a_left_to_right_model_fim_with_lora(
     assert merged.model.get_input_embeddings().weight.shape[0] == len(merged.tokenizer)
     head, emb = merged.model.get_output_embeddings(), merged.model.get_input_embeddings()
     assert head.weight.data_ptr() == emb.weight.data_ptr()  # a tied base stays tied
-    # The adapter alone serves on a fresh base with the extended tokenizer.
-    assert (tmp_path / "run/adapter/adapter_config.json").is_file()
+    # The adapter serves as it is: the transformers backend loads its base (named in the
+    # adapter), grows the embeddings and applies it, and completes exactly as the merged model.
+    _serves_like_the_merged_model(tmp_path / "run/adapter", tmp_path / "run/hf")
     # The shards end documents with the base's own end token.
     meta = json.loads((tmp_path / "run/shards/meta.json").read_text())
     assert meta["config"]["end_token"] == "<eos>"
+
+
+def _serves_like_the_merged_model(adapter: Path, merged: Path) -> None:
+    import json
+
+    from starcoder_ls.backends import create_local_backend
+    from starcoder_ls.settings import Settings
+    from starcoder_ls.types import CancelToken, FimInput, GenerationParams, Prompt
+
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert not (adapter / "config.json").exists()
+    from starcoder_ls.models.registry import family_for
+
+    assert family_for(str(adapter)) == family_for(str(merged)) == "starcoder2"
+    served, reference = (
+        create_local_backend(Settings(backend="transformers", model=str(m), device="cpu"))
+        for m in (adapter, merged)
+    )
+    prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
+    prompt = Prompt(
+        text=f"<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>",
+        family="starcoder2",
+        stop=("<eos>",),
+        fim=FimInput(prefix, suffix),
+    )
+    ids = served.tokenize(prompt.text)
+    assert ids == reference.tokenize(prompt.text)
+    assert ids[0] == served.tokenizer.convert_tokens_to_ids("<fim_prefix>")
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        torch.testing.assert_close(
+            served.model(input_ids=x).logits, reference.model(input_ids=x).logits
+        )
+    params = GenerationParams(max_tokens=12)
+    a = served.generate(prompt, params, CancelToken())
+    b = reference.generate(prompt, params, CancelToken())
+    assert a.text == b.text and a.completion_tokens == b.completion_tokens > 0
+    served.close()
+    reference.close()
 
 
 def test_adapt_resumes_exactly(corpus_dir: Path, tmp_path: Path) -> None:
@@ -416,6 +456,15 @@ def test_an_adapted_llama_model_exports_to_gguf_and_llama_cpp_computes_the_same(
     assert llm.metadata.get("tokenizer.ggml.eos_token_id") == str(
         tok.convert_tokens_to_ids("<eos>")
     )
+    # It quantizes through the recipe's quantize stage, and the quantized file computes
+    # nearly the same logits (Q8_0: within a few hundredths here).
+    assert main(["recipe", "quantize", str(gguf_file), "--type", "Q8_0"]) == 0
+    q8 = load_gguf(tmp_path / "adapted-Q8_0.gguf", n_ctx=128, logits_all=True)
+    assert q8.metadata.get("tokenizer.ggml.fim_pre_token_id") == str(ids[0])
+    q8.eval(ids)
+    q8_logits = np.asarray(q8.scores[: len(ids)])
+    assert np.abs(q8_logits - expected).max() < 0.05 * max(1.0, float(np.abs(expected).max()))
+    assert (q8_logits[-1].argmax(), got[-1].argmax()) == (expected[-1].argmax(),) * 2
 
 
 def test_a_gguf_base_is_dequantized_into_a_trainable_savable_model(
