@@ -14,10 +14,11 @@ the sample count and two baselines, and can write JSON (``--output``) and a PNG 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,26 +282,21 @@ def run_lines(
     )
     context = CrossFileContext(lambda uri: index)
     with progress_bar(progress) as bar:
-        for label, variant, settings in models:
-            engine = open_engine(settings)
-            try:
-                label = label or model_label(engine)
-                _remember_model(report, label, engine)
+        for run in models:
+            with _model_engine(run, report) as (label, engine):
                 for arm, crossfile in (("with context", context), ("without context", None)):
                     engine.crossfile = crossfile
                     row, details = run_model(
                         engine,
                         cases,
                         label=label,
-                        setting=", ".join(filter(None, (variant, arm))),
+                        setting=", ".join(filter(None, (run[1], arm))),
                         root=index.root,
                         index=index,
                         progress=bar,
                     )
                     report.rows.append(row)
                     report.details += details
-            finally:
-                engine.close()
     rows, details = baseline_rows(cases)
     report.rows += rows
     report.details += details
@@ -344,16 +340,11 @@ def run_humaneval(
         },
     )
     with progress_bar(progress) as bar:
-        for label, variant, settings in models:
-            engine = open_engine(settings)
-            try:
-                label = label or model_label(engine)
-                _remember_model(report, label, engine)
+        for run in models:
+            with _model_engine(run, report) as (label, engine):
                 row, details = run_model(
-                    engine, cases, label=label, setting=variant, checker=checker, progress=bar
+                    engine, cases, label=label, setting=run[1], checker=checker, progress=bar
                 )
-            finally:
-                engine.close()
             report.rows.append(row)
             report.details += details
         task = bar.add_task("baselines", total=None)
@@ -362,6 +353,20 @@ def run_humaneval(
     report.rows += rows
     report.details += details
     return report
+
+
+@contextlib.contextmanager
+def _model_engine(run: Run, report: Any) -> Iterator[tuple[str, Any]]:
+    """(label, engine) of one model of a suite, its identity recorded in the report; the
+    engine is closed afterwards, whatever happens."""
+    label, _variant, settings = run
+    engine = open_engine(settings)
+    try:
+        label = label or model_label(engine)
+        _remember_model(report, label, engine)
+        yield label, engine
+    finally:
+        engine.close()
 
 
 def _remember_model(report: Any, label: str, engine: Any) -> None:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from starcoder_ls.prompt.tokens import (
     REPO_NAME,
 )
 from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.recipe.flags import add_config_flags, config_from_args
 
 ADDED_TOKENS: tuple[str, ...] = (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, REPO_NAME, FILE_SEP)
 """What FIM training needs, in StarCoder's spelling (what the prompt templates of the
@@ -284,6 +286,14 @@ class AdaptConfig:
     stop_after: int | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        from starcoder_ls.recipe.fim import FimConfig
+
+        try:
+            FimConfig(self.fim_rate, 0.0, self.line_rate, self.span_rate)
+        except ValueError as exc:  # said before any data is prepared
+            raise RecipeError(re.sub(r"(\w+)_rate", r"--\1-rate", str(exc))) from None
+
 
 def adapt(cfg: AdaptConfig) -> dict[str, Any]:
     """Corpus -> (FIM tokens) -> shards -> training -> adapter and merged model, with held-out
@@ -519,16 +529,11 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--output", "-o", type=Path, required=True, help="run directory")
     p.add_argument("--fim", action="store_true", help="add FIM tokens and train on FIM")
     p.add_argument("--lora", type=int, default=0, metavar="R", help="LoRA rank (0: all weights)")
-    defaults = AdaptConfig(base="", data=Path(), output=Path())
-    for f in fields(AdaptConfig):
-        if f.name in ("base", "data", "output", "fim", "lora", "progress"):
-            continue
-        value = getattr(defaults, f.name)
-        kind = type(value) if value is not None else int
-        p.add_argument(
-            "--" + f.name.replace("_", "-"), type=kind, default=value, help=f"default: {value}"
-        )
-    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(
+        p,
+        AdaptConfig(base="", data=Path(), output=Path()),
+        skip=("base", "data", "output", "fim", "lora"),
+    )
     p.set_defaults(func=_cli_run)
 
 
@@ -536,9 +541,7 @@ def _cli_run(args: argparse.Namespace) -> int:
     import json
     import os
 
-    values = {f.name: getattr(args, f.name) for f in fields(AdaptConfig) if f.name != "progress"}
-    values["base"] = str(values["base"])
-    report = adapt(AdaptConfig(**values, progress=not args.no_progress))
+    report = adapt(config_from_args(AdaptConfig, args, base=str(args.base)))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(report, indent=1))
     return 0

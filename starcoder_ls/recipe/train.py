@@ -20,7 +20,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ import numpy as np
 from starcoder_ls.recipe.atomic import atomic_path, write_text_atomic
 from starcoder_ls.recipe.data import ShardLoader, read_meta
 from starcoder_ls.recipe.errors import RecipeError
+from starcoder_ls.recipe.flags import add_config_flags, config_from_args
 from starcoder_ls.recipe.model import build_config, get_preset
 from starcoder_ls.recipe.tokenizer import CodeTokenizer
 
@@ -551,22 +552,12 @@ def cli_register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument("data", type=Path, help="shards directory made by `starcoder-ls recipe shards`")
     p.add_argument("--output", "-o", type=Path, required=True, help="run directory")
-    defaults = TrainConfig(data=Path(), output=Path())
-    for f in fields(TrainConfig):
-        if f.name in ("data", "output", "progress"):
-            continue
-        value = getattr(defaults, f.name)
-        kind = type(value) if value is not None else int
-        p.add_argument(
-            "--" + f.name.replace("_", "-"), type=kind, default=value, help=f"default: {value}"
-        )
-    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, TrainConfig(data=Path(), output=Path()), skip=("data", "output"))
     p.set_defaults(func=_cli_run)
 
 
 def _cli_run(args: argparse.Namespace) -> int:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "progress"}
-    result = train(TrainConfig(**values, progress=not args.no_progress))
+    result = train(config_from_args(TrainConfig, args))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result))
     return 0

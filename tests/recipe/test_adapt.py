@@ -141,6 +141,20 @@ def test_a_base_loads_from_a_folder_and_bad_bases_say_why(tmp_path: Path) -> Non
         load_base(tmp_path / "broken.gguf")
 
 
+def test_bad_fim_rates_are_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from starcoder_ls.cli import main
+
+    out = tmp_path / "run"
+    common = ["recipe", "adapt", "--base", "default", "--data", str(tmp_path), "-o", str(out)]
+    assert main([*common, "--fim", "--span-rate", "0.7", "--line-rate", "0.5"]) == 1
+    assert "--line-rate + --span-rate must not exceed 1" in capsys.readouterr().err
+    assert main([*common, "--fim", "--fim-rate", "1.5"]) == 1
+    assert "--fim-rate must be between 0 and 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_shards_for_an_adapted_model_end_documents_with_its_own_end_token(
     corpus_dir: Path, tmp_path: Path
 ) -> None:
