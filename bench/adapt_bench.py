@@ -6,7 +6,13 @@ Python standard-library sources, measured on the corpus's held-out validation fi
     .venv/bin/python bench/adapt_bench.py [--steps 90]            # about 40 minutes, 2 cores
     .venv/bin/python bench/adapt_bench.py --report-only RUN_DIR   # the report of a finished run
 
-Writes bench/results/adapt_smollm2.{md,json} and the loss curve adapt_smollm2_loss.png.
+After training, the merged model is exported to GGUF and quantized (Q8_0, Q4_0) through the
+recipe's export and quantize stages, and HumanEval-infilling single-line pass@1 of the adapted
+files is measured next to the original (`starcoder-ls eval compare`), each run as the server runs
+it: the original with its left-to-right prompt, the adapted file with FIM.
+
+Writes bench/results/adapt_smollm2.{md,json}, the loss curve adapt_smollm2_loss.png and the
+HumanEval chart adapt_smollm2_humaneval.png.
 """
 
 from __future__ import annotations
@@ -60,7 +66,32 @@ def run(out: Path, steps: int, lr: float, span_rate: float) -> None:
     )  # fmt: skip
 
 
-def report(run_dir: Path, out: Path) -> str:
+def humaneval(run_dir: Path, work: Path, out: Path) -> Path:
+    """Export, quantize and compare; returns the comparison's JSON report."""
+    cli = [sys.executable, "-m", "starcoder_ls"]
+    f32 = work / "smollm2-fim-f32.gguf"
+    if not f32.is_file():
+        subprocess.run([*cli, "recipe", "export", str(run_dir / "hf"), "--gguf-out", str(f32)],
+                       check=True)  # fmt: skip
+    quantized = [work / f"smollm2-fim-{t}.gguf" for t in ("Q8_0", "Q4_0")]
+    if not all(q.is_file() for q in quantized):
+        subprocess.run([*cli, "recipe", "quantize", str(f32), "--type", "Q8_0", "--type", "Q4_0"],
+                       check=True)  # fmt: skip
+    result = work / "humaneval.json"
+    if not result.is_file():
+        subprocess.run(
+            [
+                *cli, "eval", "compare", "--suite", "humaneval-infilling",
+                "--model", str(base_gguf()), *(x for q in quantized for x in ("--model", str(q))),
+                "--output", str(result), "--chart", str(out / "adapt_smollm2_humaneval.png"),
+                "--no-progress",
+            ],
+            check=True,
+        )  # fmt: skip
+    return result
+
+
+def report(run_dir: Path, out: Path, humaneval_json: Path | None = None) -> str:
     data = json.loads((run_dir / "adapt_report.json").read_text())
     rows = [
         json.loads(line) for line in (run_dir / "run" / "metrics.jsonl").read_text().splitlines()
@@ -99,6 +130,17 @@ def report(run_dir: Path, out: Path) -> str:
             "",
         ]
     )
+    if humaneval_json is not None and humaneval_json.is_file():
+        from starcoder_ls.evaluation.core import Report, format_markdown
+
+        he = json.loads(humaneval_json.read_text())
+        data["humaneval"] = he
+        md += "\n" + format_markdown(
+            Report.from_dict(he),
+            "HumanEval-infilling single-line: the original (left to right) and the adapted "
+            "model (FIM), through the server's engine",
+        )
+        md += "\n\n![HumanEval-infilling](adapt_smollm2_humaneval.png)\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "adapt_smollm2.md").write_text(md)
     (out / "adapt_smollm2.json").write_text(json.dumps(data, indent=1) + "\n")
@@ -114,11 +156,17 @@ def main() -> int:
     ap.add_argument("--span-rate", type=float, default=0.5, help="editor-style FIM middles")
     ap.add_argument("--work", type=Path, default=Path("/tmp/adapt"))
     ap.add_argument("--report-only", type=Path, metavar="RUN_DIR")
+    ap.add_argument("--no-humaneval", action="store_true", help="skip export and HumanEval")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
+    run_dir = args.report_only or args.work / "smollm2-fim"
     if args.report_only is None:
         run(args.work, args.steps, args.lr, args.span_rate)
-    print(report(args.report_only or args.work / "smollm2-fim", args.out))
+    he = None
+    if not args.no_humaneval:
+        args.out.mkdir(parents=True, exist_ok=True)
+        he = humaneval(run_dir, run_dir.parent, args.out)
+    print(report(run_dir, args.out, he))
     return 0
 
 

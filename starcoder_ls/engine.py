@@ -572,6 +572,7 @@ class CompletionEngine:
             stop=("\n",) if single else (),
             stop_after_text=single and blank_line,
             stop_below_indent=0 if single else block_indent,
+            token_healing=s.token_healing,
         )
 
     def complete(

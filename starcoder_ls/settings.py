@@ -121,6 +121,11 @@ class Settings:
     """llamacpp backend: 0 means the model's trained context (capped at 8192)."""
     tls_verify: bool = True
     ca_bundle: str = ""
+    token_healing: bool = True
+    """Back up over the last token(s) before the cursor (a newline and its indentation, part of
+    a name or an operator) and make the model write them again: a prompt that ends inside what
+    the tokenizer would merge is one the model never saw in training. Local backends and the
+    team server; other servers get the prompt as it is."""
     syntax_check: bool = False
     """Drop completions that add a tree-sitter parse error to the file (costs two parses)."""
     stats: bool = True

@@ -70,6 +70,9 @@ class Prompt:
     segments: tuple[Segment, ...] = ()
     tokens: int = 0
     mode: CompletionMode = CompletionMode.MULTI_LINE
+    prefix_end: int = -1
+    """Where in ``text`` the code before the cursor ends: the end of the text for left-to-right
+    and SPM prompts, before the suffix sentinel for PSM. -1: unknown (no token healing)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,12 @@ class GenerationParams:
     prompt_ms: float = 0.0
     """A limit on evaluating the prompt: past it, evaluation stops between chunks and the answer
     is empty (what was evaluated stays cached for the next request). 0: no limit."""
+    token_healing: bool = False
+    """Token healing: the prompt ends before the last token(s) of the code before the cursor
+    (a newline and the indentation after it, part of a name or an operator: text the tokenizer
+    would merge with what comes next), and the first generated tokens are held to text that
+    starts with what was taken off; that text is not part of the answer. Needs
+    ``Prompt.prefix_end``; backends with a tokenizer (llama.cpp, transformers, the team server)."""
 
 
 @dataclass

@@ -48,14 +48,17 @@ def create_local_backend(settings: Settings) -> Backend:
     if kind == "llamacpp":
         from starcoder_ls.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(
+        llama = LlamaCppBackend(
             gguf_for(settings.model), n_ctx=settings.n_ctx, n_threads=settings.n_threads
         )
+        if settings.token_healing:
+            llama.prepare_healing()
+        return llama
     if kind == "transformers":
         from starcoder_ls.backends.hf import TransformersBackend
         from starcoder_ls.models import BUNDLED_HF
 
-        return TransformersBackend(
+        hf = TransformersBackend(
             settings.model or str(BUNDLED_HF),
             device=settings.device,
             dtype=settings.dtype,
@@ -64,6 +67,9 @@ def create_local_backend(settings: Settings) -> Backend:
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads,
         )
+        if settings.token_healing:
+            hf.prepare_healing()
+        return hf
     if kind in REMOTE_BACKENDS:
         from starcoder_ls.backends.http import HttpBackend
 

@@ -177,6 +177,23 @@ class TransformersBackend(TokenLoopBackend):
     def _step(self, token: int) -> np.ndarray:
         return self._forward([token])
 
+    def _token_texts(self) -> list[str]:
+        """Through ``convert_tokens_to_string``, which renders a byte-level token's bytes;
+        SentencePiece's word-start mark is a space in the middle of a sequence."""
+        tok = self.tokenizer
+        size = max(len(tok), self.model.get_input_embeddings().weight.shape[0])
+        texts: list[str] = []
+        for i in range(size):
+            piece = tok.convert_ids_to_tokens(i) if i < len(tok) else None
+            if piece is None or i in self._special_ids or i in self._end_ids:
+                texts.append("")
+                continue
+            text = str(tok.convert_tokens_to_string([piece]))
+            if piece.startswith("\u2581") and not text.startswith(" "):
+                text = " " + text
+            texts.append("" if "\ufffd" in text else text)
+        return texts
+
     def _text_of(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=False))
 

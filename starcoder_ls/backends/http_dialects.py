@@ -126,10 +126,15 @@ def openai_body(prompt: Prompt, params: GenerationParams, model: str) -> dict[st
 
 
 def starcoder_ls_body(prompt: Prompt, params: GenerationParams, model: str) -> dict[str, Any]:
-    """OpenAI's body, and ``stop_after_text`` where it is set (the team server honours it)."""
+    """OpenAI's body, and the team server's own fields where they are set:
+    ``stop_after_text``, and ``token_healing`` with ``prefix_end`` (where the code before the
+    cursor ends in the prompt, in characters: the server's tokenizer does the healing)."""
     body = openai_body(prompt, params, model)
     if params.stop_after_text:
         body["stop_after_text"] = True
+    if params.token_healing and 0 <= prompt.prefix_end <= len(prompt.text):
+        body["token_healing"] = True
+        body["prefix_end"] = prompt.prefix_end
     return body
 
 

@@ -262,6 +262,25 @@ class LlamaCppBackend(TokenLoopBackend):
         self._llm.eval([token])
         return self._last_logits()
 
+    def _token_texts(self) -> list[str]:
+        import ctypes
+
+        import llama_cpp
+
+        vocab = self._llm._model.vocab
+        buf = ctypes.create_string_buffer(256)
+        texts: list[str] = []
+        for i in range(self._n_vocab):
+            if i in self._special_ids or i in self._end_ids:
+                texts.append("")
+                continue
+            n = llama_cpp.llama_token_to_piece(vocab, i, buf, len(buf), 0, False)
+            try:
+                texts.append(buf.raw[: max(0, n)].decode("utf-8"))
+            except UnicodeDecodeError:  # a byte of a character, not a character
+                texts.append("")
+        return texts
+
     def _text_of(self, ids: list[int]) -> str:
         # A decoding step renders its newest one or two tokens (``TokenStream``): the texts of
         # such short runs are kept, since the same ones come back all the time and each

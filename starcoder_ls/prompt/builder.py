@@ -124,4 +124,5 @@ def build_prompt(
         segments=kept_extras + in_file,
         tokens=total,
         mode=mode,
+        prefix_end=templates.prefix_end(template, text, fim, fim_mode),
     )

@@ -417,6 +417,16 @@ def assemble(template: Template, outer: str, inner: str, fim: FimInput, mode: st
     return f"{outer}{t.prefix}{t.suffix}{fim.suffix}{t.middle}{t.lead}{inner}{fim.prefix}"
 
 
+def prefix_end(template: Template, text: str, fim: FimInput, mode: str) -> int:
+    """Where the code before the cursor ends in ``text`` (which ``assemble`` made): the
+    end of the text, except in PSM, where the suffix sentinel, the suffix and the middle
+    sentinel follow it."""
+    t = template
+    if t.layout in ("ltr", "ltr-repo") or mode != PSM:
+        return len(text)
+    return len(text) - len(t.suffix) - len(fim.suffix) - len(t.middle)
+
+
 def check_mode(template: Template, mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"FIM mode must be one of {', '.join(MODES)}; got {mode!r}")

@@ -32,6 +32,7 @@ from starcoder_ls.backends.base import (
     TokenStream,
     common_prefix_len,
     fit_prompt,
+    healing,
     stop_strings,
 )
 from starcoder_ls.serve.engine import Engine, Job
@@ -196,18 +197,18 @@ class BatchEngine(Engine):
         for job in jobs:
             watch = Stopwatch()
             try:
-                ids = hf.tokenize(job.prompt.text)
+                text, heal, params = healing(hf, job.prompt, job.params)
+                ids = hf.tokenize(text)
                 if not ids:
                     self._done(job, Generation(text="", finish_reason="stop"), None)
                     continue
                 ids, max_tokens = fit_prompt(
-                    ids, hf.context_length, job.params.max_tokens, ids[0] in hf._special_ids
+                    ids, hf.context_length, params.max_tokens, ids[0] in hf._special_ids
                 )
                 if max_tokens == 0:  # nothing to generate; no cache outlives a batch here
                     empty = Generation("", len(ids), 0, finish_reason="length", stop_type="limit")
                     self._done(job, empty, None)
                     continue
-                params = job.params
                 if params.max_tokens != max_tokens:
                     params = replace(params, max_tokens=max_tokens)
                 stream = TokenStream(
@@ -217,6 +218,8 @@ class BatchEngine(Engine):
                     params=params,
                     room=hf.context_length - len(ids),
                     seed=job.params.seed,
+                    heal=heal,
+                    index=hf.token_index() if heal else None,
                 )
             except Exception as exc:  # this request's text or parameters: it alone fails
                 log.exception("preparing a generation failed")

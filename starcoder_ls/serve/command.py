@@ -244,12 +244,14 @@ def build_engine(args: argparse.Namespace, choice: ModelChoice) -> Any:
                 n_ctx=args.n_ctx,
                 n_threads=args.threads,
             )
+            hf.prepare_healing()  # clients may ask for token healing
             return BatchEngine(hf, max_queue=args.max_queue, max_batch=args.max_batch)
         if choice.backend == "llamacpp":
             from starcoder_ls.backends import gguf_for
             from starcoder_ls.backends.llamacpp import LlamaCppBackend
 
             gguf = LlamaCppBackend(gguf_for(choice.model), n_ctx=args.n_ctx, n_threads=args.threads)
+            gguf.prepare_healing()  # clients may ask for token healing
             if args.max_batch > 1:
                 from starcoder_ls.serve.llama_batch import LlamaBatchEngine
 

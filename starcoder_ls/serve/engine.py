@@ -59,6 +59,9 @@ class Job:
     started_at: float = 0.0
     prompt_ids: Future[list[int]] | None = None
     """The prompt's token ids, for an engine that tokenizes while its model runs."""
+    heal: str = ""
+    """Text token healing took off the prompt, set with ``prompt_ids`` (``params`` then
+    allows for the tokens that write it again)."""
 
     def finish(self, generation: Generation) -> None:
         if not self.future.done():

@@ -30,6 +30,7 @@ from starcoder_ls.backends.base import (
     TokenStream,
     common_prefix_len,
     fit_prompt,
+    healing,
     stop_strings,
 )
 from starcoder_ls.serve.engine import Engine, Job
@@ -155,12 +156,17 @@ class LlamaBatchEngine(Engine):
         # The prompt is tokenized on a thread of its own while the model runs (llama.cpp
         # tokenizes without the GIL, as llama-server does on its HTTP threads), not in the
         # step loop, where a 400-token prompt held every sequence up for about 0.8 ms.
-        job.prompt_ids = self._tokenizer.submit(self._gguf.tokenize, job.prompt.text)
+        job.prompt_ids = self._tokenizer.submit(self._prompt_ids, job)
         try:
             super().submit(job)
         except BaseException:
             job.prompt_ids.cancel()
             raise
+
+    def _prompt_ids(self, job: Job) -> list[int]:
+        """The prompt's ids, token healing done (the job learns what was taken off)."""
+        text, job.heal, job.params = healing(self._gguf, job.prompt, job.params)
+        return self._gguf.tokenize(text)
 
     # ---------------------------------------------------------- the worker side
 
@@ -199,7 +205,7 @@ class LlamaBatchEngine(Engine):
         gguf = self._gguf
         watch = Stopwatch()
         try:
-            ids = job.prompt_ids.result() if job.prompt_ids else gguf.tokenize(job.prompt.text)
+            ids = job.prompt_ids.result() if job.prompt_ids else self._prompt_ids(job)
             if gguf._bos_id is not None and (not ids or ids[0] != gguf._bos_id):
                 ids = [gguf._bos_id, *ids]
             if not ids:
@@ -326,6 +332,8 @@ class LlamaBatchEngine(Engine):
                 params=params,
                 room=self._slot_ctx - len(seq.ids),
                 seed=params.seed,
+                heal=seq.job.heal,
+                index=gguf.token_index() if seq.job.heal else None,
             )
         stream = seq.stream
         token = stream.accept(best) if stream.greedy else stream.push(logits)

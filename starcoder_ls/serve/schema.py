@@ -167,13 +167,19 @@ def openai_request(body: dict[str, Any], served: Served, limits: Limits) -> Comp
     if suffix is not None:
         fim = FimInput(prefix=prompt, suffix=suffix)
         text = _render(fim, served.family)
+        prefix_end = _prefix_end(text, fim, served.family)
     else:
         fim = FimInput(prefix=prompt, suffix="")
         text = prompt
+        # A prompt rendered by the client (starcoder-ls's remote backend): it says where the
+        # code before the cursor ends in it, inside a PSM prompt.
+        prefix_end = _integer(body, "prefix_end", len(text), 0, len(text))
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return CompletionRequest(
-        prompt=Prompt(text=text, family=served.family, stop=served.stop, fim=fim),
+        prompt=Prompt(
+            text=text, family=served.family, stop=served.stop, fim=fim, prefix_end=prefix_end
+        ),
         params=GenerationParams(
             max_tokens=_integer(
                 body, "max_tokens", limits.default_max_tokens, 1, limits.max_tokens
@@ -183,6 +189,7 @@ def openai_request(body: dict[str, Any], served: Served, limits: Limits) -> Comp
             stop=_stops(body, "stop"),
             seed=_seed(body),
             stop_after_text=_boolean(body, "stop_after_text"),
+            token_healing=_boolean(body, "token_healing"),
         ),
         n=_integer(body, "n", 1, 1, limits.max_n),
         stream=_boolean(body, "stream"),
@@ -338,6 +345,12 @@ def _render(fim: FimInput, family: str) -> str:
     from starcoder_ls.prompt.templates import render
 
     return render(fim, family)
+
+
+def _prefix_end(text: str, fim: FimInput, family: str) -> int:
+    from starcoder_ls.prompt.templates import PSM, get_template, prefix_end
+
+    return prefix_end(get_template(family), text, fim, PSM)
 
 
 def _extra(value: Any) -> tuple[Segment, ...]:

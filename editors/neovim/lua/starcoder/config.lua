@@ -46,6 +46,7 @@ local function server_defaults()
     nCtx = 0,
     tlsVerify = true,
     caBundle = "",
+    tokenHealing = true,
     syntaxCheck = false,
     stats = true,
     redactSecrets = "remote",
