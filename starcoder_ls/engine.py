@@ -557,14 +557,25 @@ class CompletionEngine:
             return []
 
     def params(
-        self, mode: CompletionMode, *, blank_line: bool = False, block_indent: int = 0
+        self,
+        mode: CompletionMode,
+        *,
+        blank_line: bool = False,
+        block_indent: int = 0,
+        family: str = "",
     ) -> GenerationParams:
         """Generation parameters for ``mode``; ``blank_line``: the cursor's line holds nothing
         but whitespace, so a single line's newline stop waits for the first code;
         ``block_indent``: the cursor line's indentation, left of which a multi-line completion
-        is over (generating on would only be cut off afterwards)."""
+        is over (generating on would only be cut off afterwards); ``family``: the prompt's,
+        for ``tokenHealing: auto``."""
+        from starcoder_ls.prompt.templates import left_to_right
+
         s = self.settings
         single = mode is CompletionMode.SINGLE_LINE
+        heal = s.token_healing == "on" or (
+            s.token_healing == "auto" and bool(family) and left_to_right(family)
+        )
         return GenerationParams(
             max_tokens=s.max_tokens,
             temperature=s.temperature,
@@ -572,7 +583,7 @@ class CompletionEngine:
             stop=("\n",) if single else (),
             stop_after_text=single and blank_line,
             stop_below_indent=0 if single else block_indent,
-            token_healing=s.token_healing,
+            token_healing=heal,
         )
 
     def complete(
@@ -652,6 +663,7 @@ class CompletionEngine:
             blank_line=blank,
             # At column 0 of a blank line the block is wherever the model indents its code.
             block_indent=-1 if blank and indent == 0 else indent,
+            family=built.prompt.family,
         )
         key = self.cache.make_key(backend.model_id, built.prompt.text, params)
         raw = self.cache.get(key)

@@ -121,11 +121,14 @@ class Settings:
     """llamacpp backend: 0 means the model's trained context (capped at 8192)."""
     tls_verify: bool = True
     ca_bundle: str = ""
-    token_healing: bool = True
-    """Back up over the last token(s) before the cursor (a newline and its indentation, part of
-    a name or an operator) and make the model write them again: a prompt that ends inside what
-    the tokenizer would merge is one the model never saw in training. Local backends and the
-    team server; other servers get the prompt as it is."""
+    token_healing: str = "auto"
+    """Token healing: back up over the last token(s) before the cursor (a newline and its
+    indentation, part of a name or an operator) and have the model write them again. A
+    left-to-right prompt that ends inside what the tokenizer would merge is one the model never
+    saw in training. ``auto``: on for left-to-right models, off for FIM models, whose training
+    cut the code at any character and tokenized the prefix on its own (healing there measured
+    worse, docs/evaluation.md); ``on``, ``off``. Local backends and the team server; other
+    servers get the prompt as it is."""
     syntax_check: bool = False
     """Drop completions that add a tree-sitter parse error to the file (costs two parses)."""
     stats: bool = True
@@ -156,6 +159,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "backend": BACKENDS,
     "completion_fallback": ("auto", "on", "off"),
     "fim_mode": ("auto", "psm", "spm"),
+    "token_healing": ("auto", "on", "off"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "dtype": ("auto", "float32", "float16", "bfloat16"),
     "kernels": ("auto", "on", "off"),

@@ -388,7 +388,12 @@ class WorkerBackend:
         worker = self._current(cancel)
         message = {
             "op": "generate",
-            "prompt": {"text": prompt.text, "family": prompt.family, "stop": list(prompt.stop)},
+            "prompt": {
+                "text": prompt.text,
+                "family": prompt.family,
+                "stop": list(prompt.stop),
+                "prefix_end": prompt.prefix_end,
+            },
             "params": {**asdict(params), "stop": list(params.stop)},
             "stream": on_text is not None,
         }

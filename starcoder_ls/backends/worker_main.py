@@ -119,6 +119,7 @@ def _generate(channel: Channel, backend: Any, job: dict[str, Any], cancel: Cance
         family=p.get("family", ""),
         stop=tuple(p.get("stop", ())),
         fim=FimInput("", ""),
+        prefix_end=int(p.get("prefix_end", -1)),
     )
     params = GenerationParams(**{**job["params"], "stop": tuple(job["params"].get("stop", ()))})
 

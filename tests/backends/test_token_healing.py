@@ -154,3 +154,48 @@ def test_mask_leaves_only_agreeing_tokens(tiny: Any) -> None:
     assert token is not None
     piece = index.texts[token]
     assert "ret".startswith(piece) or piece.startswith("ret")
+
+
+def test_auto_heals_left_to_right_prompts_and_not_fim_ones() -> None:
+    """``tokenHealing: auto`` follows the prompt's family: FIM models were trained on prefixes
+    cut at any character, tokenized on their own, so only left-to-right prompts are healed."""
+    from starcoder_ls.engine import CompletionEngine
+    from starcoder_ls.settings import Settings
+    from starcoder_ls.types import CompletionMode
+
+    def heals(setting: str, family: str) -> bool:
+        engine = CompletionEngine(Settings(backend="test", token_healing=setting))
+        return engine.params(CompletionMode.SINGLE_LINE, family=family).token_healing
+
+    assert heals("auto", "left-to-right") and heals("auto", "left-to-right-repo")
+    assert not heals("auto", "starcoder-ls") and not heals("auto", "starcoder2")
+    assert heals("on", "starcoder-ls") and not heals("off", "left-to-right")
+
+
+def test_the_engine_completes_a_partial_word_with_healing_on() -> None:
+    """Through ``CompletionEngine.complete`` (the worker process, the prompt builder), a
+    left-to-right prompt of the bundled model: healed, the completion continues ``ret``."""
+    from starcoder_ls.documents import Snapshot
+    from starcoder_ls.engine import CompletionEngine
+    from starcoder_ls.settings import CacheSettings, Settings
+
+    text = CODE + "    ret\n"
+    doc = Snapshot.from_text(text, uri="file:///w/m.py", path="/w/m.py", language_id="python")
+    answers = {}
+    for setting in ("auto", "off"):
+        engine = CompletionEngine(
+            Settings(
+                model=str(BUNDLED_GGUF),
+                family="left-to-right",
+                token_healing=setting,
+                n_threads=1,
+                cache=CacheSettings(enabled=False),
+            )
+        )
+        try:
+            done = engine.complete(doc, 2, 7, invoked=True)
+            answers[setting] = done.text if done is not None else ""
+        finally:
+            engine.close()
+    assert answers["auto"].startswith("urn"), answers
+    assert not answers["off"].startswith("urn"), answers

@@ -35,16 +35,26 @@ def worker() -> Iterator[WorkerBackend]:
 
 
 def test_worker_answers_like_the_in_process_backend(worker: WorkerBackend) -> None:
+    import dataclasses
+
     params = GenerationParams(max_tokens=24)
+    healing = dataclasses.replace(params, token_healing=True)
+    prompt = fim_prompt(PREFIX, SUFFIX)
+    # Token healing needs to know where the code before the cursor ends: it crosses the pipe.
+    partial = fim_prompt(PREFIX + "with op", SUFFIX)
+    partial = dataclasses.replace(partial, prefix_end=partial.text.index("<fim_suffix>"))
     local = LlamaCppBackend(BUNDLED_GGUF, n_threads=1)
     try:
-        want = local.generate(fim_prompt(PREFIX, SUFFIX), params, CancelToken())
+        want = local.generate(prompt, params, CancelToken())
+        healed = local.generate(partial, healing, CancelToken())
+        assert healed.text != local.generate(partial, params, CancelToken()).text
         assert local.count_tokens(PREFIX) == worker.count_tokens(PREFIX)
     finally:
         local.close()
-    got = worker.generate(fim_prompt(PREFIX, SUFFIX), params, CancelToken())
+    got = worker.generate(prompt, params, CancelToken())
     assert got.text == want.text
     assert got.completion_tokens == want.completion_tokens
+    assert worker.generate(partial, healing, CancelToken()).text == healed.text
     assert worker.name == "llamacpp"
     assert worker.context_length == local.context_length
     assert worker.info is not None and worker.info.pid != os.getpid()

@@ -46,7 +46,7 @@ local function server_defaults()
     nCtx = 0,
     tlsVerify = true,
     caBundle = "",
-    tokenHealing = true,
+    tokenHealing = "auto",
     syntaxCheck = false,
     stats = true,
     redactSecrets = "remote",
