@@ -15,9 +15,11 @@ most 1.5 x typed), and the time from a keystroke to the completion shown (p50, p
 
 ``--baseline REF`` runs the same replays with the server of another commit (a git worktree)
 beside this one, alternating A B / B A per round, so the comparison holds on a noisy machine.
+``--setting KEY=A,B`` does the same with this server under two values of one setting (for
+instance ``tokenHealing=off,on``: what healing costs per keystroke).
 
-Usage: ``python bench/typing_kv_bench.py [--baseline REF] [--rounds N] [--models default,bundled]
-[--json OUT]``. Prints a Markdown report.
+Usage: ``python bench/typing_kv_bench.py [--baseline REF | --setting KEY=A,B] [--rounds N]
+[--models default,bundled] [--json OUT] [--markdown OUT]``. Prints a Markdown report.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ def count_tokens(gguf: Path, text: str) -> int:
         vocab.close()
 
 
-async def replay(server_root: Path, model: str, workspace: Path, state: Path) -> dict[str, Any]:
+async def replay(
+    server_root: Path, model: str, workspace: Path, state: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
     text, line, col, typed = script(workspace)
     client = LanguageClient("typing-kv-bench", "v1")
     env = {
@@ -99,7 +103,7 @@ async def replay(server_root: Path, model: str, workspace: Path, state: Path) ->
         env=env,
         cwd=str(server_root),
     )
-    options = {"model": model} if model else {}
+    options = {**({"model": model} if model else {}), **extra}
     await client.initialize_async(
         lsp.InitializeParams(
             capabilities=lsp.ClientCapabilities(
@@ -211,17 +215,25 @@ def main() -> None:
     ap.add_argument("--baseline", help="a git ref whose server runs beside this one")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--models", default="bundled,default")
+    ap.add_argument("--setting", metavar="KEY=A,B", help="two values of a setting, side by side")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="typing-kv-"))
-    servers = {"current": ROOT}
-    if args.baseline:
+    servers: dict[str, Path] = {"current": ROOT}
+    extras: dict[str, dict[str, Any]] = {"current": {}}
+    if args.setting:
+        key, _, values = args.setting.partition("=")
+        servers = {f"{key}={v}": ROOT for v in values.split(",")}
+        extras = {f"{key}={v}": {key: v} for v in values.split(",")}
+    elif args.baseline:
         tree = work / "baseline"
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
             check=True, capture_output=True,
         )  # fmt: skip
         servers = {f"baseline ({args.baseline})": tree, "current": ROOT}
+        extras = {label: {} for label in servers}
     found = models()
     report: dict[str, Any] = {"machine": machine(), "file": f"email/{FILE}", "method": METHOD.strip(),
                               "interval_ms": INTERVAL_MS, "pause_after_newline_ms": PAUSE_MS,
@@ -240,12 +252,15 @@ def main() -> None:
                     state = work / f"state-{workspace.name}"
                     progress(f"{name}: round {rnd + 1}, {label}")
                     runs[label].append(
-                        asyncio.run(replay(servers[label], setting, workspace, state))
+                        asyncio.run(
+                            replay(servers[label], setting, workspace, state, extras[label])
+                        )
                     )
-            typed_tokens = count_tokens(gguf, runs["current"][0]["typed"])
+            first = runs[next(iter(servers))][0]
+            typed_tokens = count_tokens(gguf, first["typed"])
             report["results"][name] = {
                 "model": gguf.name,
-                "typed_chars": runs["current"][0]["typed_chars"],
+                "typed_chars": first["typed_chars"],
                 "typed_tokens": typed_tokens,
                 **{label: summarize(r, typed_tokens) for label, r in runs.items()},
             }
@@ -257,7 +272,10 @@ def main() -> None:
             )  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(report, list(servers)))
+    md = markdown(report, list(servers))
+    if args.markdown:
+        args.markdown.write_text(md + "\n")
+    print(md)
 
 
 def markdown(report: dict[str, Any], labels: list[str]) -> str:
