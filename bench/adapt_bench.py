@@ -66,7 +66,7 @@ def run(out: Path, steps: int, lr: float, span_rate: float) -> None:
     )  # fmt: skip
 
 
-def humaneval(run_dir: Path, work: Path, out: Path) -> Path:
+def humaneval(run_dir: Path, work: Path, out: Path, samples: int) -> Path:
     """Export, quantize and compare; returns the comparison's JSON report."""
     cli = [sys.executable, "-m", "starcoder_ls"]
     f32 = work / "smollm2-fim-f32.gguf"
@@ -84,7 +84,7 @@ def humaneval(run_dir: Path, work: Path, out: Path) -> Path:
                 *cli, "eval", "compare", "--suite", "humaneval-infilling",
                 "--model", str(base_gguf()), *(x for q in quantized for x in ("--model", str(q))),
                 "--output", str(result), "--chart", str(out / "adapt_smollm2_humaneval.png"),
-                "--no-progress",
+                "--samples", str(samples), "--no-progress",
             ],
             check=True,
         )  # fmt: skip
@@ -157,6 +157,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/adapt"))
     ap.add_argument("--report-only", type=Path, metavar="RUN_DIR")
     ap.add_argument("--no-humaneval", action="store_true", help="skip export and HumanEval")
+    ap.add_argument("--humaneval-samples", type=int, default=300, help="a seeded draw of holes")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     run_dir = args.report_only or args.work / "smollm2-fim"
@@ -165,7 +166,7 @@ def main() -> int:
     he = None
     if not args.no_humaneval:
         args.out.mkdir(parents=True, exist_ok=True)
-        he = humaneval(run_dir, run_dir.parent, args.out)
+        he = humaneval(run_dir, run_dir.parent, args.out, args.humaneval_samples)
     print(report(run_dir, args.out, he))
     return 0
 
