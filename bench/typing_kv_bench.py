@@ -245,7 +245,7 @@ def main() -> None:
             for rnd in range(args.rounds):
                 order = list(servers) if rnd % 2 == 0 else list(servers)[::-1]
                 for label in order:
-                    workspace = work / f"ws-{name}-{rnd}-{len(runs[label])}-{label[:4]}"
+                    workspace = work / f"ws-{name}-{rnd}-{list(servers).index(label)}"
                     shutil.copytree(
                         PACKAGE, workspace, ignore=shutil.ignore_patterns("__pycache__")
                     )
