@@ -62,6 +62,33 @@ def workspace_copy(dest: Path) -> tuple[Path, str]:
     return root, version(WORKSPACE_PACKAGE)
 
 
+def humaneval_suite(models: list[Any], samples: int | None) -> Report:
+    """HumanEval-infilling single-line for each model (pass@1 by execution), timed."""
+    t0 = time.perf_counter()
+    report = run_humaneval(
+        models,
+        benchmark="single-line",
+        data=None,
+        samples=samples,
+        seed=0,
+        timeout_s=3.0,
+        memory_mb=1024,
+        progress=True,
+    )
+    report.info["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def lines_suite(models: list[Any], tmp: Path, samples: int) -> Report:
+    """Held-out lines of a copy of the installed workspace package, timed."""
+    root, package_version = workspace_copy(tmp)
+    t0 = time.perf_counter()
+    report = run_lines(models, root, samples=samples, seed=0, progress=True)
+    report.info["seconds"] = round(time.perf_counter() - t0, 1)
+    report.info["workspace"] = f"{WORKSPACE_PACKAGE} {package_version} (installed sources)"
+    return report
+
+
 def render(humaneval: Report, lines: Report, out: Path) -> str:
     """The charts, the JSON and the Markdown report of one run; returns the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
@@ -130,27 +157,12 @@ def main() -> int:
             ("Gemma-3-270M (default, Q4_K_M)", "", settings()),
             ("team server: Gemma-3-270M", "", settings(**model_overrides(server.url))),
         ]
-        t0 = time.perf_counter()
-        humaneval = run_humaneval(
-            models,
-            benchmark="single-line",
-            data=None,
-            samples=args.humaneval_samples,
-            seed=0,
-            timeout_s=3.0,
-            memory_mb=1024,
-            progress=True,
-        )
-        humaneval.info["seconds"] = round(time.perf_counter() - t0, 1)
+        humaneval = humaneval_suite(models, args.humaneval_samples)
         args.out.mkdir(parents=True, exist_ok=True)  # kept if the second suite fails
         (args.out / "evaluation_humaneval_partial.json").write_text(
             json.dumps(humaneval.as_dict(), indent=1) + "\n"
         )
-        root, rich_version = workspace_copy(tmp)
-        t0 = time.perf_counter()
-        lines = run_lines(models, root, samples=args.lines_samples, seed=0, progress=True)
-        lines.info["seconds"] = round(time.perf_counter() - t0, 1)
-        lines.info["workspace"] = f"{WORKSPACE_PACKAGE} {rich_version} (installed sources)"
+        lines = lines_suite(models, tmp, args.lines_samples)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

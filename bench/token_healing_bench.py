@@ -27,7 +27,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from evaluation_bench import TINY, settings, workspace_copy  # noqa: E402
+from evaluation_bench import TINY, humaneval_suite, lines_suite, settings  # noqa: E402
 
-from starcoder_ls.evaluation.command import run_humaneval, run_lines  # noqa: E402
 from starcoder_ls.evaluation.core import Report, format_markdown, write_chart  # noqa: E402
 
 
@@ -116,25 +114,10 @@ def main() -> int:
         render(Report.from_dict(saved["humaneval"]), Report.from_dict(saved["lines"]), args.out)
         return 0
     variants = runs(models(args.adapted))
-    t0 = time.perf_counter()
-    humaneval = run_humaneval(
-        variants,
-        benchmark="single-line",
-        data=None,
-        samples=args.humaneval_samples,
-        seed=0,
-        timeout_s=3.0,
-        memory_mb=1024,
-        progress=True,
-    )
-    humaneval.info["seconds"] = round(time.perf_counter() - t0, 1)
+    humaneval = humaneval_suite(variants, args.humaneval_samples)
     tmp = Path(tempfile.mkdtemp(prefix="healing-bench-"))
     try:
-        root, rich_version = workspace_copy(tmp)
-        t0 = time.perf_counter()
-        lines = run_lines(variants, root, samples=args.lines_samples, seed=0, progress=True)
-        lines.info["seconds"] = round(time.perf_counter() - t0, 1)
-        lines.info["workspace"] = f"rich {rich_version} (installed sources)"
+        lines = lines_suite(variants, tmp, args.lines_samples)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(render(humaneval, lines, args.out))
